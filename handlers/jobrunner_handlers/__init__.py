@@ -1,0 +1,1 @@
+"""jobrunner's built-in handler plugins, registered through the `jobrunner.handlers` entry point."""

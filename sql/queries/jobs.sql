@@ -1,0 +1,166 @@
+-- Every statement jobrunner runs against the queue. Each starts with a `-- name: NAME` line;
+-- jobrunner.sql_files loads them by name and replaces `{schema}` with the configured schema.
+
+-- name: claim_batch
+-- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
+-- oldest scheduled_at. Walks background_jobs_claim_idx; SKIP LOCKED lets replicas claim
+-- side by side without waiting on each other. Taking the lease counts the attempt.
+WITH next AS (
+    SELECT id
+    FROM {schema}.background_jobs
+    WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
+    ORDER BY priority DESC, scheduled_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.background_jobs AS j
+SET status = 'running',
+    attempts = j.attempts + 1,
+    started_at = now(),
+    lease_expires_at = now() + make_interval(secs => $4::float8),
+    worker_id = $2
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.attempts,
+          j.max_attempts, j.created_at, j.scheduled_at, j.dedupe_key;
+
+-- name: record_outcomes
+-- Write many outcomes in one statement. A row is only written while this worker still holds
+-- the attempt it ran (same attempt number, still running): a worker that lost its lease (paused,
+-- cut off) cannot overwrite what the job's next holder does. Returns the ids it wrote.
+UPDATE {schema}.background_jobs AS j
+SET status = o.status,
+    attempts = CASE WHEN o.released THEN j.attempts - 1 ELSE j.attempts END,
+    release_count = CASE WHEN o.released THEN j.release_count + 1 ELSE j.release_count END,
+    scheduled_at = CASE WHEN o.status = 'pending'
+                        THEN now() + make_interval(secs => o.retry_in) ELSE j.scheduled_at END,
+    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
+    lease_expires_at = NULL,
+    last_error = CASE WHEN o.error IS NULL THEN j.last_error ELSE o.error END,
+    last_error_traceback = CASE WHEN o.error IS NULL THEN j.last_error_traceback ELSE o.traceback END,
+    result = o.result
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::text[],
+            $7::jsonb[], $8::bool[])
+     AS o(id, attempt, status, retry_in, error, traceback, result, released)
+WHERE j.id = o.id AND j.attempts = o.attempt AND j.status = 'running'
+RETURNING j.id;
+
+-- name: notify_queues
+-- Wake idle daemons after jobs were handed back.
+SELECT pg_notify('jobrunner_{schema_name}', q) FROM unnest($1::text[]) AS q;
+
+-- name: extend_leases
+-- Heartbeat: push the lease of every job this worker runs. Returns the jobs it still holds;
+-- any other was rescued or cancelled meanwhile and its handler must stop.
+UPDATE {schema}.background_jobs AS j
+SET lease_expires_at = now() + make_interval(secs => $3::float8)
+FROM unnest($1::bigint[], $2::int[]) AS h(id, attempt)
+WHERE j.id = h.id AND j.attempts = h.attempt AND j.status = 'running'
+RETURNING j.id;
+
+-- name: rescue_expired_leases
+-- Jobs whose worker died: back to pending (the attempt it used counts), or dead when it was
+-- the last. Walks background_jobs_lease_idx; SKIP LOCKED so replicas can run it together.
+WITH expired AS (
+    SELECT id
+    FROM {schema}.background_jobs
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.background_jobs AS j
+SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() ELSE NULL END,
+    scheduled_at = CASE WHEN j.attempts >= j.max_attempts THEN j.scheduled_at ELSE now() END,
+    last_error = format('lease expired: worker %s stopped heartbeating during attempt %s',
+                        coalesce(j.worker_id, '?'), j.attempts),
+    last_error_traceback = NULL,
+    lease_expires_at = NULL
+FROM expired
+WHERE j.id = expired.id
+RETURNING j.id, j.job_type, j.queue, j.status, j.attempts, j.worker_id;
+
+-- name: prune_finished
+-- Delete finished jobs older than the retention, a bounded batch at a time.
+WITH old AS (
+    SELECT id
+    FROM {schema}.background_jobs
+    WHERE finished_at < now() - make_interval(secs => $1::float8)
+      AND status IN ('completed', 'failed', 'dead', 'cancelled')
+    ORDER BY finished_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.background_jobs AS j
+USING old
+WHERE j.id = old.id;
+
+-- name: try_maintenance_lock
+-- One replica at a time does a given piece of maintenance; the lock ends with the transaction.
+SELECT pg_try_advisory_xact_lock(hashtext('jobrunner:{schema_name}:' || $1::text));
+
+-- name: enqueue
+SELECT {schema}.enqueue_job($1::text, $2::jsonb, $3::text, $4::integer, $5::timestamptz,
+                            $6::integer, $7::text);
+
+-- name: enqueue_many
+-- Bulk enqueue from parallel arrays in one statement; rows whose dedupe key a live job already
+-- holds are skipped. Returns the ids of the rows it inserted.
+INSERT INTO {schema}.background_jobs AS j
+    (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key)
+SELECT t.job_type, t.payload, t.queue, t.priority, coalesce(t.scheduled_at, now()), t.max_attempts,
+       t.dedupe_key
+FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::int[], $5::timestamptz[], $6::int[], $7::text[])
+     AS t(job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key)
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+DO NOTHING
+RETURNING j.id;
+
+-- name: get_job
+SELECT id, job_type, queue, payload::text AS payload, priority, status, attempts, max_attempts,
+       scheduled_at, dedupe_key, created_at, started_at, finished_at, lease_expires_at, worker_id,
+       last_error, last_error_traceback, result::text AS result, release_count
+FROM {schema}.background_jobs
+WHERE id = $1;
+
+-- name: cancel_job
+-- Cancel a job that has not started. Returns the row when it was cancelled.
+UPDATE {schema}.background_jobs
+SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+WHERE id = $1 AND status = 'pending'
+RETURNING id;
+
+-- name: retry_job
+-- Give a finished-without-success job a fresh set of attempts.
+UPDATE {schema}.background_jobs
+SET status = 'pending', attempts = 0, scheduled_at = now(), finished_at = NULL
+WHERE id = $1 AND status IN ('failed', 'dead', 'cancelled')
+RETURNING id, queue;
+
+-- name: retry_all_of_type
+UPDATE {schema}.background_jobs
+SET status = 'pending', attempts = 0, scheduled_at = now(), finished_at = NULL
+WHERE job_type = $1 AND status IN ('failed', 'dead')
+RETURNING id, queue;
+
+-- name: status_counts
+SELECT job_type, status, count(*) AS jobs
+FROM {schema}.background_jobs
+GROUP BY job_type, status
+ORDER BY job_type, status;
+
+-- name: oldest_runnable
+-- Age of the oldest job that could run now, per queue (walks the claim index).
+SELECT queue, extract(epoch FROM now() - min(scheduled_at))::float8 AS age_seconds, count(*) AS runnable
+FROM {schema}.background_jobs
+WHERE status = 'pending' AND scheduled_at <= now()
+GROUP BY queue
+ORDER BY queue;
+
+-- name: recent_dead
+SELECT id, job_type, status, attempts, finished_at, last_error
+FROM {schema}.background_jobs
+WHERE status IN ('dead', 'failed')
+ORDER BY finished_at DESC NULLS LAST
+LIMIT $1;

@@ -1,0 +1,28 @@
+"""jobrunner: a Postgres-native background-job daemon."""
+
+from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
+from jobrunner.context import JobContext
+from jobrunner.errors import JobError, PermanentError, RetryLater
+from jobrunner.handler import Handler, handler
+from jobrunner.job import Job, JobStatus
+from jobrunner.new_job import NewJob
+from jobrunner.retry import RetryPolicy
+from jobrunner.settings import Settings
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Handler",
+    "InvalidJob",
+    "Job",
+    "JobContext",
+    "JobError",
+    "JobRecord",
+    "JobStatus",
+    "NewJob",
+    "PermanentError",
+    "RetryLater",
+    "RetryPolicy",
+    "Settings",
+    "handler",
+]

@@ -1,0 +1,328 @@
+"""`jobrunner …`: run, migrate, enqueue, status, retry, cancel, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from jobrunner.client import AsyncClient
+from jobrunner.database import connect_kwargs
+from jobrunner.dsn import DatabaseUrl, parse_database_url
+from jobrunner.embedded import EmbeddedPostgres
+from jobrunner.logs import configure_logging
+from jobrunner.migrate import migrate
+from jobrunner.new_job import InvalidJob
+from jobrunner.registry import HandlerRegistry, RegistryError
+from jobrunner.settings import Settings
+from jobrunner.sql_files import Queries
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class DatabaseTarget:
+    """The configured database, or the embedded one when none is configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedPostgres | None = None
+
+    def __enter__(self) -> tuple[DatabaseUrl, DatabaseUrl | None]:
+        s = self.settings
+        if s.database_url is not None:
+            url = parse_database_url(s.database_url.get_secret_value(), pgbouncer=s.pgbouncer)
+        else:
+            self.embedded = EmbeddedPostgres(s.embedded_data_dir)
+            url = parse_database_url(self.embedded.start())
+        listen = parse_database_url(s.listen_database_url.get_secret_value()) if s.listen_database_url else None
+        return url, listen
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+@asynccontextmanager
+async def _connection(url: DatabaseUrl, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(**connect_kwargs(url, settings.connect_timeout))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _with_database(
+    settings: Settings, body: Callable[[DatabaseUrl, DatabaseUrl | None], Coroutine[Any, Any, int]]
+) -> int:
+    with DatabaseTarget(settings) as (url, listen):
+        return asyncio.run(body(url, listen))
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from jobrunner.daemon.worker import Daemon, NotMigrated
+
+    registry = HandlerRegistry.discover(settings.handler_modules)
+
+    async def body(url: DatabaseUrl, listen: DatabaseUrl | None) -> int:
+        if args.migrate:
+            async with _connection(url, settings) as conn:
+                await migrate(conn, settings.schema_name)
+        daemon = Daemon(settings, registry, url, listen, burst=args.burst)
+        daemon.install_signal_handlers()
+        try:
+            await daemon.run()
+        except NotMigrated as exc:
+            print(f"jobrunner: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
+def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        async with _connection(url, settings) as conn:
+            applied = await migrate(conn, settings.schema_name)
+        print("applied: " + ", ".join(applied) if applied else "database is up to date")
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
+def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        print(f"jobrunner: --payload is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        async with _connection(url, settings) as conn:
+            client = AsyncClient(conn, settings.schema_name)
+            job_id = await client.enqueue(
+                args.job_type,
+                payload,
+                queue=args.queue,
+                priority=args.priority,
+                delay=args.delay,
+                max_attempts=args.max_attempts,
+                dedupe_key=args.dedupe_key,
+            )
+        print(job_id)
+        return EXIT_OK
+
+    try:
+        return _with_database(settings, body)
+    except InvalidJob as exc:
+        print(f"jobrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        queries = Queries(settings.schema_name)
+        async with _connection(url, settings) as conn:
+            counts = await conn.fetch(queries.status_counts)
+            oldest = await conn.fetch(queries.oldest_runnable)
+            dead = await conn.fetch(queries.recent_dead, args.dead)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "counts": [dict(r) for r in counts],
+                        "runnable": [dict(r) for r in oldest],
+                        "recent_failures": [dict(r) for r in dead],
+                    },
+                    default=str,
+                    indent=2,
+                )
+            )
+            return EXIT_OK
+        console = Console()
+        console.print(status_table(counts))
+        runnable = Table(title="Runnable now")
+        for column in ("queue", "jobs", "oldest waiting"):
+            runnable.add_column(column)
+        for row in oldest:
+            runnable.add_row(row["queue"], str(row["runnable"]), f"{row['age_seconds']:.1f}s")
+        console.print(runnable)
+        if dead:
+            failures = Table(title="Recent failed and dead jobs")
+            for column in ("id", "job_type", "status", "attempts", "finished", "last error"):
+                failures.add_column(column)
+            for row in dead:
+                failures.add_row(
+                    str(row["id"]),
+                    row["job_type"],
+                    row["status"],
+                    str(row["attempts"]),
+                    str(row["finished_at"]),
+                    (row["last_error"] or "")[:120],
+                )
+            console.print(failures)
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
+def status_table(counts: list[Any], title: str = "Jobs by type and status") -> Table:
+    statuses = ["pending", "running", "completed", "failed", "dead", "cancelled"]
+    by_type: dict[str, dict[str, int]] = {}
+    for row in counts:
+        by_type.setdefault(row["job_type"], {})[row["status"]] = row["jobs"]
+    table = Table(title=title)
+    table.add_column("job_type")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for job_type, per_status in sorted(by_type.items()):
+        table.add_row(job_type, *(str(per_status.get(s, 0)) for s in statuses))
+    return table
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        queries = Queries(settings.schema_name)
+        async with _connection(url, settings) as conn:
+            if args.job_id is not None:
+                rows = await conn.fetch(queries.retry_job, args.job_id)
+            else:
+                rows = await conn.fetch(queries.retry_all_of_type, args.type)
+            if rows:
+                await conn.execute(queries.notify_queues, sorted({r["queue"] for r in rows}))
+        if args.job_id is not None and not rows:
+            print(f"jobrunner: job {args.job_id} does not exist or is not failed, dead or cancelled", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"requeued {len(rows)} job(s)")
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        async with _connection(url, settings) as conn:
+            cancelled = await AsyncClient(conn, settings.schema_name).cancel(args.job_id)
+        if not cancelled:
+            print(
+                f"jobrunner: job {args.job_id} was not cancelled: it does not exist or is not pending "
+                "(cancelling a running job is not supported yet)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        print(f"cancelled job {args.job_id}")
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from jobrunner.demo import run_demo
+
+    # the demo prints its own report; per-job warnings would drown the progress bar
+    configure_logging("console", "error")
+    return run_demo(settings, jobs=args.jobs, concurrency=args.concurrency)
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobrunner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--concurrency", type=int, help="handlers running at once (JOBRUNNER_CONCURRENCY)")
+    run.add_argument("--queues", help="comma-separated queues to work (JOBRUNNER_QUEUES)")
+    run.add_argument(
+        "--handlers", action="append", default=[], metavar="MODULE", help="also load handlers from MODULE (repeatable)"
+    )
+    run.add_argument("--burst", action="store_true", help="exit 0 once no runnable job is left")
+    run.add_argument("--poll-interval", type=float, help="seconds between polls (JOBRUNNER_POLL_INTERVAL)")
+    run.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
+    run.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(func=cmd_migrate)
+
+    enqueue = sub.add_parser("enqueue", help="enqueue one job, print its id")
+    enqueue.add_argument("job_type")
+    enqueue.add_argument("--payload", default="{}", help="JSON object")
+    enqueue.add_argument("--queue", default="default")
+    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first")
+    enqueue.add_argument("--delay", type=float, default=None, help="seconds from now")
+    enqueue.add_argument("--max-attempts", type=int, default=5)
+    enqueue.add_argument("--dedupe-key", default=None)
+    enqueue.set_defaults(func=cmd_enqueue)
+
+    status = sub.add_parser("status", help="jobs by type and status, oldest runnable, recent failures")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--dead", type=int, default=10, help="how many recent failures to list")
+    status.set_defaults(func=cmd_status)
+
+    retry = sub.add_parser("retry", help="requeue a failed/dead job, or all dead jobs of a type")
+    target = retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("job_id", nargs="?", type=int)
+    target.add_argument("--type", help="requeue every failed or dead job of this type")
+    retry.set_defaults(func=cmd_retry)
+
+    cancel = sub.add_parser("cancel", help="cancel a pending job")
+    cancel.add_argument("job_id", type=int)
+    cancel.set_defaults(func=cmd_cancel)
+
+    demo = sub.add_parser("demo", help="run a realistic workload on the embedded database and report")
+    demo.add_argument("--jobs", type=int, default=5000)
+    demo.add_argument("--concurrency", type=int, default=50)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "concurrency", None) is not None and args.command == "run":
+        overrides["concurrency"] = args.concurrency
+    if getattr(args, "queues", None):
+        overrides["queues"] = args.queues
+    if getattr(args, "poll_interval", None) is not None:
+        overrides["poll_interval"] = args.poll_interval
+    if getattr(args, "no_listen", False):
+        overrides["listen"] = False
+    settings = Settings(**overrides)
+    if getattr(args, "handlers", None):
+        settings = settings.model_copy(update={"handler_modules": [*settings.handler_modules, *args.handlers]})
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings_from(args)
+    except ValidationError as exc:
+        print(f"jobrunner: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        code: int = args.func(args, settings)
+    except RegistryError as exc:
+        print(f"jobrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Enqueue from Python: `AsyncClient` (asyncpg) and `Client` (psycopg 3).
+
+Both enqueue on the connection you pass, inside whatever transaction it has open, so a job
+exists if and only if your transaction commits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import psycopg
+
+from jobrunner.new_job import InvalidJob, NewJob, bulk_columns
+from jobrunner.sql_files import Queries
+
+__all__ = ["AsyncClient", "Client", "InvalidJob", "JobRecord", "NewJob"]
+
+AsyncExecutor = asyncpg.Pool | asyncpg.Connection
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A row of background_jobs as `get` returns it."""
+
+    id: int
+    job_type: str
+    queue: str
+    payload: str
+    priority: int
+    status: str
+    attempts: int
+    max_attempts: int
+    scheduled_at: datetime
+    dedupe_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    worker_id: str | None
+    last_error: str | None
+    last_error_traceback: str | None
+    result: str | None
+    release_count: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> JobRecord:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+class AsyncClient:
+    """asyncpg client. `db` is a pool or a connection; every method also takes `connection=`
+    to run inside a transaction you hold."""
+
+    def __init__(self, db: AsyncExecutor, schema: str = "public") -> None:
+        self._db = db
+        self._queries = Queries(schema)
+
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        connection: asyncpg.Connection | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_attempts: int = 5,
+        dedupe_key: str | None = None,
+    ) -> int:
+        """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken)."""
+        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key)
+        db = connection or self._db
+        job_id: int = await db.fetchval(self._queries.enqueue, *job.validated().enqueue_args())
+        return job_id
+
+    async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: asyncpg.Connection | None = None) -> list[int]:
+        """Enqueue many jobs in one statement; returns the ids inserted (dedupe hits are skipped)."""
+        validated = [job.validated() for job in jobs]
+        if not validated:
+            return []
+        db = connection or self._db
+        rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+        return [row["id"] for row in rows]
+
+    async def get(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> JobRecord | None:
+        row = await (connection or self._db).fetchrow(self._queries.get_job, job_id)
+        return JobRecord.from_row(row) if row else None
+
+    async def cancel(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> bool:
+        """Cancel a pending job; False when it is not pending (running jobs run to the end)."""
+        return await (connection or self._db).fetchval(self._queries.cancel_job, job_id) is not None
+
+    async def retry(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> bool:
+        """Give a failed, dead or cancelled job a fresh set of attempts."""
+        return await (connection or self._db).fetchrow(self._queries.retry_job, job_id) is not None
+
+
+_DOLLAR_PARAM = re.compile(r"\$(\d+)")
+
+
+def _pyformat(sql: str) -> str:
+    """Our SQL uses $1 placeholders; psycopg's client side wants %(name)s."""
+    return _DOLLAR_PARAM.sub(r"%(p\1)s", sql.replace("%", "%%"))
+
+
+def _params(values: Iterable[Any]) -> dict[str, Any]:
+    return {f"p{i}": value for i, value in enumerate(values, start=1)}
+
+
+class Client:
+    """psycopg 3 client for synchronous code (Django, Flask, scripts). Give it a connection;
+    each call runs on it, in its current transaction (commit is yours)."""
+
+    def __init__(self, connection: psycopg.Connection[Any], schema: str = "public") -> None:
+        self._conn = connection
+        queries = Queries(schema)
+        self._enqueue = _pyformat(queries.enqueue)
+        self._enqueue_many = _pyformat(queries.enqueue_many)
+        self._get = _pyformat(queries.get_job)
+        self._cancel = _pyformat(queries.cancel_job)
+        self._retry = _pyformat(queries.retry_job)
+
+    def _fetchall(
+        self, sql: str, values: Iterable[Any], connection: psycopg.Connection[Any] | None
+    ) -> list[tuple[Any, ...]]:
+        with (connection or self._conn).cursor() as cur:
+            cur.execute(sql, _params(values))  # rendered from sql/, not user input
+            return cur.fetchall() if cur.description else []
+
+    def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        connection: psycopg.Connection[Any] | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_attempts: int = 5,
+        dedupe_key: str | None = None,
+    ) -> int:
+        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key)
+        rows = self._fetchall(self._enqueue, job.validated().enqueue_args(), connection)
+        job_id: int = rows[0][0]
+        return job_id
+
+    def enqueue_many(self, jobs: Iterable[NewJob], *, connection: psycopg.Connection[Any] | None = None) -> list[int]:
+        validated = [job.validated() for job in jobs]
+        if not validated:
+            return []
+        return [row[0] for row in self._fetchall(self._enqueue_many, bulk_columns(validated), connection)]
+
+    def get(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> JobRecord | None:
+        with (connection or self._conn).cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(self._get, _params([job_id]))
+            row = cur.fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def cancel(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> bool:
+        return bool(self._fetchall(self._cancel, [job_id], connection))
+
+    def retry(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> bool:
+        return bool(self._fetchall(self._retry, [job_id], connection))

@@ -1,0 +1,63 @@
+"""What a handler gets: its job, its validated payload, a logger and the database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import structlog
+
+from jobrunner.client import AsyncClient
+from jobrunner.job import Job
+
+PayloadT = TypeVar("PayloadT")
+
+
+@dataclass
+class JobContext(Generic[PayloadT]):
+    job: Job
+    # the payload validated by the handler's model, or the decoded JSON object without one
+    payload: PayloadT
+    log: structlog.typing.FilteringBoundLogger
+    pool: asyncpg.Pool
+    client: AsyncClient
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A pooled connection inside a transaction; pass it to `enqueue` for follow-up jobs that
+        must exist if and only if your writes commit."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        connection: asyncpg.Connection | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_attempts: int = 5,
+        dedupe_key: str | None = None,
+    ) -> int:
+        return await self.client.enqueue(
+            job_type,
+            payload,
+            connection=connection,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            max_attempts=max_attempts,
+            dedupe_key=dedupe_key,
+        )

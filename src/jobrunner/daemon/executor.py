@@ -1,0 +1,172 @@
+"""Run one claimed job through its handler and turn whatever happens into an Outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import traceback
+from typing import Any
+
+import asyncpg
+import structlog
+from pydantic import ValidationError
+
+from jobrunner.client import AsyncClient
+from jobrunner.context import JobContext
+from jobrunner.errors import PermanentError, RetryLater
+from jobrunner.handler import Handler
+from jobrunner.job import Job, JobStatus
+from jobrunner.registry import HandlerRegistry
+from jobrunner.store import Outcome
+
+_MAX_ERROR_CHARS = 10_000
+_MAX_TRACEBACK_CHARS = 50_000
+
+
+class LeaseLost(Exception):
+    """Raised into a handler whose job was taken back (rescued or cancelled) meanwhile."""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + "… [truncated]"
+
+
+def describe_validation_error(job_type: str, exc: ValidationError) -> str:
+    problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}" for err in exc.errors())
+    return f"invalid payload for {job_type}: {problems}"
+
+
+class JobExecutor:
+    def __init__(
+        self,
+        registry: HandlerRegistry,
+        pool: asyncpg.Pool,
+        client: AsyncClient,
+        default_timeout: float | None,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._registry = registry
+        self._pool = pool
+        self._client = client
+        self._default_timeout = default_timeout
+        self._log = log
+        self._type_limits: dict[str, asyncio.Semaphore] = {
+            job_type: asyncio.Semaphore(h.max_concurrency)
+            for job_type in registry.job_types()
+            if (h := registry.get(job_type)) and h.max_concurrency
+        }
+
+    def saturated_types(self) -> list[str]:
+        """Job types at their per-process max_concurrency: don't claim more of them now."""
+        return [t for t, sem in self._type_limits.items() if sem.locked()]
+
+    async def execute(self, job: Job) -> Outcome:
+        log = self._log.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)
+        handler = self._registry.get(job.job_type)
+        if handler is None:
+            known = ", ".join(self._registry.job_types()) or "none"
+            return self._failed(
+                job, f"unknown job_type {job.job_type!r}: no handler is registered for it (known: {known})", log
+            )
+        try:
+            payload = self._payload_for(handler, job)
+        except PermanentError as exc:
+            return self._failed(job, str(exc), log)
+        context: JobContext[Any] = JobContext(job, payload, log, self._pool, self._client)
+        limit = self._type_limits.get(job.job_type)
+        if limit is None:
+            return await self._run(handler, job, context, log)
+        async with limit:
+            return await self._run(handler, job, context, log)
+
+    def _payload_for(self, handler: Handler, job: Job) -> Any:
+        try:
+            decoded = json.loads(job.payload_json)
+        except ValueError as exc:  # the column is jsonb, so only a corrupted row gets here
+            raise PermanentError(f"payload is not valid JSON: {exc}") from exc
+        if handler.payload_model is None:
+            return decoded
+        try:
+            return handler.payload_model.model_validate(decoded)
+        except ValidationError as exc:
+            raise PermanentError(describe_validation_error(job.job_type, exc)) from exc
+
+    async def _run(
+        self,
+        handler: Handler,
+        job: Job,
+        context: JobContext[Any],
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> Outcome:
+        timeout = handler.timeout if handler.timeout is not None else self._default_timeout
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                result = await handler.func(context)
+        except PermanentError as exc:
+            return self._failed(job, f"{type(exc).__name__}: {exc}", log, with_traceback=True)
+        except RetryLater as exc:
+            return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), log)
+        except TimeoutError:
+            if deadline.expired():
+                message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
+            else:
+                message = "TimeoutError raised by the handler"
+            return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), log)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), log)
+        try:
+            result_json = None if result is None else json.dumps(result, default=str, allow_nan=False)
+        except ValueError as exc:
+            log.warning("job result not stored: not valid JSON", error=str(exc))
+            result_json = None
+        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.COMPLETED, result_json=result_json)
+
+    def _failed(
+        self,
+        job: Job,
+        message: str,
+        log: structlog.typing.FilteringBoundLogger,
+        *,
+        with_traceback: bool = False,
+    ) -> Outcome:
+        log.warning("job failed permanently", error=message)
+        return Outcome(
+            job.id,
+            job.attempt,
+            job.job_type,
+            job.queue,
+            JobStatus.FAILED,
+            error=_clip(message, _MAX_ERROR_CHARS),
+            traceback=_clip(traceback.format_exc(), _MAX_TRACEBACK_CHARS) if with_traceback else None,
+        )
+
+    def _retry_or_dead(
+        self,
+        job: Job,
+        delay: float,
+        message: str,
+        trace: str,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> Outcome:
+        error = _clip(message, _MAX_ERROR_CHARS)
+        trace = _clip(trace, _MAX_TRACEBACK_CHARS)
+        if job.is_last_attempt:
+            log.error("job dead: no attempts left", error=error, max_attempts=job.max_attempts)
+            return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.DEAD, error=error, traceback=trace)
+        log.warning("job failed, will retry", error=error, retry_in=round(delay, 3))
+        return Outcome(
+            job.id,
+            job.attempt,
+            job.job_type,
+            job.queue,
+            JobStatus.PENDING,
+            retry_in=delay,
+            error=error,
+            traceback=trace,
+        )
+
+    @staticmethod
+    def released(job: Job) -> Outcome:
+        """Hand the job back without spending its attempt (graceful shutdown); release_count records it."""
+        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.PENDING, retry_in=0.0, released=True)

@@ -1,0 +1,90 @@
+"""LISTEN on a dedicated connection and wake the fetcher when jobs are inserted.
+
+Polling always runs underneath: while this connection is down (or LISTEN is impossible behind
+a transaction pooler) jobs are still found, only later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import structlog
+
+from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.database import TRANSIENT_ERRORS, connect_kwargs
+from jobrunner.dsn import DatabaseUrl
+
+
+def channel_for(schema: str) -> str:
+    return f"jobrunner_{schema}"
+
+
+class NotificationListener:
+    def __init__(
+        self,
+        url: DatabaseUrl,
+        schema: str,
+        queues: list[str],
+        wakeup: asyncio.Event,
+        stopping: asyncio.Event,
+        connect_timeout: float,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._url = url
+        self._channel = channel_for(schema)
+        self._queues = set(queues)
+        self._wakeup = wakeup
+        self._stopping = stopping
+        self._connect_timeout = connect_timeout
+        self._log = log
+        self.listening = False
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
+        if not queue or queue in self._queues:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(**connect_kwargs(self._url, self._connect_timeout))
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = RECONNECT_POLICY.delay_for(failures)
+                self._log.warning(
+                    "LISTEN connection failed, polling meanwhile", error=repr(exc), retry_in=round(delay, 2)
+                )
+                await sleep_unless(self._stopping, delay)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(self._channel, self._on_notify)
+                failures = 0
+                self.listening = True
+                # jobs inserted while we were not listening: look now
+                self._wakeup.set()
+                self._log.info("listening for new jobs", channel=self._channel)
+                await self._wait_until_lost(conn, lost)
+            except TRANSIENT_ERRORS as exc:
+                self._log.warning("LISTEN connection lost, polling meanwhile", error=repr(exc))
+            finally:
+                self.listening = False
+                await _close_quietly(conn)
+
+    async def _wait_until_lost(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        # asyncpg only notices a dead socket when it reads; a cheap query now and then turns a
+        # silently cut connection (no FIN, e.g. a network cut) into an error we can act on.
+        # The daemon cancels this task when it stops.
+        while not await sleep_unless(lost, 5.0):
+            await conn.fetchval("SELECT 1", timeout=self._connect_timeout)
+        self._log.warning("LISTEN connection closed by the server, reconnecting")
+
+
+async def _close_quietly(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 2.0)
+    except Exception:
+        conn.terminate()

@@ -1,0 +1,380 @@
+"""The daemon: claim batches, run handlers, write outcomes back, keep leases alive, stop cleanly.
+
+NOTIFY ─► fetch loop ─claim_batch─► executor tasks ─► completer ─► record_outcomes
+             ▲  poll                     ▲ heartbeat (extend_leases)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+from jobrunner.client import AsyncClient
+from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.completer import BatchCompleter
+from jobrunner.daemon.executor import JobExecutor
+from jobrunner.daemon.listener import NotificationListener
+from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer
+from jobrunner.database import TRANSIENT_ERRORS, create_pool
+from jobrunner.dsn import DatabaseUrl
+from jobrunner.job import Job, JobStatus
+from jobrunner.migrate import pending_migrations
+from jobrunner.registry import HandlerRegistry
+from jobrunner.settings import Settings
+from jobrunner.store import JobStore, Outcome
+
+
+class NotMigrated(RuntimeError):
+    pass
+
+
+@dataclass
+class DaemonStats:
+    """What this process committed (counted after the write, never before)."""
+
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    dead: int = 0
+    released: int = 0
+    lost_leases: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Running:
+    job: Job
+    task: asyncio.Task[None]
+    # why we cancelled it, when we did: "shutdown" hands it back, "lease" drops it
+    cancel_reason: str | None = None
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: HandlerRegistry,
+        database_url: DatabaseUrl,
+        listen_url: DatabaseUrl | None = None,
+        *,
+        burst: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.database_url = database_url
+        self.listen_url = listen_url
+        self.burst = burst
+        self.worker_id = settings.effective_worker_id
+        self.stats = DaemonStats()
+        self.log = structlog.get_logger("jobrunner").bind(worker_id=self.worker_id)
+        self._stopping = asyncio.Event()
+        self._stop_now = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._running: dict[int, _Running] = {}
+        # claimed and not yet settled (outcome not committed): job id -> attempt; heartbeated
+        self._held: dict[int, int] = {}
+        self._pool: asyncpg.Pool | None = None
+        self._store: JobStore | None = None
+        self._completer: BatchCompleter | None = None
+        self._executor: JobExecutor | None = None
+        self.listener: NotificationListener | None = None
+        self.ready = asyncio.Event()
+
+    # -- control -------------------------------------------------------------------------
+
+    def request_stop(self, *, immediately: bool = False) -> None:
+        if self._stopping.is_set() and not immediately:
+            immediately = True  # a second request means now
+        if not self._stopping.is_set():
+            self.log.info(
+                "stopping: no new jobs will be claimed",
+                running=len(self._running),
+                grace_seconds=self.settings.shutdown_grace,
+            )
+        self._stopping.set()
+        self._wakeup.set()
+        self._slot_freed.set()
+        if immediately and not self._stop_now.is_set():
+            self.log.warning("stopping now: running jobs are handed back", running=len(self._running))
+            self._stop_now.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> DaemonStats:
+        """Run until stopped (or, in burst mode, until nothing is runnable). Returns the stats."""
+        pool = await self._connect()
+        if pool is None:
+            return self.stats
+        self._pool = pool
+        schema = self.settings.schema_name
+        try:
+            missing = await pending_migrations(pool, schema)  # type: ignore[arg-type]
+            if missing:
+                raise NotMigrated(
+                    f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
+                )
+            self._store = JobStore(pool, schema)
+            client = AsyncClient(pool, schema)
+            self._executor = JobExecutor(self.registry, pool, client, self.settings.default_timeout, self.log)
+            self._completer = BatchCompleter(self._store, self._on_committed, self.log)
+            services = self._start_services()
+            self.log.info(
+                "daemon started",
+                queues=self.settings.queues,
+                concurrency=self.settings.concurrency,
+                job_types=self.registry.job_types(),
+                listen=self.listener is not None,
+                database=self.database_url.redacted(),
+                burst=self.burst,
+            )
+            self.ready.set()
+            try:
+                await self._fetch_loop()
+                await self._drain()
+            finally:
+                for task in services:
+                    task.cancel()
+                await asyncio.gather(*services, return_exceptions=True)
+        finally:
+            await _close_pool(pool)
+        self.log.info("daemon stopped", **{k: v for k, v in vars(self.stats).items() if k != "by_status"})
+        return self.stats
+
+    async def _connect(self) -> asyncpg.Pool | None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                return await create_pool(
+                    self.database_url,
+                    min_size=self.settings.pool_min_size,
+                    max_size=self.settings.effective_pool_max_size,
+                    connect_timeout=self.settings.connect_timeout,
+                    idle_timeout=self.settings.pool_idle_timeout,
+                )
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = RECONNECT_POLICY.delay_for(failures)
+                self.log.warning(
+                    "database unreachable, retrying",
+                    error=repr(exc),
+                    retry_in=round(delay, 2),
+                    database=self.database_url.redacted(),
+                )
+                await sleep_unless(self._stopping, delay)
+        return None
+
+    def _start_services(self) -> list[asyncio.Task[None]]:
+        assert self._store is not None and self._completer is not None
+        s = self.settings
+        services = [
+            asyncio.create_task(self._completer.run(), name="completer"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(
+                LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log).run(), name="rescuer"
+            ),
+            asyncio.create_task(
+                FinishedJobPruner(self._store, s.retention_seconds, s.prune_interval, self._stopping, self.log).run(),
+                name="pruner",
+            ),
+        ]
+        listen_url = self.listen_url or (None if self.database_url.behind_pooler else self.database_url)
+        if s.listen and listen_url is not None:
+            self.listener = NotificationListener(
+                listen_url, s.schema_name, s.queues, self._wakeup, self._stopping, s.connect_timeout, self.log
+            )
+            services.append(asyncio.create_task(self.listener.run(), name="listener"))
+        elif s.listen:
+            self.log.warning(
+                "database_url is a transaction pooler and no listen_database_url is set: polling only",
+                poll_interval=s.poll_interval,
+            )
+        return services
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        s = self.settings
+        # cap claimed-but-unsettled jobs too, so a stuck completer stops the claiming
+        return max(0, min(s.concurrency - len(self._running), 2 * s.concurrency - len(self._held)))
+
+    async def _fetch_loop(self) -> None:
+        assert self._store is not None
+        s = self.settings
+        failures = 0
+        while not self._stopping.is_set():
+            free = self._free_slots()
+            if free == 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            limit = min(free, s.batch_size)
+            self._wakeup.clear()
+            try:
+                jobs = await self._store.claim_batch(s.queues, self.worker_id, limit, s.lease_seconds)
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = RECONNECT_POLICY.delay_for(failures)
+                self.log.warning("claiming jobs failed, retrying", error=repr(exc), retry_in=round(delay, 2))
+                await sleep_unless(self._stopping, delay)
+                continue
+            except Exception:
+                failures += 1
+                self.log.exception("claiming jobs failed unexpectedly, retrying")
+                await sleep_unless(self._stopping, RECONNECT_POLICY.delay_for(failures))
+                continue
+            if failures:
+                self.log.info("database reachable again")
+                failures = 0
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == limit:
+                continue  # there may be more right away
+            if self.burst and not jobs and not self._held:
+                self.log.info("burst: no runnable job left")
+                return
+            if self.burst and not jobs:
+                # wait for our own jobs to settle: their retries may be runnable at once
+                self._slot_freed.clear()
+                await sleep_unless(self._slot_freed, s.poll_interval)
+                continue
+            await sleep_unless(self._wakeup, s.poll_interval)
+
+    def _start(self, job: Job) -> None:
+        assert self._executor is not None
+        self.stats.claimed += 1
+        self._held[job.id] = job.attempt
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self._running[job.id] = _Running(job, task)
+
+    async def _execute(self, job: Job) -> None:
+        assert self._executor is not None and self._completer is not None
+        outcome: Outcome | None
+        try:
+            outcome = await self._executor.execute(job)
+        except asyncio.CancelledError:
+            reason = self._running[job.id].cancel_reason
+            # lease lost: the job is someone else's now, write nothing; otherwise hand it back
+            outcome = None if reason == "lease" else self._executor.released(job)
+        finally:
+            self._running.pop(job.id, None)
+            self._slot_freed.set()
+        if outcome is None:
+            self._held.pop(job.id, None)
+        else:
+            self._completer.submit(outcome)
+
+    def _on_committed(self, outcomes: Sequence[Outcome], written: set[int]) -> None:
+        released_queues: set[str] = set()
+        for outcome in outcomes:
+            self._held.pop(outcome.job_id, None)
+            if outcome.job_id not in written:
+                self.stats.lost_leases += 1
+                self.log.warning(
+                    "outcome discarded: the job's lease was lost before it was written",
+                    job_id=outcome.job_id,
+                    job_type=outcome.job_type,
+                    attempt=outcome.attempt,
+                )
+                continue
+            if outcome.released:
+                self.stats.released += 1
+                released_queues.add(outcome.queue)
+            elif outcome.status == JobStatus.PENDING:
+                self.stats.retried += 1
+            elif outcome.status == JobStatus.COMPLETED:
+                self.stats.completed += 1
+            elif outcome.status == JobStatus.FAILED:
+                self.stats.failed += 1
+            elif outcome.status == JobStatus.DEAD:
+                self.stats.dead += 1
+        self._slot_freed.set()
+        if released_queues and self._store is not None:
+            # let other replicas pick the handed-back jobs up now rather than at their next poll
+            asyncio.get_running_loop().create_task(self._notify_quietly(sorted(released_queues)))
+
+    async def _notify_quietly(self, queues: list[str]) -> None:
+        assert self._store is not None
+        with contextlib.suppress(Exception):
+            await self._store.notify_queues(queues)
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._store is not None
+        interval = self.settings.effective_heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            held = dict(self._held)
+            if not held:
+                continue
+            try:
+                still_ours = await self._store.extend_leases(held, self.settings.lease_seconds)
+            except Exception as exc:
+                # one missed beat is fine: the interval is at most half the lease
+                self.log.warning("heartbeat failed, will retry", error=repr(exc), jobs=len(held))
+                continue
+            for job_id in held.keys() - still_ours:
+                running = self._running.get(job_id)
+                if running is None or self._held.get(job_id) != held[job_id]:
+                    continue  # settled while we were extending
+                self.log.warning(
+                    "lease lost: job was taken back, cancelling its handler",
+                    job_id=job_id,
+                    job_type=running.job.job_type,
+                    attempt=running.job.attempt,
+                )
+                self.stats.lost_leases += 1
+                running.cancel_reason = "lease"
+                running.task.cancel()
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        assert self._completer is not None
+        running = [r.task for r in self._running.values()]
+        if running and not self._stop_now.is_set():
+            self.log.info(
+                "waiting for running jobs to finish", running=len(running), grace_seconds=self.settings.shutdown_grace
+            )
+            finished: asyncio.Future[Any] = asyncio.gather(*running, return_exceptions=True)
+            stop_now: asyncio.Future[Any] = asyncio.ensure_future(self._stop_now.wait())
+            await asyncio.wait(
+                {finished, stop_now}, timeout=self.settings.shutdown_grace, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop_now.cancel()
+        leftover = list(self._running.values())
+        for item in leftover:
+            item.cancel_reason = item.cancel_reason or "shutdown"
+            item.task.cancel()
+        if leftover:
+            self.log.warning("handing back unfinished jobs", jobs=len(leftover))
+            await asyncio.gather(*(item.task for item in leftover), return_exceptions=True)
+        # the outcomes must be committed before we close; retries reconnect on their own
+        try:
+            await asyncio.wait_for(self._completer.wait_idle(), timeout=max(5.0, self.settings.shutdown_grace))
+        except TimeoutError:
+            self.log.error(
+                "could not write every outcome before exiting; their leases will expire and they will run again",
+                unwritten=self._completer.backlog,
+            )
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), 5.0)
+    except Exception:
+        pool.terminate()

@@ -1,0 +1,49 @@
+"""Connections: the asyncpg pool the daemon runs on, and which errors mean "try again"."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from jobrunner.dsn import DatabaseUrl
+
+# Errors after which the same statement may succeed once the database or network is back.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+)
+
+
+def connect_kwargs(url: DatabaseUrl, connect_timeout: float) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"dsn": url.url, "timeout": connect_timeout}
+    if url.behind_pooler:
+        # Transaction poolers hand each transaction to any server connection: named prepared
+        # statements would be missing on the next one.
+        kwargs["statement_cache_size"] = 0
+    return kwargs
+
+
+async def create_pool(
+    url: DatabaseUrl,
+    *,
+    min_size: int,
+    max_size: int,
+    connect_timeout: float,
+    idle_timeout: float,
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        **connect_kwargs(url, connect_timeout),
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        max_inactive_connection_lifetime=idle_timeout,
+        command_timeout=None,
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,56 @@
+"""What a claimed job looks like to the daemon and to handlers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    """The `status` column. Terminal: completed, failed, dead, cancelled."""
+
+    PENDING = "pending"  # waiting for scheduled_at, or runnable now
+    RUNNING = "running"  # claimed; lease_expires_at says until when
+    COMPLETED = "completed"
+    FAILED = "failed"  # failed permanently: bad payload, unknown type, handler said no retry
+    DEAD = "dead"  # failed on its last allowed attempt
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    job_type: str
+    queue: str
+    payload_json: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+    scheduled_at: datetime
+    dedupe_key: str | None
+
+    @classmethod
+    def from_claim_row(cls, row: Any) -> Job:
+        return cls(
+            id=row["id"],
+            job_type=row["job_type"],
+            queue=row["queue"],
+            payload_json=row["payload"],
+            priority=row["priority"],
+            attempt=row["attempts"],
+            max_attempts=row["max_attempts"],
+            created_at=row["created_at"],
+            scheduled_at=row["scheduled_at"],
+            dedupe_key=row["dedupe_key"],
+        )
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    def payload(self) -> Any:
+        return json.loads(self.payload_json)

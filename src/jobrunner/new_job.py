@@ -1,0 +1,118 @@
+"""Validation shared by every way of enqueueing from Python."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+MAX_PAYLOAD_BYTES = 1_000_000
+_INT32 = 2**31 - 1
+
+
+class InvalidJob(ValueError):
+    """The job cannot be enqueued as given; the message says which argument is wrong."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 0
+    # when to run: an aware datetime, or a delay from now; None runs as soon as possible
+    run_at: datetime | None = None
+    delay: timedelta | float | None = None
+    max_attempts: int = 5
+    dedupe_key: str | None = None
+
+    def validated(self) -> ValidatedJob:
+        if not isinstance(self.job_type, str) or not 0 < len(self.job_type) <= 200:
+            raise InvalidJob("job_type must be a non-empty string of at most 200 characters")
+        if not isinstance(self.queue, str) or not 0 < len(self.queue) <= 200:
+            raise InvalidJob("queue must be a non-empty string of at most 200 characters")
+        if not isinstance(self.payload, Mapping):
+            raise InvalidJob(f"payload must be a JSON object (a dict), not {type(self.payload).__name__}")
+        try:
+            payload_json = json.dumps(self.payload, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from exc
+        if "\\u0000" in payload_json:
+            raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
+        if len(payload_json) > MAX_PAYLOAD_BYTES:
+            raise InvalidJob(
+                f"payload is {len(payload_json)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES} "
+                "(store large data elsewhere and pass a reference)"
+            )
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or abs(self.priority) > _INT32:
+            raise InvalidJob("priority must be an integer that fits in 32 bits")
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or not 1 <= self.max_attempts <= 1000
+        ):
+            raise InvalidJob("max_attempts must be an integer from 1 to 1000")
+        if self.dedupe_key is not None and (not isinstance(self.dedupe_key, str) or len(self.dedupe_key) > 500):
+            raise InvalidJob("dedupe_key must be a string of at most 500 characters")
+        return ValidatedJob(
+            job_type=self.job_type,
+            payload_json=payload_json,
+            queue=self.queue,
+            priority=self.priority,
+            scheduled_at=self._scheduled_at(),
+            max_attempts=self.max_attempts,
+            dedupe_key=self.dedupe_key,
+        )
+
+    def _scheduled_at(self) -> datetime | None:
+        if self.run_at is not None and self.delay is not None:
+            raise InvalidJob("give run_at or delay, not both")
+        if self.run_at is not None:
+            if self.run_at.tzinfo is None:
+                raise InvalidJob("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+            return self.run_at
+        if self.delay is not None:
+            seconds = self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
+            if not math.isfinite(seconds) or seconds < 0:
+                raise InvalidJob("delay must be a finite number of seconds, 0 or more")
+            return datetime.now(UTC) + timedelta(seconds=seconds)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedJob:
+    job_type: str
+    payload_json: str
+    queue: str
+    priority: int
+    scheduled_at: datetime | None
+    max_attempts: int
+    dedupe_key: str | None
+
+    def enqueue_args(self) -> tuple[Any, ...]:
+        """Arguments of the `enqueue` query, in order."""
+        return (
+            self.job_type,
+            self.payload_json,
+            self.queue,
+            self.priority,
+            self.scheduled_at,
+            self.max_attempts,
+            self.dedupe_key,
+        )
+
+
+def bulk_columns(jobs: list[ValidatedJob]) -> tuple[list[Any], ...]:
+    """Parallel arrays for the `enqueue_many` query."""
+    return (
+        [j.job_type for j in jobs],
+        [j.payload_json for j in jobs],
+        [j.queue for j in jobs],
+        [j.priority for j in jobs],
+        [j.scheduled_at for j in jobs],
+        [j.max_attempts for j in jobs],
+        [j.dedupe_key for j in jobs],
+    )

@@ -1,0 +1,124 @@
+"""The one place jobrunner reads configuration from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _default_embedded_dir() -> Path:
+    # Never under /root: the embedded server runs as an unprivileged user when we are root,
+    # and that user cannot enter /root.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/tmp/jobrunner-embedded")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "jobrunner" / "embedded"
+
+
+class Settings(BaseSettings):
+    """Every knob of jobrunner. Environment variables are `JOBRUNNER_<NAME>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBRUNNER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JOBRUNNER_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL URL. Unset: start the embedded server.",
+    )
+    listen_database_url: SecretStr | None = Field(
+        default=None,
+        description="Direct (non-pooled) URL used only for LISTEN when database_url is a pooler.",
+    )
+    pgbouncer: bool = Field(
+        default=False,
+        description="database_url goes through a transaction pooler (also set by ?pgbouncer=true).",
+    )
+    schema_name: str = Field(default="public", validation_alias=AliasChoices("JOBRUNNER_SCHEMA"))
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    concurrency: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Most jobs claimed per query.")
+    poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    listen: bool = Field(default=True, description="Wake on LISTEN/NOTIFY; False polls only.")
+    lease_seconds: float = Field(default=30.0, ge=1, le=86_400)
+    heartbeat_interval: float | None = Field(default=None, gt=0, description="Default: a third of lease_seconds.")
+    rescue_interval: float = Field(default=5.0, gt=0, le=3600)
+    shutdown_grace: float = Field(default=30.0, ge=0, le=86_400)
+    default_timeout: float | None = Field(
+        default=600.0, gt=0, description="Handler timeout (s) when the handler sets none."
+    )
+    retention_seconds: float = Field(default=7 * 86_400, ge=0, description="How long finished jobs stay queryable.")
+    prune_interval: float = Field(default=300.0, gt=0)
+    handler_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra modules to load handlers from."
+    )
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int | None = Field(
+        default=None, ge=2, description="Default: derived from concurrency (3 + concurrency/25, max 10)."
+    )
+    connect_timeout: float = Field(default=30.0, gt=0)
+    pool_idle_timeout: float = Field(default=600.0, gt=0, description="Idle connections closed after (s).")
+    worker_id: str | None = Field(default=None, description="Default: host:pid.")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    embedded_data_dir: Path = Field(default_factory=_default_embedded_dir)
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case SQL identifier: letters, digits and _, not starting with a digit")
+        return value
+
+    @field_validator("queues", "handler_modules", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one queue is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> Settings:
+        if self.heartbeat_interval is not None and self.heartbeat_interval >= self.lease_seconds / 2:
+            raise ValueError(
+                "heartbeat_interval must be under half of lease_seconds, so one missed beat does not lose the lease"
+            )
+        return self
+
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        return self.heartbeat_interval or self.lease_seconds / 3
+
+    @property
+    def effective_pool_max_size(self) -> int:
+        if self.pool_max_size is not None:
+            return self.pool_max_size
+        return min(10, 3 + self.concurrency // 25)
+
+    @property
+    def effective_worker_id(self) -> str:
+        if self.worker_id:
+            return self.worker_id
+        return f"{os.uname().nodename}:{os.getpid()}"

@@ -1,0 +1,84 @@
+"""The queue's statements, run on asyncpg, rows mapped to jobrunner's types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from jobrunner.job import Job
+from jobrunner.sql_files import Queries
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as record_outcomes writes it."""
+
+    job_id: int
+    attempt: int
+    job_type: str
+    queue: str
+    status: str  # completed | pending (retry) | failed | dead | cancelled
+    retry_in: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    result_json: str | None = None
+    released: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RescuedJob:
+    id: int
+    job_type: str
+    queue: str
+    status: str
+    attempts: int
+    worker_id: str | None
+
+
+class JobStore:
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.queries = Queries(schema)
+
+    async def claim_batch(self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
+        rows = await self.pool.fetch(self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds)
+        jobs = [Job.from_claim_row(row) for row in rows]
+        # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
+        jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
+        return jobs
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write outcomes in one statement; returns ids written (others had lost their lease)."""
+        rows = await self.pool.fetch(
+            self.queries.record_outcomes,
+            [o.job_id for o in outcomes],
+            [o.attempt for o in outcomes],
+            [o.status for o in outcomes],
+            [o.retry_in for o in outcomes],
+            [o.error for o in outcomes],
+            [o.traceback for o in outcomes],
+            [o.result_json for o in outcomes],
+            [o.released for o in outcomes],
+        )
+        return {row["id"] for row in rows}
+
+    async def notify_queues(self, queues: Sequence[str]) -> None:
+        await self.pool.execute(self.queries.notify_queues, list(queues))
+
+    async def extend_leases(self, held: dict[int, int], lease_seconds: float) -> set[int]:
+        rows = await self.pool.fetch(self.queries.extend_leases, list(held), list(held.values()), lease_seconds)
+        return {row["id"] for row in rows}
+
+    async def rescue_expired_leases(self, limit: int) -> list[RescuedJob]:
+        rows = await self.pool.fetch(self.queries.rescue_expired_leases, limit)
+        return [RescuedJob(**dict(row)) for row in rows]
+
+    async def prune_finished(self, older_than_seconds: float, batch: int) -> int | None:
+        """Delete one batch of old finished jobs; None when another replica is pruning."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(self.queries.try_maintenance_lock, "prune"):
+                return None
+            status = await conn.execute(self.queries.prune_finished, older_than_seconds, batch)
+        return int(status.split()[-1])
