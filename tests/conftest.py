@@ -1,0 +1,124 @@
+"""Every test gets its own database, cloned in milliseconds from a migrated template.
+
+The server: DATABASE_URL when set, else PostgreSQL on 127.0.0.1:5432 when one answers, else the
+embedded server (the same one `jobrunner demo` uses). Never a mock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from jobrunner.dsn import parse_database_url
+from jobrunner.embedded import EmbeddedPostgres
+from jobrunner.logs import configure_logging
+from jobrunner.migrate import migrate
+from tests.support import database_url_for, quote
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _answers(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=2)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    configure_logging("json", "debug")
+    explicit = os.environ.get("DATABASE_URL")
+    if explicit:
+        yield parse_database_url(explicit).url
+        return
+    if asyncio.run(_answers(LOCAL_SERVER)):
+        yield LOCAL_SERVER
+        return
+    embedded = EmbeddedPostgres(Path(os.environ.get("JOBRUNNER_TEST_EMBEDDED_DIR", "/var/tmp/jobrunner-tests")))
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_url: str) -> Iterator[str]:
+    name = f"jobrunner_tpl_{os.getpid()}"
+
+    async def create() -> None:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+            await admin.execute(f"CREATE DATABASE {quote(name)}")
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(database_url_for(admin_url, name))
+        try:
+            await migrate(conn, "public")
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def db_url(admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """URL of a fresh, migrated database of this test's own."""
+    name = f"jobrunner_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {quote(name)} TEMPLATE {quote(template_db)}")
+        yield database_url_for(admin_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_db_url(admin_url: str) -> AsyncIterator[str]:
+    """URL of a fresh database with no migrations applied."""
+    name = f"jobrunner_e_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {quote(name)}")
+        yield database_url_for(admin_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(db_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    assert created is not None
+    try:
+        yield created
+    finally:
+        await created.close()

@@ -1,0 +1,102 @@
+"""Helpers the tests share: database URLs, an in-process daemon, waiting on the database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from jobrunner.daemon.worker import Daemon
+from jobrunner.dsn import parse_database_url
+from jobrunner.handler import Handler
+from jobrunner.registry import HandlerRegistry
+from jobrunner.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    """The same server (host, port, socket, user), another database."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+
+
+def make_settings(db_url: str, **overrides: Any) -> Settings:
+    """Settings fast enough for tests: short polls and leases."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "poll_interval": 0.05,
+        "lease_seconds": 5.0,
+        "rescue_interval": 0.2,
+        "shutdown_grace": 5.0,
+        "worker_id": "test-worker",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_daemon(
+    db_url: str, handlers: Iterable[Handler], *, burst: bool = False, **overrides: Any
+) -> AsyncIterator[Daemon]:
+    """A real Daemon in this event loop; stopped (and awaited) on exit."""
+    settings = make_settings(db_url, **overrides)
+    daemon = Daemon(settings, HandlerRegistry(handlers), parse_database_url(db_url), burst=burst)
+    task = asyncio.create_task(daemon.run())
+    ready = asyncio.create_task(daemon.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+    if task.done():
+        task.result()  # raise what stopped it
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_for(
+    conn: asyncpg.Connection, sql: str, *args: Any, expect: Any = True, timeout: float = 20.0
+) -> Any:
+    """Re-run `sql` until it returns `expect` (a condition in the database, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await conn.fetchval(sql, *args)
+        if value == expect:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {sql!r} to return {expect!r}; last value {value!r}")
+        await asyncio.sleep(0.02)
+
+
+async def job_row(conn: asyncpg.Connection, job_id: int) -> Mapping[str, Any]:
+    row = await conn.fetchrow("SELECT * FROM background_jobs WHERE id = $1", job_id)
+    assert row is not None, f"job {job_id} is missing"
+    return dict(row)
+
+
+def jobrunner_process(
+    db_url: str, *args: str, env: Mapping[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """`python -m jobrunner ARGS` as a real child process against db_url."""
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "PYTHONPATH": str(REPO_ROOT),
+        "JOBRUNNER_LOG_FORMAT": "json",
+        "JOBRUNNER_POLL_INTERVAL": "0.05",
+        "JOBRUNNER_RESCUE_INTERVAL": "0.2",
+        **(env or {}),
+    }
+    return subprocess.Popen([sys.executable, "-m", "jobrunner", *args], env=full_env, cwd=REPO_ROOT, **popen)
