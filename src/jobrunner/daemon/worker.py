@@ -29,6 +29,7 @@ from jobrunner.migrate import pending_migrations
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore, Outcome
+from jobrunner.systemd_notify import SystemdNotifier
 
 
 class NotMigrated(RuntimeError):
@@ -88,6 +89,9 @@ class Daemon:
         self._executor: JobExecutor | None = None
         self.listener: NotificationListener | None = None
         self.ready = asyncio.Event()
+        self._systemd = SystemdNotifier()
+        # the fetch loop's last turn: a watchdog beat only while it keeps turning
+        self._last_fetch_turn = 0.0
 
     # -- control -------------------------------------------------------------------------
 
@@ -100,6 +104,8 @@ class Daemon:
                 running=len(self._running),
                 grace_seconds=self.settings.shutdown_grace,
             )
+        if not self._stopping.is_set():
+            self._systemd.stopping()
         self._stopping.set()
         self._wakeup.set()
         self._slot_freed.set()
@@ -142,6 +148,7 @@ class Daemon:
                 burst=self.burst,
             )
             self.ready.set()
+            self._systemd.ready()
             try:
                 await self._fetch_loop()
                 await self._drain()
@@ -183,6 +190,7 @@ class Daemon:
         services = [
             asyncio.create_task(self._completer.run(), name="completer"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(
                 LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log).run(), name="rescuer"
             ),
@@ -216,6 +224,7 @@ class Daemon:
         s = self.settings
         failures = 0
         while not self._stopping.is_set():
+            self._last_fetch_turn = asyncio.get_running_loop().time()
             free = self._free_slots()
             if free == 0:
                 self._slot_freed.clear()
@@ -340,6 +349,25 @@ class Daemon:
                 self.stats.lost_leases += 1
                 running.cancel_reason = "lease"
                 running.task.cancel()
+
+    def is_healthy(self) -> bool:
+        """The event loop runs and the fetch loop is not wedged (it turns at least every poll)."""
+        if not self.ready.is_set() or self._stopping.is_set():
+            return self.ready.is_set()
+        idle_for = asyncio.get_running_loop().time() - self._last_fetch_turn
+        # a full house legitimately parks the fetch loop until a slot frees
+        return idle_for < max(60.0, 3 * self.settings.poll_interval) or self._free_slots() == 0
+
+    async def _watchdog_loop(self) -> None:
+        interval = self._systemd.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if self.is_healthy():
+                self._systemd.watchdog()
+            else:
+                self.log.error("fetch loop looks wedged: withholding the systemd watchdog beat")
 
     # -- shutdown ------------------------------------------------------------------------
 

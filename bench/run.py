@@ -1,0 +1,303 @@
+"""jobrunner's benchmark: one command, figures verified by SQL, printed as a table and JSON.
+
+    .venv/bin/python -m bench.run                       # defaults below
+    .venv/bin/python -m bench.run --jobs 20000 --concurrency 10,100 --history 1000000
+
+Workloads (each on a fresh database `jobrunner_bench`):
+- drain: N no-op jobs pre-enqueued, one daemon process in burst mode, every feature on
+  (leases and heartbeats, retries, LISTEN, rescuer, pruner, logging at info); a job counts
+  when its `completed` status is committed (checked by SQL at the end).
+- drain with history: the same after 1M finished jobs were added to the table.
+- enqueue: one by one (AsyncClient.enqueue, one commit each) against a bare INSERT, and bulk
+  (enqueue_many, one statement).
+- idle pick-up latency: a daemon waits idle; a job is INSERTed and committed; the time until
+  its handler starts.
+The database server is whatever DATABASE_URL names, else 127.0.0.1:5432, else the embedded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from jobrunner import JobContext, NewJob, handler
+from jobrunner.client import AsyncClient
+from jobrunner.daemon.worker import Daemon
+from jobrunner.dsn import parse_database_url
+from jobrunner.embedded import EmbeddedPostgres
+from jobrunner.logs import configure_logging
+from jobrunner.migrate import migrate
+from jobrunner.registry import HandlerRegistry
+from jobrunner.settings import Settings
+
+BENCH_DB = "jobrunner_bench"
+_pickups: dict[int, float] = {}
+
+
+@handler("noop")
+async def noop(ctx: JobContext[dict[str, Any]]) -> None:
+    return None
+
+
+@handler("pickup")
+async def pickup(ctx: JobContext[dict[str, Any]]) -> None:
+    _pickups[ctx.job.id] = time.perf_counter()
+
+
+def _with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+async def _server_url() -> tuple[str, EmbeddedPostgres | None]:
+    if os.environ.get("DATABASE_URL"):
+        return parse_database_url(os.environ["DATABASE_URL"]).url, None
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        conn = await asyncpg.connect(local, timeout=2)
+        await conn.close()
+        return local, None
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        embedded = EmbeddedPostgres(Path("/var/tmp/jobrunner-bench"))
+        return embedded.start(), embedded
+
+
+async def _fresh_database(server: str) -> str:
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    finally:
+        await admin.close()
+    url = _with_database(server, BENCH_DB)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, "public")
+    finally:
+        await conn.close()
+    return url
+
+
+def _settings(url: str, concurrency: int) -> Settings:
+    return Settings(database_url=url, concurrency=concurrency, worker_id="bench", log_format="json", log_level="info")
+
+
+async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(jobs)])
+        await conn.execute("VACUUM ANALYZE background_jobs")
+        daemon = Daemon(_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url), burst=True)
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        stats = await daemon.run()
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        completed = await conn.fetchval(
+            "SELECT count(*) FROM background_jobs WHERE status = 'completed' AND job_type = 'noop'"
+        )
+        await conn.execute("DELETE FROM background_jobs WHERE job_type = 'noop'")
+    finally:
+        await conn.close()
+    if completed != jobs:
+        raise RuntimeError(f"drain verification failed: {completed} of {jobs} completed")
+    return {
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 3),
+        "jobs_per_second": round(jobs / elapsed),
+        "daemon_cpu_us_per_job": round(cpu / jobs * 1e6, 1),
+        "claimed": stats.claimed,
+    }
+
+
+async def add_history(url: str, rows: int) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        started = time.perf_counter()
+        await conn.execute(
+            """
+            INSERT INTO background_jobs (job_type, payload, status, attempts, started_at, finished_at, worker_id)
+            SELECT 'history', jsonb_build_object('n', g), 'completed', 1, now(), now(), 'old'
+            FROM generate_series(1, $1) AS g
+            """,
+            rows,
+        )
+        await conn.execute("VACUUM ANALYZE background_jobs")
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def bench_enqueue(url: str, single: int, bulk: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        client = AsyncClient(conn)
+        started = time.perf_counter()
+        for i in range(single):
+            await client.enqueue("enqueue_bench", {"i": i}, delay=3600)
+        client_rate = single / (time.perf_counter() - started)
+        bare = await conn.prepare(
+            "INSERT INTO background_jobs (job_type, payload, scheduled_at) "
+            "VALUES ('enqueue_bench', $1::jsonb, now() + interval '1 hour')"
+        )
+        started = time.perf_counter()
+        for i in range(single):
+            await bare.fetch(json.dumps({"i": i}))
+        bare_rate = single / (time.perf_counter() - started)
+        jobs = [NewJob("enqueue_bench", {"i": i}, delay=3600) for i in range(bulk)]
+        started = time.perf_counter()
+        await client.enqueue_many(jobs)
+        bulk_rate = bulk / (time.perf_counter() - started)
+        await conn.execute("DELETE FROM background_jobs WHERE job_type = 'enqueue_bench'")
+    finally:
+        await conn.close()
+    return {
+        "single_client_per_second": round(client_rate),
+        "single_bare_insert_per_second": round(bare_rate),
+        "bulk_per_second": round(bulk_rate),
+        "bulk_rows": bulk,
+    }
+
+
+async def bench_pickup(url: str, samples: int) -> dict[str, Any]:
+    _pickups.clear()
+    settings = _settings(url, 10).model_copy(update={"poll_interval": 30.0})
+    daemon = Daemon(settings, HandlerRegistry([pickup]), parse_database_url(url))
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    conn = await asyncpg.connect(url)
+    latencies: list[float] = []
+    try:
+        # a short spin rather than an event: the bench must not change the daemon it measures
+        while daemon.listener is None or not daemon.listener.listening:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        insert = await conn.prepare("INSERT INTO background_jobs (job_type) VALUES ('pickup') RETURNING id")
+        for _ in range(samples):
+            await asyncio.sleep(0.02)  # let the daemon go idle between samples
+            job_id = await insert.fetchval()
+            committed = time.perf_counter()
+            while job_id not in _pickups:  # noqa: ASYNC110
+                await asyncio.sleep(0.0002)
+            latencies.append((_pickups[job_id] - committed) * 1000)
+    finally:
+        await conn.close()
+        daemon.request_stop()
+        await task
+    latencies.sort()
+    return {
+        "samples": samples,
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 2),
+        "note": "measured in the daemon's own process (insert and handler share one event loop)",
+    }
+
+
+async def _machine(url: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        sync_commit = await conn.fetchval("SHOW synchronous_commit")
+        shared = await conn.fetchval("SHOW shared_buffers")
+    finally:
+        await conn.close()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "postgres": version,
+        "synchronous_commit": sync_commit,
+        "shared_buffers": shared,
+        "asyncpg": asyncpg.__version__,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    server, embedded = await _server_url()
+    try:
+        url = await _fresh_database(server)
+        report: dict[str, Any] = {"machine": await _machine(url), "drain": [], "drain_with_history": []}
+        for concurrency in args.concurrency:
+            runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
+            report["drain"].append(
+                min(
+                    runs,
+                    key=lambda r: abs(r["jobs_per_second"] - statistics.median(x["jobs_per_second"] for x in runs)),
+                )
+            )
+        report["enqueue"] = await bench_enqueue(url, args.single, args.bulk)
+        report["pickup"] = await bench_pickup(url, args.samples)
+        if args.history:
+            report["history_rows"] = args.history
+            report["history_insert_seconds"] = round(await add_history(url, args.history), 1)
+            for concurrency in args.concurrency:
+                runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
+                report["drain_with_history"].append(
+                    min(
+                        runs,
+                        key=lambda r: abs(r["jobs_per_second"] - statistics.median(x["jobs_per_second"] for x in runs)),
+                    )
+                )
+        return report
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(
+        f"machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, PostgreSQL {m['postgres']} "
+        f"(synchronous_commit={m['synchronous_commit']}, shared_buffers={m['shared_buffers']}), asyncpg {m['asyncpg']}"
+    )
+    print("\ndrain, no-op jobs, one process (median run)")
+    print(f"{'concurrency':>12} {'jobs':>8} {'jobs/s':>9} {'with history':>13} {'ratio':>6} {'µs CPU/job':>11}")
+    history = {r["concurrency"]: r for r in report["drain_with_history"]}
+    for run in report["drain"]:
+        with_history = history.get(run["concurrency"])
+        hist = f"{with_history['jobs_per_second']:>13,}" if with_history else f"{'-':>13}"
+        ratio = f"{with_history['jobs_per_second'] / run['jobs_per_second']:>6.2f}" if with_history else f"{'-':>6}"
+        cpu = run["daemon_cpu_us_per_job"]
+        print(f"{run['concurrency']:>12} {run['jobs']:>8} {run['jobs_per_second']:>9,} {hist} {ratio} {cpu:>11}")
+    if report.get("history_rows"):
+        print(f"(history: {report['history_rows']:,} finished jobs in the table)")
+    e = report["enqueue"]
+    client, bare = e["single_client_per_second"], e["single_bare_insert_per_second"]
+    print(f"\nenqueue one by one: {client:,}/s via AsyncClient, {bare:,}/s bare INSERT (ratio {client / bare:.2f})")
+    print(f"enqueue bulk: {e['bulk_per_second']:,}/s ({e['bulk_rows']:,} rows in one call)")
+    p = report["pickup"]
+    print(f"idle pick-up latency: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms over {p['samples']} jobs")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--history", type=int, default=1_000_000, help="finished jobs to add (0: skip)")
+    parser.add_argument("--single", type=int, default=2_000)
+    parser.add_argument("--bulk", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    args = parser.parse_args()
+    configure_logging("json", "info")
+    report = asyncio.run(main_async(args))
+    print_report(report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
