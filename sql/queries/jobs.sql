@@ -3,12 +3,14 @@
 
 -- name: claim_batch
 -- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
--- oldest scheduled_at. Walks background_jobs_claim_idx; SKIP LOCKED lets replicas claim
--- side by side without waiting on each other. Taking the lease counts the attempt.
+-- oldest scheduled_at, skipping the job types in $5 (at their limit in this process). Walks
+-- background_jobs_claim_idx; SKIP LOCKED lets replicas claim side by side without waiting on
+-- each other. Taking the lease counts the attempt.
 WITH next AS (
     SELECT id
     FROM {schema}.background_jobs
     WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
+      AND job_type <> ALL($5::text[])
     ORDER BY priority DESC, scheduled_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED

@@ -12,7 +12,9 @@ import structlog
 def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False))
+        if use_console
+        else structlog.processors.JSONRenderer()
     )
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -20,7 +22,9 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if not use_console:
-        processors.append(structlog.processors.dict_tracebacks)
+        # no local variables in tracebacks: they can hold payloads, tokens and keys
+        transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        processors.append(structlog.processors.ExceptionRenderer(transformer))
     processors.append(renderer)
     structlog.configure(
         processors=processors,

@@ -42,8 +42,17 @@ class JobStore:
         self.pool = pool
         self.queries = Queries(schema)
 
-    async def claim_batch(self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
-        rows = await self.pool.fetch(self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds)
+    async def claim_batch(
+        self,
+        queues: Sequence[str],
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        skip_types: Sequence[str] = (),
+    ) -> list[Job]:
+        rows = await self.pool.fetch(
+            self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds, list(skip_types)
+        )
         jobs = [Job.from_claim_row(row) for row in rows]
         # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
         jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))

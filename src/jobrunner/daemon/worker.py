@@ -220,7 +220,7 @@ class Daemon:
         return max(0, min(s.concurrency - len(self._running), 2 * s.concurrency - len(self._held)))
 
     async def _fetch_loop(self) -> None:
-        assert self._store is not None
+        assert self._store is not None and self._executor is not None
         s = self.settings
         failures = 0
         while not self._stopping.is_set():
@@ -233,7 +233,9 @@ class Daemon:
             limit = min(free, s.batch_size)
             self._wakeup.clear()
             try:
-                jobs = await self._store.claim_batch(s.queues, self.worker_id, limit, s.lease_seconds)
+                jobs = await self._store.claim_batch(
+                    s.queues, self.worker_id, limit, s.lease_seconds, self._executor.saturated_types()
+                )
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 delay = RECONNECT_POLICY.delay_for(failures)
