@@ -26,6 +26,9 @@ class Handler:
     timeout: float | None = None
     # most jobs of this type running at once in one daemon; None: no limit but concurrency
     max_concurrency: int | None = None
+    # called once at daemon start: returns what is missing (e.g. "OPENAI_API_KEY is not set")
+    # or None; the daemon starts anyway and logs it once
+    startup_check: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.job_type or len(self.job_type) > 200:
@@ -43,6 +46,7 @@ def handler(
     retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     timeout: float | None = None,
     max_concurrency: int | None = None,
+    startup_check: Callable[[], str | None] | None = None,
 ) -> Callable[[HandlerFunc], Handler]:
     """Declare a handler::
 
@@ -51,6 +55,6 @@ def handler(
     """
 
     def wrap(func: HandlerFunc) -> Handler:
-        return Handler(job_type, func, payload_model, retry, timeout, max_concurrency)
+        return Handler(job_type, func, payload_model, retry, timeout, max_concurrency, startup_check)
 
     return wrap

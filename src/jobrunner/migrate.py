@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import asyncpg
@@ -10,6 +12,7 @@ import asyncpg
 from jobrunner.sql_files import Migration, Queries, migrations
 
 CORE_COMPONENT = "jobrunner"
+MIGRATIONS_ENTRY_POINT_GROUP = "jobrunner.migrations"
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,33 @@ class MigrationSet:
     def from_directory(cls, component: str, directory: Path) -> MigrationSet:
         return cls(component, migrations(directory))
 
+    @classmethod
+    def from_package(cls, component: str, package: str, subdirectory: str = "migrations") -> MigrationSet:
+        """Migrations shipped inside a plugin package (e.g. `my_plugin/migrations/0001_x.sql`)."""
+        return cls.from_directory(component, Path(str(resources.files(package))) / subdirectory)
+
 
 class MigrationError(RuntimeError):
     pass
+
+
+def discover_migration_sets(group: str = MIGRATIONS_ENTRY_POINT_GROUP) -> list[MigrationSet]:
+    """The core's migrations, then each installed plugin's (entry points in `group`, by name).
+
+    A plugin's entry point names a MigrationSet; `{schema}` in its files is jobrunner's schema.
+    """
+    sets = [MigrationSet.core()]
+    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+        try:
+            loaded = point.load()
+        except Exception as exc:
+            raise MigrationError(f"cannot load migrations entry point {point.name} ({point.value}): {exc}") from exc
+        if not isinstance(loaded, MigrationSet):
+            raise MigrationError(f"migrations entry point {point.name} ({point.value}) is not a MigrationSet")
+        if loaded.component == CORE_COMPONENT:
+            raise MigrationError(f"migrations entry point {point.name} uses the reserved component name")
+        sets.append(loaded)
+    return sets
 
 
 async def migrate(conn: asyncpg.Connection, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
@@ -39,7 +66,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, sets: list[MigrationSet
     await conn.execute(queries.migration_lock)
     try:
         await conn.execute(queries.create_migrations_table)
-        for migration_set in sets or [MigrationSet.core()]:
+        for migration_set in discover_migration_sets() if sets is None else sets:
             applied_now += await _apply_set(conn, queries, schema, migration_set)
     finally:
         await conn.execute(queries.migration_unlock)
@@ -76,10 +103,11 @@ async def pending_migrations(
 ) -> list[str]:
     """Names of migrations not yet applied (for readiness checks and `status`)."""
     queries = Queries(schema)
+    sets = discover_migration_sets() if sets is None else sets
     if not await conn.fetchval(queries.migrations_table_exists):
-        return [f"{s.component}/{m.version:04d}_{m.name}" for s in sets or [MigrationSet.core()] for m in s.items]
+        return [f"{s.component}/{m.version:04d}_{m.name}" for s in sets for m in s.items]
     missing: list[str] = []
-    for migration_set in sets or [MigrationSet.core()]:
+    for migration_set in sets:
         done = {r["version"] for r in await conn.fetch(queries.applied_migrations, migration_set.component)}
         missing += [
             f"{migration_set.component}/{m.version:04d}_{m.name}" for m in migration_set.items if m.version not in done

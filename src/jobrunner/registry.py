@@ -55,6 +55,20 @@ class HandlerRegistry:
     def job_types(self) -> list[str]:
         return sorted(self._handlers)
 
+    def configuration_problems(self) -> dict[str, str]:
+        """job_type -> what its handler says is missing from its configuration."""
+        problems: dict[str, str] = {}
+        for job_type, item in sorted(self._handlers.items()):
+            if item.startup_check is None:
+                continue
+            try:
+                problem = item.startup_check()
+            except Exception as exc:
+                problem = f"its configuration check failed: {type(exc).__name__}: {exc}"
+            if problem:
+                problems[job_type] = problem
+        return problems
+
     def __len__(self) -> int:
         return len(self._handlers)
 

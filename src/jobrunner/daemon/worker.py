@@ -147,6 +147,10 @@ class Daemon:
                 database=self.database_url.redacted(),
                 burst=self.burst,
             )
+            for job_type, problem in self.registry.configuration_problems().items():
+                self.log.warning(
+                    "handler not configured: its jobs will fail until it is", job_type=job_type, problem=problem
+                )
             self.ready.set()
             self._systemd.ready()
             try:
