@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         "rescue_interval": 0.2,
         "shutdown_grace": 5.0,
         "worker_id": "test-worker",
+        "http_port": 0,  # a free port: tests run many daemons side by side
+        "sample_interval": 0.2,
     }
     values.update(overrides)
     return Settings(**values)
@@ -66,9 +68,7 @@ async def running_daemon(
         await asyncio.wait_for(task, 60)
 
 
-async def wait_for(
-    conn: asyncpg.Connection, sql: str, *args: Any, expect: Any = True, timeout: float = 20.0
-) -> Any:
+async def wait_for(conn: asyncpg.Connection, sql: str, *args: Any, expect: Any = True, timeout: float = 20.0) -> Any:
     """Re-run `sql` until it returns `expect` (a condition in the database, not a fixed sleep)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -97,6 +97,16 @@ def jobrunner_process(
         "JOBRUNNER_LOG_FORMAT": "json",
         "JOBRUNNER_POLL_INTERVAL": "0.05",
         "JOBRUNNER_RESCUE_INTERVAL": "0.2",
+        "JOBRUNNER_HTTP_PORT": "0",
         **(env or {}),
     }
     return subprocess.Popen([sys.executable, "-m", "jobrunner", *args], env=full_env, cwd=REPO_ROOT, **popen)
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "condition") -> None:
+    """Re-check an in-process condition (a daemon attribute, a counter) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)

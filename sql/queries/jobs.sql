@@ -24,7 +24,8 @@ SET status = 'running',
 FROM next
 WHERE j.id = next.id
 RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.attempts,
-          j.max_attempts, j.created_at, j.scheduled_at, j.dedupe_key;
+          j.max_attempts, j.created_at, j.scheduled_at, j.dedupe_key,
+          extract(epoch FROM now() - j.scheduled_at)::float8 AS waited_seconds;
 
 -- name: record_outcomes
 -- Write many outcomes in one statement. A row is only written while this worker still holds
@@ -166,3 +167,29 @@ FROM {schema}.background_jobs
 WHERE status IN ('dead', 'failed')
 ORDER BY finished_at DESC NULLS LAST
 LIMIT $1;
+
+-- name: acquire_leadership
+-- Take or renew the named lease for $2; returns a row only when $2 holds it afterwards.
+INSERT INTO {schema}.jobrunner_leaders AS l (name, holder, expires_at)
+VALUES ($1, $2, now() + make_interval(secs => $3::float8))
+ON CONFLICT (name) DO UPDATE
+SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+RETURNING l.holder;
+
+-- name: release_leadership
+DELETE FROM {schema}.jobrunner_leaders WHERE name = $1 AND holder = $2;
+
+-- name: sample_queue_depth
+-- Only live rows (pending, running): both are served by partial indexes, so sampling costs
+-- the same however much history the table holds. Finished jobs are counted by the counters.
+SELECT queue, status,
+       count(*) AS jobs,
+       coalesce(extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now())), 0)::float8
+           AS oldest_runnable_seconds
+FROM {schema}.background_jobs
+WHERE status IN ('pending', 'running')
+GROUP BY queue, status;
+
+-- name: database_ready
+SELECT 1;

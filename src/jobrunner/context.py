@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,10 +25,17 @@ class JobContext(Generic[PayloadT]):
     log: structlog.typing.FilteringBoundLogger
     pool: asyncpg.Pool
     client: AsyncClient
+    # where report_usage goes (the daemon's metrics); None: nowhere
+    usage_sink: Callable[[str, str, float], None] | None = None
 
     @property
     def attempt(self) -> int:
         return self.job.attempt
+
+    def report_usage(self, kind: str, amount: float) -> None:
+        """Count upstream usage (e.g. kind="openai_total_tokens") in jobrunner_upstream_usage_total."""
+        if self.usage_sink is not None and amount > 0:
+            self.usage_sink(self.job.job_type, kind, amount)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:

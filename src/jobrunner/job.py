@@ -32,6 +32,8 @@ class Job:
     created_at: datetime
     scheduled_at: datetime
     dedupe_key: str | None
+    # how long it had been runnable when it was claimed (database clock)
+    waited_seconds: float = 0.0
 
     @classmethod
     def from_claim_row(cls, row: Any) -> Job:
@@ -46,6 +48,7 @@ class Job:
             created_at=row["created_at"],
             scheduled_at=row["scheduled_at"],
             dedupe_key=row["dedupe_key"],
+            waited_seconds=row["waited_seconds"],
         )
 
     @property

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=30.0, gt=0)
     pool_idle_timeout: float = Field(default=600.0, gt=0, description="Idle connections closed after (s).")
     worker_id: str | None = Field(default=None, description="Default: host:pid.")
+    http_enabled: bool = Field(default=True, description="Serve /metrics, /healthz and /readyz.")
+    http_host: str = Field(default="127.0.0.1", description="Bind address of the metrics/health endpoint.")
+    http_port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port.")
+    sample_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between queue-depth samples (by one replica at a time)."
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     embedded_data_dir: Path = Field(default_factory=_default_embedded_dir)

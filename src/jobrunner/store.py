@@ -25,6 +25,8 @@ class Outcome:
     traceback: str | None = None
     result_json: str | None = None
     released: bool = False
+    # handler run time; None when the handler never ran (unknown type, bad payload)
+    duration: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,15 @@ class JobStore:
     async def rescue_expired_leases(self, limit: int) -> list[RescuedJob]:
         rows = await self.pool.fetch(self.queries.rescue_expired_leases, limit)
         return [RescuedJob(**dict(row)) for row in rows]
+
+    async def acquire_leadership(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        return await self.pool.fetchval(self.queries.acquire_leadership, name, holder, ttl_seconds) is not None
+
+    async def release_leadership(self, name: str, holder: str) -> None:
+        await self.pool.execute(self.queries.release_leadership, name, holder)
+
+    async def sample_queue_depth(self) -> list[asyncpg.Record]:
+        return await self.pool.fetch(self.queries.sample_queue_depth)
 
     async def prune_finished(self, older_than_seconds: float, batch: int) -> int | None:
         """Delete one batch of old finished jobs; None when another replica is pruning."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -19,8 +20,13 @@ CommittedCallback = Callable[[Sequence[Outcome], set[int]], None]
 
 class BatchCompleter:
     def __init__(
-        self, store: JobStore, on_committed: CommittedCallback, log: structlog.typing.FilteringBoundLogger
+        self,
+        store: JobStore,
+        on_committed: CommittedCallback,
+        log: structlog.typing.FilteringBoundLogger,
+        error_counter: Any = None,
     ) -> None:
+        self._error_counter = error_counter
         self._store = store
         self._on_committed = on_committed
         self._log = log
@@ -48,6 +54,8 @@ class BatchCompleter:
                 try:
                     written = await self._store.record_outcomes(batch)
                 except TRANSIENT_ERRORS as exc:
+                    if self._error_counter is not None:
+                        self._error_counter.inc()
                     # keep them and try again: the fencing in record_outcomes makes a repeat harmless
                     self._buffer[:0] = batch
                     failures += 1

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import traceback
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -44,7 +47,9 @@ class JobExecutor:
         client: AsyncClient,
         default_timeout: float | None,
         log: structlog.typing.FilteringBoundLogger,
+        usage_sink: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        self._usage_sink = usage_sink
         self._registry = registry
         self._pool = pool
         self._client = client
@@ -72,7 +77,7 @@ class JobExecutor:
             payload = self._payload_for(handler, job)
         except PermanentError as exc:
             return self._failed(job, str(exc), log)
-        context: JobContext[Any] = JobContext(job, payload, log, self._pool, self._client)
+        context: JobContext[Any] = JobContext(job, payload, log, self._pool, self._client, self._usage_sink)
         limit = self._type_limits.get(job.job_type)
         if limit is None:
             return await self._run(handler, job, context, log)
@@ -92,6 +97,17 @@ class JobExecutor:
             raise PermanentError(describe_validation_error(job.job_type, exc)) from exc
 
     async def _run(
+        self,
+        handler: Handler,
+        job: Job,
+        context: JobContext[Any],
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> Outcome:
+        started = time.perf_counter()
+        outcome = await self._attempt(handler, job, context, log)
+        return replace(outcome, duration=time.perf_counter() - started)
+
+    async def _attempt(
         self,
         handler: Handler,
         job: Job,

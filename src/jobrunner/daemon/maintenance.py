@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
 from jobrunner.daemon.backoff import sleep_unless
+from jobrunner.metrics import DaemonMetrics
 from jobrunner.store import JobStore
 
 RESCUE_BATCH = 1_000
@@ -18,8 +20,14 @@ class LeaseRescuer:
     """Puts jobs whose worker stopped heartbeating (SIGKILL, OOM, lost host) back in the queue."""
 
     def __init__(
-        self, store: JobStore, interval: float, stopping: asyncio.Event, log: structlog.typing.FilteringBoundLogger
+        self,
+        store: JobStore,
+        interval: float,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._interval = interval
         self._stopping = stopping
@@ -41,6 +49,8 @@ class LeaseRescuer:
         if requeued:
             await self._store.notify_queues(requeued)
         self.rescued_total += len(rescued)
+        if self._metrics is not None and rescued:
+            self._metrics.rescued.inc(len(rescued))
         return len(rescued)
 
     async def run(self) -> None:
@@ -49,6 +59,8 @@ class LeaseRescuer:
                 while await self.rescue_once() == RESCUE_BATCH:
                     pass
             except Exception as exc:
+                if self._metrics is not None:
+                    self._metrics.database_errors.labels("rescuer").inc()
                 self._log.warning("lease rescue failed, will retry", error=repr(exc))
 
 
@@ -88,3 +100,59 @@ class FinishedJobPruner:
                 await self.prune_once()
             except Exception as exc:
                 self._log.warning("pruning failed, will retry", error=repr(exc))
+
+
+class QueueDepthSampler:
+    """Samples queue depth into gauges on one replica at a time (the holder of a leader lease),
+    so ten replicas don't run ten count queries; the others clear their gauges."""
+
+    LEADERSHIP = "queue_sampler"
+
+    def __init__(
+        self,
+        store: JobStore,
+        metrics: DaemonMetrics,
+        holder: str,
+        interval: float,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._holder = holder
+        self._interval = interval
+        self._stopping = stopping
+        self._log = log
+        self.leading = False
+
+    async def sample_once(self) -> bool:
+        """Sample if we hold (or can take) the lease; returns whether we did."""
+        leading = await self._store.acquire_leadership(self.LEADERSHIP, self._holder, 3 * self._interval)
+        if leading != self.leading:
+            self._log.info("queue depth sampler leadership changed", leading=leading)
+        self.leading = leading
+        self._metrics.sampler_leader.set(1 if leading else 0)
+        self._metrics.queue_jobs.clear()
+        self._metrics.oldest_runnable.clear()
+        if not leading:
+            return False
+        for row in await self._store.sample_queue_depth():
+            self._metrics.queue_jobs.labels(row["queue"], row["status"]).set(row["jobs"])
+            if row["status"] == "pending":
+                self._metrics.oldest_runnable.labels(row["queue"]).set(row["oldest_runnable_seconds"])
+        return True
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.sample_once()
+                except Exception as exc:
+                    self._metrics.database_errors.labels("sampler").inc()
+                    self._log.warning("queue depth sampling failed, will retry", error=repr(exc))
+                if await sleep_unless(self._stopping, self._interval):
+                    break
+        finally:
+            if self.leading:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._store.release_leadership(self.LEADERSHIP, self._holder))

@@ -15,21 +15,33 @@ from typing import Any
 
 import asyncpg
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
-from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer
+from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer, QueueDepthSampler
 from jobrunner.database import TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
+from jobrunner.http_server import OpsServer, Response
 from jobrunner.job import Job, JobStatus
+from jobrunner.metrics import DaemonMetrics
 from jobrunner.migrate import pending_migrations
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore, Outcome
 from jobrunner.systemd_notify import SystemdNotifier
+
+# the committed outcome of an attempt, as the stats and metrics name it
+_OUTCOME_LABELS: dict[str, str] = {
+    JobStatus.COMPLETED: "completed",
+    JobStatus.PENDING: "retried",
+    JobStatus.FAILED: "failed",
+    JobStatus.DEAD: "dead",
+    JobStatus.CANCELLED: "cancelled",
+}
 
 
 class NotMigrated(RuntimeError):
@@ -46,6 +58,7 @@ class DaemonStats:
     failed: int = 0
     dead: int = 0
     released: int = 0
+    cancelled: int = 0
     lost_leases: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
@@ -90,6 +103,11 @@ class Daemon:
         self.listener: NotificationListener | None = None
         self.ready = asyncio.Event()
         self._systemd = SystemdNotifier()
+        self.metrics = DaemonMetrics()
+        self.metrics.slots.set(settings.concurrency)
+        self.metrics.in_flight.set_function(lambda: len(self._running))
+        self.metrics.listening.set_function(lambda: 1 if self.listener is not None and self.listener.listening else 0)
+        self.ops_server: OpsServer | None = None
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
 
@@ -135,8 +153,12 @@ class Daemon:
                 )
             self._store = JobStore(pool, schema)
             client = AsyncClient(pool, schema)
-            self._executor = JobExecutor(self.registry, pool, client, self.settings.default_timeout, self.log)
-            self._completer = BatchCompleter(self._store, self._on_committed, self.log)
+            self._executor = JobExecutor(
+                self.registry, pool, client, self.settings.default_timeout, self.log, self.metrics.usage
+            )
+            self._completer = BatchCompleter(
+                self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
+            )
             services = self._start_services()
             self.log.info(
                 "daemon started",
@@ -151,12 +173,15 @@ class Daemon:
                 self.log.warning(
                     "handler not configured: its jobs will fail until it is", job_type=job_type, problem=problem
                 )
+            await self._start_ops_server()
             self.ready.set()
             self._systemd.ready()
             try:
                 await self._fetch_loop()
                 await self._drain()
             finally:
+                if self.ops_server is not None:
+                    await self.ops_server.close()
                 for task in services:
                     task.cancel()
                 await asyncio.gather(*services, return_exceptions=True)
@@ -196,7 +221,14 @@ class Daemon:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(
-                LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log).run(), name="rescuer"
+                LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log, self.metrics).run(),
+                name="rescuer",
+            ),
+            asyncio.create_task(
+                QueueDepthSampler(
+                    self._store, self.metrics, self.worker_id, s.sample_interval, self._stopping, self.log
+                ).run(),
+                name="sampler",
             ),
             asyncio.create_task(
                 FinishedJobPruner(self._store, s.retention_seconds, s.prune_interval, self._stopping, self.log).run(),
@@ -242,6 +274,7 @@ class Daemon:
                 )
             except TRANSIENT_ERRORS as exc:
                 failures += 1
+                self.metrics.database_errors.labels("fetcher").inc()
                 delay = RECONNECT_POLICY.delay_for(failures)
                 self.log.warning("claiming jobs failed, retrying", error=repr(exc), retry_in=round(delay, 2))
                 await sleep_unless(self._stopping, delay)
@@ -271,6 +304,7 @@ class Daemon:
     def _start(self, job: Job) -> None:
         assert self._executor is not None
         self.stats.claimed += 1
+        self.metrics.job_claimed(job.job_type, job.queue, job.waited_seconds)
         self._held[job.id] = job.attempt
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, task)
@@ -298,6 +332,7 @@ class Daemon:
             self._held.pop(outcome.job_id, None)
             if outcome.job_id not in written:
                 self.stats.lost_leases += 1
+                self.metrics.lost_leases.inc()
                 self.log.warning(
                     "outcome discarded: the job's lease was lost before it was written",
                     job_id=outcome.job_id,
@@ -305,17 +340,12 @@ class Daemon:
                     attempt=outcome.attempt,
                 )
                 continue
+            label = _OUTCOME_LABELS.get(outcome.status, outcome.status)
             if outcome.released:
-                self.stats.released += 1
+                label = "released"
                 released_queues.add(outcome.queue)
-            elif outcome.status == JobStatus.PENDING:
-                self.stats.retried += 1
-            elif outcome.status == JobStatus.COMPLETED:
-                self.stats.completed += 1
-            elif outcome.status == JobStatus.FAILED:
-                self.stats.failed += 1
-            elif outcome.status == JobStatus.DEAD:
-                self.stats.dead += 1
+            setattr(self.stats, label, getattr(self.stats, label, 0) + 1)
+            self.metrics.job_finished(outcome.job_type, outcome.queue, label, outcome.duration)
         self._slot_freed.set()
         if released_queues and self._store is not None:
             # let other replicas pick the handed-back jobs up now rather than at their next poll
@@ -339,6 +369,7 @@ class Daemon:
             try:
                 still_ours = await self._store.extend_leases(held, self.settings.lease_seconds)
             except Exception as exc:
+                self.metrics.database_errors.labels("heartbeat").inc()
                 # one missed beat is fine: the interval is at most half the lease
                 self.log.warning("heartbeat failed, will retry", error=repr(exc), jobs=len(held))
                 continue
@@ -353,6 +384,7 @@ class Daemon:
                     attempt=running.job.attempt,
                 )
                 self.stats.lost_leases += 1
+                self.metrics.lost_leases.inc()
                 running.cancel_reason = "lease"
                 running.task.cancel()
 
@@ -374,6 +406,48 @@ class Daemon:
                 self._systemd.watchdog()
             else:
                 self.log.error("fetch loop looks wedged: withholding the systemd watchdog beat")
+
+    # -- operations endpoint --------------------------------------------------------------
+
+    async def _start_ops_server(self) -> None:
+        s = self.settings
+        if not s.http_enabled:
+            return
+        server = OpsServer(
+            s.http_host,
+            s.http_port,
+            {"/metrics": self._metrics_route, "/healthz": self._health_route, "/readyz": self._ready_route},
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            # keep working without it: losing metrics is better than losing the worker
+            self.log.error(
+                "metrics/health endpoint could not start", host=s.http_host, port=s.http_port, error=repr(exc)
+            )
+            return
+        self.ops_server = server
+        self.log.info("metrics/health endpoint listening", host=s.http_host, port=server.port)
+
+    async def _metrics_route(self) -> Response:
+        return Response(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
+
+    async def _health_route(self) -> Response:
+        if self.is_healthy():
+            return Response(200, b"ok\n")
+        return Response(503, b"fetch loop wedged\n")
+
+    async def _ready_route(self) -> Response:
+        if self._pool is None or self._stopping.is_set():
+            return Response(503, b"not ready: stopping\n" if self._stopping.is_set() else b"not ready\n")
+        try:
+            async with asyncio.timeout(2.0):
+                missing = await pending_migrations(self._pool, self.settings.schema_name)  # type: ignore[arg-type]
+        except Exception as exc:
+            return Response(503, f"not ready: database unreachable ({type(exc).__name__})\n".encode())
+        if missing:
+            return Response(503, f"not ready: migrations pending: {', '.join(missing)}\n".encode())
+        return Response(200, b"ready\n")
 
     # -- shutdown ------------------------------------------------------------------------
 
