@@ -73,9 +73,12 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.background_jobs AS j
-SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END,
-    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() ELSE NULL END,
-    scheduled_at = CASE WHEN j.attempts >= j.max_attempts THEN j.scheduled_at ELSE now() END,
+SET status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                  WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
+                       THEN now() ELSE NULL END,
+    scheduled_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
+                        THEN j.scheduled_at ELSE now() END,
     last_error = format('lease expired: worker %s stopped heartbeating during attempt %s',
                         coalesce(j.worker_id, '?'), j.attempts),
     last_error_traceback = NULL,
@@ -123,27 +126,37 @@ RETURNING j.id;
 -- name: get_job
 SELECT id, job_type, queue, payload::text AS payload, priority, status, attempts, max_attempts,
        scheduled_at, dedupe_key, created_at, started_at, finished_at, lease_expires_at, worker_id,
-       last_error, last_error_traceback, result::text AS result, release_count
+       last_error, last_error_traceback, result::text AS result, release_count,
+       cancel_requested_at, progress::text AS progress
 FROM {schema}.background_jobs
 WHERE id = $1;
 
 -- name: cancel_job
--- Cancel a job that has not started. Returns the row when it was cancelled.
+-- Status after the request: cancelled, cancelling (running: its worker is told), or as it was.
+SELECT {schema}.cancel_job($1::bigint);
+
+-- name: cancel_requested
+-- The polling fallback for cancellation: which of the jobs we hold were asked to stop.
+SELECT id FROM {schema}.background_jobs
+WHERE id = ANY($1::bigint[]) AND status = 'running' AND cancel_requested_at IS NOT NULL;
+
+-- name: set_progress
 UPDATE {schema}.background_jobs
-SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
-WHERE id = $1 AND status = 'pending'
-RETURNING id;
+SET progress = $3::jsonb
+WHERE id = $1 AND attempts = $2 AND status = 'running';
 
 -- name: retry_job
 -- Give a finished-without-success job a fresh set of attempts.
 UPDATE {schema}.background_jobs
-SET status = 'pending', attempts = 0, scheduled_at = now(), finished_at = NULL
+SET status = 'pending', attempts = 0, scheduled_at = now(), finished_at = NULL, cancel_requested_at = NULL,
+    progress = NULL
 WHERE id = $1 AND status IN ('failed', 'dead', 'cancelled')
 RETURNING id, queue;
 
 -- name: retry_all_of_type
 UPDATE {schema}.background_jobs
-SET status = 'pending', attempts = 0, scheduled_at = now(), finished_at = NULL
+SET status = 'pending', attempts = 0, scheduled_at = now(), finished_at = NULL, cancel_requested_at = NULL,
+    progress = NULL
 WHERE job_type = $1 AND status IN ('failed', 'dead')
 RETURNING id, queue;
 

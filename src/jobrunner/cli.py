@@ -133,6 +133,9 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if args.job is not None:
+        return _job_status(args, settings)
+
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
         queries = Queries(settings.schema_name)
         async with _connection(url, settings) as conn:
@@ -179,6 +182,26 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return _with_database(settings, body)
 
 
+def _job_status(args: argparse.Namespace, settings: Settings) -> int:
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        async with _connection(url, settings) as conn:
+            record = await AsyncClient(conn, settings.schema_name).get(args.job)
+        if record is None:
+            print(f"jobrunner: there is no job {args.job}", file=sys.stderr)
+            return EXIT_FAILURE
+        fields = vars(record)
+        if args.json:
+            print(json.dumps(fields, default=str, indent=2))
+            return EXIT_OK
+        table = Table(title=f"Job {record.id}", show_header=False)
+        for name, value in fields.items():
+            table.add_row(name, "" if value is None else str(value))
+        Console().print(table)
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
 def status_table(counts: list[Any], title: str = "Jobs by type and status") -> Table:
     statuses = ["pending", "running", "completed", "failed", "dead", "cancelled"]
     by_type: dict[str, dict[str, int]] = {}
@@ -215,15 +238,17 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
         async with _connection(url, settings) as conn:
-            cancelled = await AsyncClient(conn, settings.schema_name).cancel(args.job_id)
-        if not cancelled:
-            print(
-                f"jobrunner: job {args.job_id} was not cancelled: it does not exist or is not pending "
-                "(cancelling a running job is not supported yet)",
-                file=sys.stderr,
-            )
+            status = await AsyncClient(conn, settings.schema_name).cancel(args.job_id)
+        if status is None:
+            print(f"jobrunner: there is no job {args.job_id}", file=sys.stderr)
             return EXIT_FAILURE
-        print(f"cancelled job {args.job_id}")
+        if status == "cancelled":
+            print(f"cancelled job {args.job_id}")
+        elif status == "cancelling":
+            print(f"job {args.job_id} is running: its worker was told to stop it; it will end cancelled")
+        else:
+            print(f"jobrunner: job {args.job_id} was not cancelled: it is already {status}", file=sys.stderr)
+            return EXIT_FAILURE
         return EXIT_OK
 
     return _with_database(settings, body)
@@ -271,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="jobs by type and status, oldest runnable, recent failures")
     status.add_argument("--json", action="store_true")
     status.add_argument("--dead", type=int, default=10, help="how many recent failures to list")
+    status.add_argument("--job", type=int, metavar="ID", help="show one job: status, progress, result, errors")
     status.set_defaults(func=cmd_status)
 
     retry = sub.add_parser("retry", help="requeue a failed/dead job, or all dead jobs of a type")
@@ -279,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--type", help="requeue every failed or dead job of this type")
     retry.set_defaults(func=cmd_retry)
 
-    cancel = sub.add_parser("cancel", help="cancel a pending job")
+    cancel = sub.add_parser("cancel", help="cancel a job (a running one is stopped where it runs)")
     cancel.add_argument("job_id", type=int)
     cancel.set_defaults(func=cmd_cancel)
 

@@ -46,6 +46,8 @@ class JobRecord:
     last_error_traceback: str | None
     result: str | None
     release_count: int
+    cancel_requested_at: datetime | None
+    progress: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> JobRecord:
@@ -92,9 +94,12 @@ class AsyncClient:
         row = await (connection or self._db).fetchrow(self._queries.get_job, job_id)
         return JobRecord.from_row(row) if row else None
 
-    async def cancel(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> bool:
-        """Cancel a pending job; False when it is not pending (running jobs run to the end)."""
-        return await (connection or self._db).fetchval(self._queries.cancel_job, job_id) is not None
+    async def cancel(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> str | None:
+        """Cancel a job. Returns its status after the request: "cancelled" (it was pending),
+        "cancelling" (running: its handler is stopped within about a second and the job ends
+        cancelled), the status it already had when finished, or None when there is no such job."""
+        status: str | None = await (connection or self._db).fetchval(self._queries.cancel_job, job_id)
+        return status
 
     async def retry(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> bool:
         """Give a failed, dead or cancelled job a fresh set of attempts."""
@@ -163,8 +168,11 @@ class Client:
             row = cur.fetchone()
         return JobRecord.from_row(row) if row else None
 
-    def cancel(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> bool:
-        return bool(self._fetchall(self._cancel, [job_id], connection))
+    def cancel(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> str | None:
+        """See AsyncClient.cancel."""
+        rows = self._fetchall(self._cancel, [job_id], connection)
+        status: str | None = rows[0][0] if rows else None
+        return status
 
     def retry(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> bool:
         return bool(self._fetchall(self._retry, [job_id], connection))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,8 @@ class JobContext(Generic[PayloadT]):
     client: AsyncClient
     # where report_usage goes (the daemon's metrics); None: nowhere
     usage_sink: Callable[[str, str, float], None] | None = None
+    # writes the progress column of this attempt; None outside a daemon
+    progress_writer: Callable[[str], Awaitable[bool]] | None = None
 
     @property
     def attempt(self) -> int:
@@ -36,6 +39,12 @@ class JobContext(Generic[PayloadT]):
         """Count upstream usage (e.g. kind="openai_total_tokens") in jobrunner_upstream_usage_total."""
         if self.usage_sink is not None and amount > 0:
             self.usage_sink(self.job.job_type, kind, amount)
+
+    async def set_progress(self, progress: Any) -> None:
+        """Store a JSON value (e.g. {"done": 40, "total": 100}) as the job's progress, visible in
+        `jobrunner status --job ID` and the `progress` column while the job runs."""
+        if self.progress_writer is not None:
+            await self.progress_writer(json.dumps(progress, default=str))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, ge=1, le=86_400)
     heartbeat_interval: float | None = Field(default=None, gt=0, description="Default: a third of lease_seconds.")
     rescue_interval: float = Field(default=5.0, gt=0, le=3600)
+    cancel_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="How often running jobs are checked for cancellation (NOTIFY is faster).",
+    )
     shutdown_grace: float = Field(default=30.0, ge=0, le=86_400)
     default_timeout: float | None = Field(
         default=600.0, gt=0, description="Handler timeout (s) when the handler sets none."

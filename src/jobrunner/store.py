@@ -86,6 +86,14 @@ class JobStore:
         rows = await self.pool.fetch(self.queries.rescue_expired_leases, limit)
         return [RescuedJob(**dict(row)) for row in rows]
 
+    async def cancel_requested(self, job_ids: Sequence[int]) -> set[int]:
+        rows = await self.pool.fetch(self.queries.cancel_requested, list(job_ids))
+        return {row["id"] for row in rows}
+
+    async def set_progress(self, job_id: int, attempt: int, progress_json: str) -> bool:
+        status = await self.pool.execute(self.queries.set_progress, job_id, attempt, progress_json)
+        return status.endswith(" 1")
+
     async def acquire_leadership(self, name: str, holder: str, ttl_seconds: float) -> bool:
         return await self.pool.fetchval(self.queries.acquire_leadership, name, holder, ttl_seconds) is not None
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +20,7 @@ from jobrunner.errors import PermanentError, RetryLater
 from jobrunner.handler import Handler
 from jobrunner.job import Job, JobStatus
 from jobrunner.registry import HandlerRegistry
-from jobrunner.store import Outcome
+from jobrunner.store import JobStore, Outcome
 
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
@@ -48,7 +48,9 @@ class JobExecutor:
         default_timeout: float | None,
         log: structlog.typing.FilteringBoundLogger,
         usage_sink: Callable[[str, str, float], None] | None = None,
+        store: JobStore | None = None,
     ) -> None:
+        self._store = store
         self._usage_sink = usage_sink
         self._registry = registry
         self._pool = pool
@@ -77,12 +79,24 @@ class JobExecutor:
             payload = self._payload_for(handler, job)
         except PermanentError as exc:
             return self._failed(job, str(exc), log)
-        context: JobContext[Any] = JobContext(job, payload, log, self._pool, self._client, self._usage_sink)
+        context: JobContext[Any] = JobContext(
+            job, payload, log, self._pool, self._client, self._usage_sink, self._progress_writer(job)
+        )
         limit = self._type_limits.get(job.job_type)
         if limit is None:
             return await self._run(handler, job, context, log)
         async with limit:
             return await self._run(handler, job, context, log)
+
+    def _progress_writer(self, job: Job) -> Callable[[str], Awaitable[bool]] | None:
+        store = self._store
+        if store is None:
+            return None
+
+        async def write(progress_json: str) -> bool:
+            return await store.set_progress(job.id, job.attempt, progress_json)
+
+        return write
 
     def _payload_for(self, handler: Handler, job: Job) -> Any:
         try:
@@ -181,6 +195,11 @@ class JobExecutor:
             error=error,
             traceback=trace,
         )
+
+    @staticmethod
+    def cancelled(job: Job) -> Outcome:
+        """The handler was stopped because someone cancelled the job."""
+        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.CANCELLED, error="cancelled by request")
 
     @staticmethod
     def released(job: Job) -> Outcome:

@@ -7,6 +7,7 @@ a transaction pooler) jobs are still found, only later.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,10 @@ def channel_for(schema: str) -> str:
     return f"jobrunner_{schema}"
 
 
+def cancel_channel_for(schema: str) -> str:
+    return f"jobrunner_cancel_{schema}"
+
+
 class NotificationListener:
     def __init__(
         self,
@@ -31,9 +36,12 @@ class NotificationListener:
         stopping: asyncio.Event,
         connect_timeout: float,
         log: structlog.typing.FilteringBoundLogger,
+        on_cancel: Callable[[int], object] | None = None,
     ) -> None:
         self._url = url
         self._channel = channel_for(schema)
+        self._cancel_channel = cancel_channel_for(schema)
+        self._on_cancel = on_cancel
         self._queues = set(queues)
         self._wakeup = wakeup
         self._stopping = stopping
@@ -44,6 +52,10 @@ class NotificationListener:
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
         if not queue or queue in self._queues:
             self._wakeup.set()
+
+    def _on_cancel_notify(self, _conn: Any, _pid: int, _channel: str, job_id: str) -> None:
+        if self._on_cancel is not None and job_id.isdigit():
+            self._on_cancel(int(job_id))
 
     async def run(self) -> None:
         failures = 0
@@ -62,6 +74,7 @@ class NotificationListener:
             try:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
+                await conn.add_listener(self._cancel_channel, self._on_cancel_notify)
                 failures = 0
                 self.listening = True
                 # jobs inserted while we were not listening: look now

@@ -154,7 +154,7 @@ class Daemon:
             self._store = JobStore(pool, schema)
             client = AsyncClient(pool, schema)
             self._executor = JobExecutor(
-                self.registry, pool, client, self.settings.default_timeout, self.log, self.metrics.usage
+                self.registry, pool, client, self.settings.default_timeout, self.log, self.metrics.usage, self._store
             )
             self._completer = BatchCompleter(
                 self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
@@ -220,6 +220,7 @@ class Daemon:
             asyncio.create_task(self._completer.run(), name="completer"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
+            asyncio.create_task(self._cancel_poll_loop(), name="cancel-poll"),
             asyncio.create_task(
                 LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log, self.metrics).run(),
                 name="rescuer",
@@ -238,7 +239,14 @@ class Daemon:
         listen_url = self.listen_url or (None if self.database_url.behind_pooler else self.database_url)
         if s.listen and listen_url is not None:
             self.listener = NotificationListener(
-                listen_url, s.schema_name, s.queues, self._wakeup, self._stopping, s.connect_timeout, self.log
+                listen_url,
+                s.schema_name,
+                s.queues,
+                self._wakeup,
+                self._stopping,
+                s.connect_timeout,
+                self.log,
+                on_cancel=self.cancel_local,
             )
             services.append(asyncio.create_task(self.listener.run(), name="listener"))
         elif s.listen:
@@ -316,8 +324,12 @@ class Daemon:
             outcome = await self._executor.execute(job)
         except asyncio.CancelledError:
             reason = self._running[job.id].cancel_reason
-            # lease lost: the job is someone else's now, write nothing; otherwise hand it back
-            outcome = None if reason == "lease" else self._executor.released(job)
+            if reason == "lease":
+                outcome = None  # the job is someone else's now: write nothing
+            elif reason == "cancel":
+                outcome = self._executor.cancelled(job)
+            else:
+                outcome = self._executor.released(job)
         finally:
             self._running.pop(job.id, None)
             self._slot_freed.set()
@@ -406,6 +418,34 @@ class Daemon:
                 self._systemd.watchdog()
             else:
                 self.log.error("fetch loop looks wedged: withholding the systemd watchdog beat")
+
+    # -- cancellation ----------------------------------------------------------------------
+
+    def cancel_local(self, job_id: int) -> bool:
+        """Stop the handler of job_id if it runs here; the job then ends `cancelled`."""
+        running = self._running.get(job_id)
+        if running is None or running.cancel_reason is not None:
+            return False
+        self.log.info("cancelling running job on request", job_id=job_id, job_type=running.job.job_type)
+        running.cancel_reason = "cancel"
+        running.task.cancel()
+        return True
+
+    async def _cancel_poll_loop(self) -> None:
+        """The fallback when a NOTIFY is missed (LISTEN down, pooler): ask the database."""
+        assert self._store is not None
+        while True:
+            await asyncio.sleep(self.settings.cancel_poll_interval)
+            if not self._running:
+                continue
+            try:
+                requested = await self._store.cancel_requested(list(self._running))
+            except Exception as exc:
+                self.metrics.database_errors.labels("cancel_poll").inc()
+                self.log.warning("checking for cancellations failed, will retry", error=repr(exc))
+                continue
+            for job_id in requested:
+                self.cancel_local(job_id)
 
     # -- operations endpoint --------------------------------------------------------------
 
