@@ -64,7 +64,9 @@ async def running_daemon(
     try:
         yield daemon
     finally:
-        daemon.request_stop()
+        if not burst or task.done():
+            daemon.request_stop()
+        # a burst daemon stops by itself once nothing is runnable
         await asyncio.wait_for(task, 60)
 
 

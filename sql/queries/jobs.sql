@@ -11,6 +11,9 @@ WITH next AS (
     FROM {schema}.background_jobs
     WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
       AND job_type <> ALL($5::text[])
+      -- types paused because their upstream rate-limits them (a handful of rows at most)
+      AND job_type <> ALL(ARRAY(SELECT l.job_type FROM {schema}.jobrunner_limit_state AS l
+                                WHERE l.paused_until > now()))
     ORDER BY priority DESC, scheduled_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -47,6 +50,28 @@ FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::t
      AS o(id, attempt, status, retry_in, error, traceback, result, released)
 WHERE j.id = o.id AND j.attempts = o.attempt AND j.status = 'running'
 RETURNING j.id;
+
+-- name: claim_limited
+-- Claim jobs of one type that has global limits (see claim_limited_jobs in migration 0006).
+SELECT id, job_type, queue, payload::text AS payload, priority, attempts, max_attempts, created_at,
+       scheduled_at, dedupe_key, extract(epoch FROM now() - scheduled_at)::float8 AS waited_seconds
+FROM {schema}.claim_limited_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::integer,
+                                 $7::integer, $8::float8, $9::integer);
+
+-- name: pause_job_type
+-- A handler's upstream said "slow down": no replica claims this type until the pause ends.
+INSERT INTO {schema}.jobrunner_limit_state AS l (job_type, paused_until, pause_reason)
+VALUES ($1, now() + make_interval(secs => $2::float8), $3)
+ON CONFLICT (job_type) DO UPDATE
+SET paused_until = greatest(coalesce(l.paused_until, now()), EXCLUDED.paused_until),
+    pause_reason = EXCLUDED.pause_reason;
+
+-- name: has_runnable
+-- Burst mode's exit test: is anything runnable left (also jobs held back by a global limit)?
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.background_jobs
+    WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
+);
 
 -- name: notify_queues
 -- Wake idle daemons after jobs were handed back.
@@ -108,17 +133,18 @@ SELECT pg_try_advisory_xact_lock(hashtext('jobrunner:{schema_name}:' || $1::text
 
 -- name: enqueue
 SELECT {schema}.enqueue_job($1::text, $2::jsonb, $3::text, $4::integer, $5::timestamptz,
-                            $6::integer, $7::text);
+                            $6::integer, $7::text, $8::text);
 
 -- name: enqueue_many
 -- Bulk enqueue from parallel arrays in one statement; rows whose dedupe key a live job already
 -- holds are skipped. Returns the ids of the rows it inserted.
 INSERT INTO {schema}.background_jobs AS j
-    (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key)
+    (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
 SELECT t.job_type, t.payload, t.queue, t.priority, coalesce(t.scheduled_at, now()), t.max_attempts,
-       t.dedupe_key
-FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::int[], $5::timestamptz[], $6::int[], $7::text[])
-     AS t(job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key)
+       t.dedupe_key, t.concurrency_key
+FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::int[], $5::timestamptz[], $6::int[], $7::text[],
+            $8::text[])
+     AS t(job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
 DO NOTHING
 RETURNING j.id;
@@ -127,7 +153,7 @@ RETURNING j.id;
 SELECT id, job_type, queue, payload::text AS payload, priority, status, attempts, max_attempts,
        scheduled_at, dedupe_key, created_at, started_at, finished_at, lease_expires_at, worker_id,
        last_error, last_error_traceback, result::text AS result, release_count,
-       cancel_requested_at, progress::text AS progress
+       cancel_requested_at, progress::text AS progress, concurrency_key
 FROM {schema}.background_jobs
 WHERE id = $1;
 

@@ -2,9 +2,10 @@
 
 from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
 from jobrunner.context import JobContext
-from jobrunner.errors import JobError, PermanentError, RetryLater
+from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler, handler
 from jobrunner.job import Job, JobStatus
+from jobrunner.limits import GlobalLimits
 from jobrunner.new_job import NewJob
 from jobrunner.retry import RetryPolicy
 from jobrunner.settings import Settings
@@ -12,6 +13,7 @@ from jobrunner.settings import Settings
 __all__ = [
     "AsyncClient",
     "Client",
+    "GlobalLimits",
     "Handler",
     "InvalidJob",
     "Job",
@@ -24,5 +26,6 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "Settings",
+    "UpstreamRateLimited",
     "handler",
 ]

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from jobrunner.client import AsyncClient
 from jobrunner.database import connect_kwargs
-from jobrunner.dsn import DatabaseUrl, parse_database_url
+from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
 from jobrunner.embedded import EmbeddedPostgres
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
@@ -220,10 +220,19 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
         queries = Queries(settings.schema_name)
         async with _connection(url, settings) as conn:
-            if args.job_id is not None:
-                rows = await conn.fetch(queries.retry_job, args.job_id)
-            else:
-                rows = await conn.fetch(queries.retry_all_of_type, args.type)
+            try:
+                if args.job_id is not None:
+                    rows = await conn.fetch(queries.retry_job, args.job_id)
+                else:
+                    rows = await conn.fetch(queries.retry_all_of_type, args.type)
+            except asyncpg.UniqueViolationError:
+                print(
+                    "jobrunner: not requeued: a live job already holds the dedupe_key of "
+                    + ("this job" if args.job_id is not None else "one of these jobs")
+                    + "; let it finish (or cancel it) first",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
             if rows:
                 await conn.execute(queries.notify_queues, sorted({r["queue"] for r in rows}))
         if args.job_id is not None and not rows:
@@ -249,6 +258,95 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(f"jobrunner: job {args.job_id} was not cancelled: it is already {status}", file=sys.stderr)
             return EXIT_FAILURE
+        return EXIT_OK
+
+    return _with_database(settings, body)
+
+
+def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from jobrunner.schedules import ScheduleError, ScheduleTable, declared_schedules
+
+    try:
+        declared = declared_schedules(settings)
+    except ScheduleError as exc:
+        print(f"jobrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        async with _connection(url, settings) as conn:
+            table = ScheduleTable(conn, settings.schema_name)
+            if args.remove:
+                if not await table.remove(args.remove):
+                    print(f"jobrunner: no schedule named {args.remove!r}", file=sys.stderr)
+                    return EXIT_FAILURE
+                print(f"removed schedule {args.remove} (a replica declaring it writes it back when it starts)")
+                return EXIT_OK
+            now, rows = await table.rows()
+        grace = timedelta(seconds=settings.schedule_misfire_grace)
+        listed: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                schedule = row.schedule()
+            except ValidationError as exc:
+                print(f"jobrunner: schedule {row.name!r} in the database cannot be read: {exc}", file=sys.stderr)
+                continue
+            due = schedule.due(row.handled_until, now, grace)
+            mine = declared.get(row.name)
+            listed.append(
+                {
+                    "name": row.name,
+                    **schedule.definition(),
+                    "last_tick": row.last_tick,
+                    "last_run_at": row.last_fired_at,
+                    "last_job_id": row.last_job_id,
+                    # a due tick fires at the next check of any running daemon
+                    "next_run": due.tick if due else schedule.next_tick(now),
+                    "due_now": due is not None,
+                    "declared_here": "differs" if mine is not None and mine != schedule else mine is not None,
+                }
+            )
+        for name in sorted(declared.keys() - {row.name for row in rows}):
+            schedule = declared[name]
+            listed.append(
+                {
+                    "name": name,
+                    **schedule.definition(),
+                    "last_tick": None,
+                    "last_run_at": None,
+                    "last_job_id": None,
+                    "next_run": schedule.next_tick(now),  # counted from when a daemon registers it
+                    "due_now": False,
+                    "declared_here": "not registered yet",
+                }
+            )
+        if args.json:
+            print(json.dumps(listed, default=str, indent=2))
+            return EXIT_OK
+        table_out = Table(title="Cron schedules")
+        for column in ("name", "cron", "timezone", "job_type", "queue", "missed", "last run", "job", "next run"):
+            table_out.add_column(column)
+        for item in listed:
+            last = "never" if item["last_tick"] is None else f"{item['last_tick']:%Y-%m-%d %H:%M %Z}"
+            next_run = f"{item['next_run']:%Y-%m-%d %H:%M %Z}" + (" (due now)" if item["due_now"] else "")
+            name = item["name"]
+            if item["declared_here"] == "differs":
+                name += " (declared differently here)"
+            elif item["declared_here"] == "not registered yet":
+                name += " (not registered yet)"
+            table_out.add_row(
+                name,
+                item["cron"],
+                item["timezone"],
+                item["job_type"],
+                item["queue"],
+                item["missed"],
+                last,
+                "" if item["last_job_id"] is None else str(item["last_job_id"]),
+                next_run,
+            )
+        Console().print(table_out)
         return EXIT_OK
 
     return _with_database(settings, body)
@@ -309,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job_id", type=int)
     cancel.set_defaults(func=cmd_cancel)
 
+    schedules = sub.add_parser("schedules", help="cron schedules with their last and next run")
+    schedules.add_argument("--json", action="store_true")
+    schedules.add_argument("--remove", metavar="NAME", help="delete a schedule no replica declares any more")
+    schedules.set_defaults(func=cmd_schedules)
+
     demo = sub.add_parser("demo", help="run a realistic workload on the embedded database and report")
     demo.add_argument("--jobs", type=int, default=5000)
     demo.add_argument("--concurrency", type=int, default=50)
@@ -342,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.func(args, settings)
-    except RegistryError as exc:
+    except (RegistryError, InvalidDatabaseUrl) as exc:
         print(f"jobrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -48,6 +48,7 @@ class JobRecord:
     release_count: int
     cancel_requested_at: datetime | None
     progress: str | None
+    concurrency_key: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> JobRecord:
@@ -74,9 +75,10 @@ class AsyncClient:
         delay: timedelta | float | None = None,
         max_attempts: int = 5,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> int:
         """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken)."""
-        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key)
+        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key, concurrency_key)
         db = connection or self._db
         job_id: int = await db.fetchval(self._queries.enqueue, *job.validated().enqueue_args())
         return job_id
@@ -150,8 +152,9 @@ class Client:
         delay: timedelta | float | None = None,
         max_attempts: int = 5,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> int:
-        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key)
+        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key, concurrency_key)
         rows = self._fetchall(self._enqueue, job.validated().enqueue_args(), connection)
         job_id: int = rows[0][0]
         return job_id

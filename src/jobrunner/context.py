@@ -65,6 +65,7 @@ class JobContext(Generic[PayloadT]):
         delay: timedelta | float | None = None,
         max_attempts: int = 5,
         dedupe_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> int:
         return await self.client.enqueue(
             job_type,
@@ -76,4 +77,5 @@ class JobContext(Generic[PayloadT]):
             delay=delay,
             max_attempts=max_attempts,
             dedupe_key=dedupe_key,
+            concurrency_key=concurrency_key,
         )

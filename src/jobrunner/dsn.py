@@ -11,6 +11,10 @@ _CLIENT_ONLY_PARAMS = frozenset({"pgbouncer", "connection_limit", "pool_timeout"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
+class InvalidDatabaseUrl(ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class DatabaseUrl:
     url: str
@@ -24,7 +28,7 @@ def parse_database_url(raw: str, *, pgbouncer: bool = False) -> DatabaseUrl:
     """Strip client-only parameters; `behind_pooler` from `?pgbouncer=true` or the setting."""
     parts = urlsplit(raw)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError(
+        raise InvalidDatabaseUrl(
             f"database URL must start with postgresql:// or postgres:// (got {parts.scheme or 'no'} scheme)"
         )
     query = parse_qsl(parts.query, keep_blank_values=True)

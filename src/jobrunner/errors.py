@@ -20,3 +20,8 @@ class RetryLater(JobError):
         self.seconds = seconds
         self.reason = reason
         super().__init__(reason or f"retry requested in {seconds:g}s")
+
+
+class UpstreamRateLimited(RetryLater):
+    """The upstream said "slow down" (e.g. HTTP 429 with Retry-After): retry this job after
+    `seconds` and pause its whole job type, on every replica, for as long."""

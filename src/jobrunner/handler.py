@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from jobrunner.limits import GlobalLimits
 from jobrunner.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ class Handler:
     # called once at daemon start: returns what is missing (e.g. "OPENAI_API_KEY is not set")
     # or None; the daemon starts anyway and logs it once
     startup_check: Callable[[], str | None] | None = None
+    # limits across all replicas, enforced by the database when claiming
+    limits: GlobalLimits | None = None
 
     def __post_init__(self) -> None:
         if not self.job_type or len(self.job_type) > 200:
@@ -47,6 +50,7 @@ def handler(
     timeout: float | None = None,
     max_concurrency: int | None = None,
     startup_check: Callable[[], str | None] | None = None,
+    limits: GlobalLimits | None = None,
 ) -> Callable[[HandlerFunc], Handler]:
     """Declare a handler::
 
@@ -55,6 +59,6 @@ def handler(
     """
 
     def wrap(func: HandlerFunc) -> Handler:
-        return Handler(job_type, func, payload_model, retry, timeout, max_concurrency, startup_check)
+        return Handler(job_type, func, payload_model, retry, timeout, max_concurrency, startup_check, limits)
 
     return wrap

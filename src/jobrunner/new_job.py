@@ -28,6 +28,9 @@ class NewJob:
     delay: timedelta | float | None = None
     max_attempts: int = 5
     dedupe_key: str | None = None
+    # fairness: jobs sharing a key (e.g. a user id) are limited together when their type has a
+    # per-key limit
+    concurrency_key: str | None = None
 
     def validated(self) -> ValidatedJob:
         if not isinstance(self.job_type, str) or not 0 < len(self.job_type) <= 200:
@@ -57,6 +60,10 @@ class NewJob:
             raise InvalidJob("max_attempts must be an integer from 1 to 1000")
         if self.dedupe_key is not None and (not isinstance(self.dedupe_key, str) or len(self.dedupe_key) > 500):
             raise InvalidJob("dedupe_key must be a string of at most 500 characters")
+        if self.concurrency_key is not None and (
+            not isinstance(self.concurrency_key, str) or len(self.concurrency_key) > 500
+        ):
+            raise InvalidJob("concurrency_key must be a string of at most 500 characters")
         return ValidatedJob(
             job_type=self.job_type,
             payload_json=payload_json,
@@ -65,6 +72,7 @@ class NewJob:
             scheduled_at=self._scheduled_at(),
             max_attempts=self.max_attempts,
             dedupe_key=self.dedupe_key,
+            concurrency_key=self.concurrency_key,
         )
 
     def _scheduled_at(self) -> datetime | None:
@@ -91,6 +99,7 @@ class ValidatedJob:
     scheduled_at: datetime | None
     max_attempts: int
     dedupe_key: str | None
+    concurrency_key: str | None
 
     def enqueue_args(self) -> tuple[Any, ...]:
         """Arguments of the `enqueue` query, in order."""
@@ -102,6 +111,7 @@ class ValidatedJob:
             self.scheduled_at,
             self.max_attempts,
             self.dedupe_key,
+            self.concurrency_key,
         )
 
 
@@ -115,4 +125,5 @@ def bulk_columns(jobs: list[ValidatedJob]) -> tuple[list[Any], ...]:
         [j.scheduled_at for j in jobs],
         [j.max_attempts for j in jobs],
         [j.dedupe_key for j in jobs],
+        [j.concurrency_key for j in jobs],
     )

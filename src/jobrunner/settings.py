@@ -11,6 +11,9 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobrunner.limits import GlobalLimits
+from jobrunner.schedules import Schedule
+
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -68,6 +71,11 @@ class Settings(BaseSettings):
     )
     retention_seconds: float = Field(default=7 * 86_400, ge=0, description="How long finished jobs stay queryable.")
     prune_interval: float = Field(default=300.0, gt=0)
+    limits: dict[str, GlobalLimits] = Field(
+        default_factory=dict,
+        description='Global limits per job type as JSON, e.g. {"analyze_image": {"rate": 100, "per_seconds": 60}}; '
+        "overrides the handler's own.",
+    )
     handler_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra modules to load handlers from."
     )
@@ -83,6 +91,18 @@ class Settings(BaseSettings):
     http_port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port.")
     sample_interval: float = Field(
         default=15.0, gt=0, description="Seconds between queue-depth samples (by one replica at a time)."
+    )
+    schedules: list[Schedule] = Field(
+        default_factory=list, description="Cron schedules, a JSON list (JOBRUNNER_SCHEDULES); see jobrunner.schedules."
+    )
+    schedules_file: Path | None = Field(
+        default=None, description="A TOML ([[schedules]] tables) or JSON file of more cron schedules."
+    )
+    schedule_interval: float = Field(default=1.0, gt=0, le=60, description="Seconds between checks for due ticks.")
+    schedule_misfire_grace: float = Field(
+        default=60.0,
+        ge=0,
+        description="A tick first seen later than this (s) was missed; its schedule's `missed` policy applies.",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from jobrunner.job import Job
+from jobrunner.limits import GlobalLimits
 from jobrunner.sql_files import Queries
 
 
@@ -74,6 +75,35 @@ class JobStore:
             [o.released for o in outcomes],
         )
         return {row["id"] for row in rows}
+
+    async def claim_limited(
+        self,
+        queues: Sequence[str],
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        job_type: str,
+        limits: GlobalLimits,
+    ) -> list[Job]:
+        rows = await self.pool.fetch(
+            self.queries.claim_limited,
+            list(queues),
+            worker_id,
+            limit,
+            lease_seconds,
+            job_type,
+            limits.max_running,
+            limits.rate,
+            limits.per_seconds,
+            limits.per_key_max_running,
+        )
+        return sorted((Job.from_claim_row(row) for row in rows), key=lambda j: (-j.priority, j.scheduled_at, j.id))
+
+    async def has_runnable(self, queues: Sequence[str]) -> bool:
+        return bool(await self.pool.fetchval(self.queries.has_runnable, list(queues)))
+
+    async def pause_job_type(self, job_type: str, seconds: float, reason: str) -> None:
+        await self.pool.execute(self.queries.pause_job_type, job_type, seconds, reason)
 
     async def notify_queues(self, queues: Sequence[str]) -> None:
         await self.pool.execute(self.queries.notify_queues, list(queues))

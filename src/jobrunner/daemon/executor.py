@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
-from jobrunner.errors import PermanentError, RetryLater
+from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job, JobStatus
 from jobrunner.registry import HandlerRegistry
@@ -24,10 +24,6 @@ from jobrunner.store import JobStore, Outcome
 
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
-
-
-class LeaseLost(Exception):
-    """Raised into a handler whose job was taken back (rescued or cancelled) meanwhile."""
 
 
 def _clip(text: str, limit: int) -> str:
@@ -134,6 +130,14 @@ class JobExecutor:
                 result = await handler.func(context)
         except PermanentError as exc:
             return self._failed(job, f"{type(exc).__name__}: {exc}", log, with_traceback=True)
+        except UpstreamRateLimited as exc:
+            if self._store is not None:
+                try:
+                    await self._store.pause_job_type(job.job_type, exc.seconds, str(exc))
+                    log.warning("upstream rate limit: job type paused on every replica", pause_seconds=exc.seconds)
+                except Exception as pause_error:  # the retry below still happens
+                    log.warning("could not pause the job type", error=repr(pause_error))
+            return self._retry_or_dead(job, exc.seconds, f"UpstreamRateLimited: {exc}", traceback.format_exc(), log)
         except RetryLater as exc:
             return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), log)
         except TimeoutError:

@@ -23,10 +23,12 @@ from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
 from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer, QueueDepthSampler
+from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.database import TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.http_server import OpsServer, Response
 from jobrunner.job import Job, JobStatus
+from jobrunner.limits import GlobalLimits
 from jobrunner.metrics import DaemonMetrics
 from jobrunner.migrate import pending_migrations
 from jobrunner.registry import HandlerRegistry
@@ -108,6 +110,11 @@ class Daemon:
         self.metrics.in_flight.set_function(lambda: len(self._running))
         self.metrics.listening.set_function(lambda: 1 if self.listener is not None and self.listener.listening else 0)
         self.ops_server: OpsServer | None = None
+        # job types with global limits: the handler's, overridden by settings
+        self._limits: dict[str, GlobalLimits] = {
+            job_type: h.limits for job_type in registry.job_types() if (h := registry.get(job_type)) and h.limits
+        }
+        self._limits.update(settings.limits)
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
 
@@ -235,6 +242,10 @@ class Daemon:
                 FinishedJobPruner(self._store, s.retention_seconds, s.prune_interval, self._stopping, self.log).run(),
                 name="pruner",
             ),
+            asyncio.create_task(
+                SchedulerService.for_daemon(self._store.pool, s, self.worker_id, self._stopping, self.log).run(),
+                name="scheduler",
+            ),
         ]
         listen_url = self.listen_url or (None if self.database_url.behind_pooler else self.database_url)
         if s.listen and listen_url is not None:
@@ -277,9 +288,7 @@ class Daemon:
             limit = min(free, s.batch_size)
             self._wakeup.clear()
             try:
-                jobs = await self._store.claim_batch(
-                    s.queues, self.worker_id, limit, s.lease_seconds, self._executor.saturated_types()
-                )
+                jobs = await self._claim(limit)
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 self.metrics.database_errors.labels("fetcher").inc()
@@ -300,14 +309,43 @@ class Daemon:
             if len(jobs) == limit:
                 continue  # there may be more right away
             if self.burst and not jobs and not self._held:
-                self.log.info("burst: no runnable job left")
-                return
+                # a global limit may be holding jobs back that will be runnable in a moment
+                if not self._limits or not await self._has_runnable():
+                    self.log.info("burst: no runnable job left")
+                    return
+                await sleep_unless(self._stopping, s.poll_interval)
+                continue
             if self.burst and not jobs:
                 # wait for our own jobs to settle: their retries may be runnable at once
                 self._slot_freed.clear()
                 await sleep_unless(self._slot_freed, s.poll_interval)
                 continue
             await sleep_unless(self._wakeup, s.poll_interval)
+
+    async def _claim(self, limit: int) -> list[Job]:
+        """One fast claim for unlimited types, then one claim per type with global limits."""
+        assert self._store is not None and self._executor is not None
+        s = self.settings
+        saturated = self._executor.saturated_types()
+        jobs = await self._store.claim_batch(
+            s.queues, self.worker_id, limit, s.lease_seconds, [*saturated, *self._limits]
+        )
+        for job_type, limits in self._limits.items():
+            room = limit - len(jobs)
+            if room <= 0:
+                break
+            if job_type not in saturated:
+                jobs += await self._store.claim_limited(
+                    s.queues, self.worker_id, room, s.lease_seconds, job_type, limits
+                )
+        return jobs
+
+    async def _has_runnable(self) -> bool:
+        assert self._store is not None
+        try:
+            return await self._store.has_runnable(self.settings.queues)
+        except TRANSIENT_ERRORS:
+            return True  # ask again after the next poll
 
     def _start(self, job: Job) -> None:
         assert self._executor is not None
