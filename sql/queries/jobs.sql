@@ -3,7 +3,8 @@
 
 -- name: claim_batch
 -- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
--- oldest scheduled_at, skipping the job types in $5 (at their limit in this process). Walks
+-- oldest scheduled_at, skipping the job types in $5 (claimed apart because of their limits), or
+-- only of type $6 when it is given. Walks
 -- background_jobs_claim_idx; SKIP LOCKED lets replicas claim side by side without waiting on
 -- each other. Taking the lease counts the attempt.
 WITH next AS (
@@ -11,6 +12,7 @@ WITH next AS (
     FROM {schema}.background_jobs
     WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
       AND job_type <> ALL($5::text[])
+      AND ($6::text IS NULL OR job_type = $6::text)
       -- types paused because their upstream rate-limits them (a handful of rows at most)
       AND job_type <> ALL(ARRAY(SELECT l.job_type FROM {schema}.jobrunner_limit_state AS l
                                 WHERE l.paused_until > now()))
@@ -66,12 +68,14 @@ ON CONFLICT (job_type) DO UPDATE
 SET paused_until = greatest(coalesce(l.paused_until, now()), EXCLUDED.paused_until),
     pause_reason = EXCLUDED.pause_reason;
 
--- name: has_runnable
--- Burst mode's exit test: is anything runnable left (also jobs held back by a global limit)?
-SELECT EXISTS (
-    SELECT 1 FROM {schema}.background_jobs
-    WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
-);
+-- name: seconds_until_runnable
+-- Burst mode's exit test: seconds until the next pending job of these queues may run (0: one
+-- may run now, e.g. held back by a global limit; NULL: nothing pending at all).
+-- (greatest() would turn the NULL of an empty min() into 0)
+SELECT CASE WHEN min(scheduled_at) IS NULL THEN NULL
+            ELSE greatest(0, extract(epoch FROM min(scheduled_at) - now())) END::float8
+FROM {schema}.background_jobs
+WHERE status = 'pending' AND queue = ANY($1::text[]);
 
 -- name: notify_queues
 -- Wake idle daemons after jobs were handed back.

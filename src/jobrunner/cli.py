@@ -23,7 +23,7 @@ from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
 from jobrunner.new_job import InvalidJob
 from jobrunner.registry import HandlerRegistry, RegistryError
-from jobrunner.settings import Settings
+from jobrunner.settings import Settings, describe_settings_error
 from jobrunner.sql_files import Queries
 
 EXIT_OK = 0
@@ -440,13 +440,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings_from(args)
     except ValidationError as exc:
-        print(f"jobrunner: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"jobrunner: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.func(args, settings)
     except (RegistryError, InvalidDatabaseUrl) as exc:
         print(f"jobrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except asyncpg.UndefinedTableError as exc:
+        print(f"jobrunner: the database is not migrated ({exc}); run `jobrunner migrate` first", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+        print(f"jobrunner: cannot connect to the database: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        print(f"jobrunner: the database refused the login: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 # Query parameters that describe the pooler to clients (Supabase, Prisma) and that the server
 # would reject as unknown settings if a driver passed them on.
@@ -34,7 +34,8 @@ def parse_database_url(raw: str, *, pgbouncer: bool = False) -> DatabaseUrl:
     query = parse_qsl(parts.query, keep_blank_values=True)
     flagged = any(k == "pgbouncer" and v.lower() in _TRUE for k, v in query)
     kept = [(k, v) for k, v in query if k not in _CLIENT_ONLY_PARAMS]
-    url = urlunsplit(parts._replace(query=urlencode(kept)))
+    # quote (not quote_plus): libpq reads a "+" in a query value literally
+    url = urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote)))
     return DatabaseUrl(url=url, behind_pooler=pgbouncer or flagged)
 
 
@@ -43,8 +44,6 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # keeps [ ] around an IPv6 address, and the port
     netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
     return urlunsplit(parts._replace(netloc=netloc))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 MAX_PAYLOAD_BYTES = 1_000_000
-_INT32 = 2**31 - 1
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 class InvalidJob(ValueError):
@@ -37,6 +37,10 @@ class NewJob:
             raise InvalidJob("job_type must be a non-empty string of at most 200 characters")
         if not isinstance(self.queue, str) or not 0 < len(self.queue) <= 200:
             raise InvalidJob("queue must be a non-empty string of at most 200 characters")
+        for name in ("job_type", "queue", "dedupe_key", "concurrency_key"):
+            value = getattr(self, name)
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL text cannot store")
         if not isinstance(self.payload, Mapping):
             raise InvalidJob(f"payload must be a JSON object (a dict), not {type(self.payload).__name__}")
         try:
@@ -50,7 +54,11 @@ class NewJob:
                 f"payload is {len(payload_json)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES} "
                 "(store large data elsewhere and pass a reference)"
             )
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or abs(self.priority) > _INT32:
+        if (
+            isinstance(self.priority, bool)
+            or not isinstance(self.priority, int)
+            or not _INT32_MIN <= self.priority <= _INT32_MAX
+        ):
             raise InvalidJob("priority must be an integer that fits in 32 bits")
         if (
             isinstance(self.max_attempts, bool)

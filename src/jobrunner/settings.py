@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobrunner.limits import GlobalLimits
@@ -26,6 +26,22 @@ def _default_embedded_dir() -> Path:
     return Path(base) / "jobrunner" / "embedded"
 
 
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable a user would set."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        info = Settings.model_fields.get(field)
+        alias = info.validation_alias if info else None
+        if isinstance(alias, AliasChoices):
+            variable = " or ".join(str(choice) for choice in alias.choices)
+        else:
+            variable = f"JOBRUNNER_{field.upper()}" if field else "settings"
+        got = f" (got {error['input']!r})" if field and not isinstance(error.get("input"), dict) else ""
+        lines.append(f"{variable}: {error['msg']}{got}")
+    return "\n".join(lines)
+
+
 class Settings(BaseSettings):
     """Every knob of jobrunner. Environment variables are `JOBRUNNER_<NAME>`."""
 
@@ -35,6 +51,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # Settings(schema_name=...) in code, as well as the aliases in the environment
+        populate_by_name=True,
     )
 
     database_url: SecretStr | None = Field(
@@ -50,7 +68,9 @@ class Settings(BaseSettings):
         default=False,
         description="database_url goes through a transaction pooler (also set by ?pgbouncer=true).",
     )
-    schema_name: str = Field(default="public", validation_alias=AliasChoices("JOBRUNNER_SCHEMA"))
+    schema_name: str = Field(
+        default="public", validation_alias=AliasChoices("JOBRUNNER_SCHEMA", "JOBRUNNER_SCHEMA_NAME")
+    )
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     concurrency: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Most jobs claimed per query.")
@@ -66,6 +86,11 @@ class Settings(BaseSettings):
         description="How often running jobs are checked for cancellation (NOTIFY is faster).",
     )
     shutdown_grace: float = Field(default=30.0, ge=0, le=86_400)
+    burst_wait: float = Field(
+        default=5.0,
+        ge=0,
+        description="--burst keeps going for jobs that become runnable within this many seconds (short retries).",
+    )
     default_timeout: float | None = Field(
         default=600.0, gt=0, description="Handler timeout (s) when the handler sets none."
     )
@@ -103,6 +128,16 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0,
         description="A tick first seen later than this (s) was missed; its schedule's `missed` policy applies.",
+    )
+    sentry_dsn: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JOBRUNNER_SENTRY_DSN", "SENTRY_DSN"),
+        description="Report jobs that die or fail unexpectedly to this Sentry DSN (jobrunner.error_reporting).",
+    )
+    sentry_environment: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JOBRUNNER_SENTRY_ENVIRONMENT", "SENTRY_ENVIRONMENT"),
+        description="Sentry's environment tag (e.g. production); unset: Sentry's default.",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -52,9 +52,10 @@ class JobStore:
         limit: int,
         lease_seconds: float,
         skip_types: Sequence[str] = (),
+        only_type: str | None = None,
     ) -> list[Job]:
         rows = await self.pool.fetch(
-            self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds, list(skip_types)
+            self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds, list(skip_types), only_type
         )
         jobs = [Job.from_claim_row(row) for row in rows]
         # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
@@ -99,8 +100,9 @@ class JobStore:
         )
         return sorted((Job.from_claim_row(row) for row in rows), key=lambda j: (-j.priority, j.scheduled_at, j.id))
 
-    async def has_runnable(self, queues: Sequence[str]) -> bool:
-        return bool(await self.pool.fetchval(self.queries.has_runnable, list(queues)))
+    async def seconds_until_runnable(self, queues: Sequence[str]) -> float | None:
+        seconds: float | None = await self.pool.fetchval(self.queries.seconds_until_runnable, list(queues))
+        return seconds
 
     async def pause_job_type(self, job_type: str, seconds: float, reason: str) -> None:
         await self.pool.execute(self.queries.pause_job_type, job_type, seconds, reason)

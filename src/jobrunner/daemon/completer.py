@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from jobrunner.daemon.backoff import RECONNECT_POLICY
 from jobrunner.database import TRANSIENT_ERRORS
+from jobrunner.job import JobStatus
 from jobrunner.store import JobStore, Outcome
 
 MAX_BATCH = 5_000
@@ -66,14 +68,48 @@ class BatchCompleter:
                     await asyncio.sleep(delay)
                     continue
                 except Exception:
-                    self._buffer[:0] = batch
-                    failures += 1
-                    self._log.exception("writing outcomes failed unexpectedly, retrying", jobs=len(batch))
-                    await asyncio.sleep(RECONNECT_POLICY.delay_for(failures))
-                    continue
+                    # Not the connection: some outcome in the batch cannot be stored. Write them
+                    # one by one so one bad outcome cannot hold back the others forever.
+                    self._log.exception("writing outcomes failed, isolating the bad one", jobs=len(batch))
+                    batch, written = await self._write_one_by_one(batch)
                 failures = 0
                 self._on_committed(batch, written)
             self._idle.set()
+
+    async def _write_one_by_one(self, batch: list[Outcome]) -> tuple[list[Outcome], set[int]]:
+        """Returns the outcomes as finally written (bad ones replaced) and the ids written.
+        Connection errors here put the rest back in the buffer for the main loop's retry."""
+        done: list[Outcome] = []
+        written: set[int] = set()
+        for index, outcome in enumerate(batch):
+            try:
+                written |= await self._store.record_outcomes([outcome])
+                done.append(outcome)
+                continue
+            except TRANSIENT_ERRORS:
+                self._buffer[:0] = batch[index:]
+                break
+            except Exception as exc:
+                stand_in = replace(
+                    outcome,
+                    status=JobStatus.FAILED,
+                    retry_in=None,
+                    error=f"the outcome of this attempt could not be stored ({type(exc).__name__}: {exc}); "
+                    f"it was {outcome.status}",
+                    traceback=None,
+                    result_json=None,
+                    released=False,
+                )
+            try:
+                written |= await self._store.record_outcomes([stand_in])
+                done.append(stand_in)
+            except TRANSIENT_ERRORS:
+                self._buffer[:0] = batch[index:]
+                break
+            except Exception:
+                # cannot happen with plain ASCII text; if it does, the lease expires and the job runs again
+                self._log.exception("dropping an outcome that cannot be stored", job_id=outcome.job_id)
+        return done, written
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
+from jobrunner.error_reporting import report_job_error
 from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job, JobStatus
@@ -26,7 +28,23 @@ _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
 
 
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can store: no NUL, no lone surrogates (both make the write fail)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def storable_json(value: Any) -> str:
+    """JSON that jsonb accepts: it refuses \\u0000 and unpaired surrogate escapes."""
+    text = json.dumps(value, default=str, allow_nan=False, ensure_ascii=False)
+    if "\\u0000" in text:
+        text = text.replace("\\u0000", "\ufffd")
+    return storable_text(text)
+
+
 def _clip(text: str, limit: int) -> str:
+    text = storable_text(text)
     return text if len(text) <= limit else text[: limit - 20] + "… [truncated]"
 
 
@@ -59,9 +77,10 @@ class JobExecutor:
             if (h := registry.get(job_type)) and h.max_concurrency
         }
 
-    def saturated_types(self) -> list[str]:
-        """Job types at their per-process max_concurrency: don't claim more of them now."""
-        return [t for t, sem in self._type_limits.items() if sem.locked()]
+    @property
+    def local_limits(self) -> dict[str, int]:
+        """job_type -> its handler's max_concurrency in this process."""
+        return {t: h.max_concurrency for t in self._type_limits if (h := self._registry.get(t)) and h.max_concurrency}
 
     async def execute(self, job: Job) -> Outcome:
         log = self._log.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)
@@ -147,10 +166,12 @@ class JobExecutor:
                 message = "TimeoutError raised by the handler"
             return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), log)
         except Exception as exc:
+            if not job.is_last_attempt:  # the dead path below reports the last one
+                report_job_error(job, exc, dead=False)
             message = f"{type(exc).__name__}: {exc}"
             return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), log)
         try:
-            result_json = None if result is None else json.dumps(result, default=str, allow_nan=False)
+            result_json = None if result is None else storable_json(result)
         except ValueError as exc:
             log.warning("job result not stored: not valid JSON", error=str(exc))
             result_json = None
@@ -187,6 +208,7 @@ class JobExecutor:
         trace = _clip(trace, _MAX_TRACEBACK_CHARS)
         if job.is_last_attempt:
             log.error("job dead: no attempts left", error=error, max_attempts=job.max_attempts)
+            report_job_error(job, sys.exception(), dead=True)  # called inside the handler's `except`
             return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.DEAD, error=error, traceback=trace)
         log.warning("job failed, will retry", error=error, retry_in=round(delay, 3))
         return Outcome(

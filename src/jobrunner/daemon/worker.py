@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer, QueueD
 from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.database import TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
+from jobrunner.error_reporting import init_error_reporting
 from jobrunner.http_server import OpsServer, Response
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits
@@ -97,7 +99,7 @@ class Daemon:
         self._slot_freed = asyncio.Event()
         self._running: dict[int, _Running] = {}
         # claimed and not yet settled (outcome not committed): job id -> attempt; heartbeated
-        self._held: dict[int, int] = {}
+        self._held: dict[int, Job] = {}
         self._pool: asyncpg.Pool | None = None
         self._store: JobStore | None = None
         self._completer: BatchCompleter | None = None
@@ -147,6 +149,7 @@ class Daemon:
 
     async def run(self) -> DaemonStats:
         """Run until stopped (or, in burst mode, until nothing is runnable). Returns the stats."""
+        init_error_reporting(self.settings)  # Sentry, when SENTRY_DSN is set
         pool = await self._connect()
         if pool is None:
             return self.stats
@@ -309,11 +312,13 @@ class Daemon:
             if len(jobs) == limit:
                 continue  # there may be more right away
             if self.burst and not jobs and not self._held:
-                # a global limit may be holding jobs back that will be runnable in a moment
-                if not self._limits or not await self._has_runnable():
-                    self.log.info("burst: no runnable job left")
+                # wait for what becomes runnable within burst_wait: our own retries with a short
+                # backoff, jobs a global limit holds back for a moment
+                wait = await self._seconds_until_runnable()
+                if wait is None or wait > s.burst_wait:
+                    self.log.info("burst: no runnable job left", next_runnable_in=wait)
                     return
-                await sleep_unless(self._stopping, s.poll_interval)
+                await sleep_unless(self._stopping, min(max(wait, 0.001), s.poll_interval))
                 continue
             if self.burst and not jobs:
                 # wait for our own jobs to settle: their retries may be runnable at once
@@ -323,35 +328,44 @@ class Daemon:
             await sleep_unless(self._wakeup, s.poll_interval)
 
     async def _claim(self, limit: int) -> list[Job]:
-        """One fast claim for unlimited types, then one claim per type with global limits."""
+        """One claim for the types without limits, then one per type with a limit, each taking
+        no more than that type has room for (per-process max_concurrency, global limits)."""
         assert self._store is not None and self._executor is not None
         s = self.settings
-        saturated = self._executor.saturated_types()
-        jobs = await self._store.claim_batch(
-            s.queues, self.worker_id, limit, s.lease_seconds, [*saturated, *self._limits]
-        )
-        for job_type, limits in self._limits.items():
+        local = self._executor.local_limits
+        limited = sorted(set(local) | set(self._limits))
+        jobs = await self._store.claim_batch(s.queues, self.worker_id, limit, s.lease_seconds, limited)
+        if not limited:
+            return jobs
+        held_by_type = Counter(job.job_type for job in self._held.values())
+        for job_type in limited:
             room = limit - len(jobs)
+            if job_type in local:
+                room = min(room, local[job_type] - held_by_type[job_type])
             if room <= 0:
-                break
-            if job_type not in saturated:
+                continue
+            if job_type in self._limits:
                 jobs += await self._store.claim_limited(
-                    s.queues, self.worker_id, room, s.lease_seconds, job_type, limits
+                    s.queues, self.worker_id, room, s.lease_seconds, job_type, self._limits[job_type]
+                )
+            else:
+                jobs += await self._store.claim_batch(
+                    s.queues, self.worker_id, room, s.lease_seconds, (), only_type=job_type
                 )
         return jobs
 
-    async def _has_runnable(self) -> bool:
+    async def _seconds_until_runnable(self) -> float | None:
         assert self._store is not None
         try:
-            return await self._store.has_runnable(self.settings.queues)
+            return await self._store.seconds_until_runnable(self.settings.queues)
         except TRANSIENT_ERRORS:
-            return True  # ask again after the next poll
+            return 0.0  # ask again after the next poll
 
     def _start(self, job: Job) -> None:
         assert self._executor is not None
         self.stats.claimed += 1
         self.metrics.job_claimed(job.job_type, job.queue, job.waited_seconds)
-        self._held[job.id] = job.attempt
+        self._held[job.id] = job
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, task)
 
@@ -413,7 +427,7 @@ class Daemon:
         interval = self.settings.effective_heartbeat_interval
         while True:
             await asyncio.sleep(interval)
-            held = dict(self._held)
+            held = {job_id: job.attempt for job_id, job in self._held.items()}
             if not held:
                 continue
             try:
@@ -425,7 +439,8 @@ class Daemon:
                 continue
             for job_id in held.keys() - still_ours:
                 running = self._running.get(job_id)
-                if running is None or self._held.get(job_id) != held[job_id]:
+                still_held = self._held.get(job_id)
+                if running is None or still_held is None or still_held.attempt != held[job_id]:
                     continue  # settled while we were extending
                 self.log.warning(
                     "lease lost: job was taken back, cancelling its handler",

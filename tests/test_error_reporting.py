@@ -1,0 +1,235 @@
+"""Sentry reporting of failed jobs, received by a local HTTP endpoint that speaks the envelope protocol."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import asyncpg
+import pytest
+import sentry_sdk
+
+from jobrunner import JobContext, PermanentError, RetryLater, handler
+from jobrunner.error_reporting import REDACTED, scrub, shutdown_error_reporting
+from tests.support import running_daemon, wait_for
+
+SECRET = "sk-live-123"
+URL_PASSWORD = "pa55word-in-a-url"
+
+
+@dataclass
+class Envelope:
+    headers: dict[str, Any]
+    items: list[tuple[dict[str, Any], bytes]]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for header, body in self.items if header.get("type") == "event"]
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Sentry's envelope: a JSON header line, then items of a JSON header line and a payload
+    (`length` bytes when given, else up to the next newline)."""
+    first, _, rest = data.partition(b"\n")
+    envelope = Envelope(json.loads(first), [])
+    while rest.strip():
+        line, _, rest = rest.partition(b"\n")
+        header = json.loads(line)
+        if "length" in header:
+            body, rest = rest[: header["length"]], rest[header["length"] :]
+            rest = rest.removeprefix(b"\n")
+        else:
+            body, _, rest = rest.partition(b"\n")
+        envelope.items.append((header, body))
+    return envelope
+
+
+def decode_body(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    if encoding == "br":
+        brotli = pytest.importorskip("brotli")
+        return bytes(brotli.decompress(body))
+    return body
+
+
+@dataclass
+class SentryEndpoint:
+    """A stand-in for sentry.io on 127.0.0.1: stores every envelope it is sent."""
+
+    port: int
+    raw: list[bytes] = field(default_factory=list)
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    @property
+    def dsn(self) -> str:
+        return f"http://publickey@127.0.0.1:{self.port}/1"
+
+    def events(self) -> list[dict[str, Any]]:
+        return [event for envelope in self.envelopes for event in envelope.events()]
+
+
+@pytest.fixture
+def sentry_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[SentryEndpoint]:
+    for proxy in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)  # the envelopes must go to loopback, nowhere else
+
+    class Receive(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            endpoint.raw.append(body)
+            data = decode_body(body, self.headers.get("Content-Encoding"))
+            endpoint.raw.append(data)
+            if self.path.startswith("/api/1/envelope/"):
+                endpoint.envelopes.append(parse_envelope(data))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receive)
+    endpoint = SentryEndpoint(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        shutdown_error_reporting()
+        server.shutdown()
+        server.server_close()
+
+
+@handler("report_crash")
+async def report_crash(ctx: JobContext[dict[str, Any]]) -> None:
+    raise ValueError(f"cannot reach postgresql://app:{URL_PASSWORD}@db.internal/app")
+
+
+@handler("report_permanent")
+async def report_permanent(ctx: JobContext[dict[str, Any]]) -> None:
+    raise PermanentError("bad input: expected, not reported")
+
+
+@handler("report_retry_later")
+async def report_retry_later(ctx: JobContext[dict[str, Any]]) -> None:
+    raise RetryLater(3600 if ctx.job.max_attempts > 1 else 0, "upstream busy")
+
+
+PAYLOAD = {
+    "user_id": "u1",
+    "api_key": SECRET,
+    "nested": {"items": [{"Authorization": f"Bearer {SECRET}", "note": "kept"}], "db_password": SECRET},
+}
+
+
+async def test_dead_and_unexpected_failures_are_reported_tagged_and_scrubbed(
+    db_url: str, conn: asyncpg.Connection, sentry_endpoint: SentryEndpoint
+) -> None:
+    payload = json.dumps(PAYLOAD)
+    dead_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, max_attempts, queue) VALUES ('report_crash', $1, 1, 'default')"
+        " RETURNING id",
+        payload,
+    )
+    retried_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, max_attempts, scheduled_at)"
+        " VALUES ('report_crash', $1, 3, now()) RETURNING id",
+        payload,
+    )
+    # expected failures: a PermanentError, and a RetryLater that still has attempts left
+    await conn.execute("INSERT INTO background_jobs (job_type) VALUES ('report_permanent')")
+    waiting_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, max_attempts) VALUES ('report_retry_later', 3) RETURNING id"
+    )
+    # ...but a job that dies is reported whatever killed it
+    dead_later_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, max_attempts) VALUES ('report_retry_later', 1) RETURNING id"
+    )
+
+    async with running_daemon(
+        db_url, [report_crash, report_permanent, report_retry_later], sentry_dsn=sentry_endpoint.dsn
+    ):
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", dead_id, expect="dead")
+        await wait_for(
+            conn,
+            "SELECT count(*) FROM background_jobs WHERE job_type <> 'report_crash' AND finished_at IS NOT NULL",
+            expect=2,
+        )
+        await wait_for(conn, "SELECT last_error IS NOT NULL FROM background_jobs WHERE id = $1", waiting_id)
+        # the retried job is rescheduled with backoff: its first attempt is what we look at
+        await wait_for(conn, "SELECT last_error IS NOT NULL FROM background_jobs WHERE id = $1", retried_id)
+    sentry_sdk.flush(timeout=10)  # the SDK sends from a thread: wait for its queue, not a fixed time
+
+    events = sentry_endpoint.events()
+    by_job = {event["tags"]["job_id"]: event for event in events}
+    assert str(dead_id) in by_job, events
+    dead = by_job[str(dead_id)]
+    assert dead["tags"] == {
+        "job_type": "report_crash",
+        "job_id": str(dead_id),
+        "attempt": "1",
+        "queue": "default",
+        "outcome": "dead",
+    }
+    assert dead["exception"]["values"][-1]["type"] == "ValueError"
+    job_context = dead["contexts"]["job"]
+    assert job_context["payload"]["user_id"] == "u1"
+    assert job_context["payload"]["api_key"] == REDACTED
+    assert job_context["payload"]["nested"]["items"][0] == {"Authorization": REDACTED, "note": "kept"}
+    assert job_context["payload"]["nested"]["db_password"] == REDACTED
+    assert job_context["max_attempts"] == 1
+    # before_send masks the password in the exception message too
+    assert "app:***@db.internal" in dead["exception"]["values"][-1]["value"]
+
+    retried = [event for event in events if event["tags"]["job_id"] == str(retried_id)]
+    assert retried[0]["tags"]["outcome"] == "retried"
+    assert retried[0]["tags"]["attempt"] == "1"
+
+    dead_later = by_job[str(dead_later_id)]
+    assert dead_later["tags"]["outcome"] == "dead"
+    assert dead_later["exception"]["values"][-1]["type"] == "RetryLater"
+
+    # expected failures of jobs that still have attempts (or fail for good on purpose) are not reported
+    assert str(waiting_id) not in by_job
+    assert {event["tags"]["job_type"] for event in events} == {"report_crash", "report_retry_later"}
+    # the last attempt is reported once, by the dead path, not also as an unexpected failure
+    assert [event["tags"]["job_id"] for event in events].count(str(dead_id)) == 1
+
+    received = b"".join(sentry_endpoint.raw)
+    assert received, "the endpoint received nothing"
+    assert SECRET.encode() not in received
+    assert URL_PASSWORD.encode() not in received
+
+
+async def test_nothing_is_reported_without_a_dsn(
+    db_url: str, conn: asyncpg.Connection, sentry_endpoint: SentryEndpoint
+) -> None:
+    await conn.execute("INSERT INTO background_jobs (job_type, max_attempts) VALUES ('report_crash', 1)")
+    async with running_daemon(db_url, [report_crash]):
+        await wait_for(conn, "SELECT status FROM background_jobs", expect="dead")
+    sentry_sdk.flush(timeout=2)
+    assert sentry_endpoint.raw == []
+
+
+def test_scrub_masks_secret_keys_at_any_depth_and_keeps_the_rest() -> None:
+    value = {
+        "token": "t",
+        "list": [{"x-api-key": "k", "ok": 1}, ("SESSION_cookie", "a")],
+        "url": "postgres://u:p@h/db",
+        "deep": {"Password": {"not": "even inspected"}, "count": 3},
+    }
+    assert scrub(value) == {
+        "token": REDACTED,
+        "list": [{"x-api-key": REDACTED, "ok": 1}, ["SESSION_cookie", "a"]],
+        "url": "postgres://u:***@h/db",
+        "deep": {"Password": REDACTED, "count": 3},
+    }
