@@ -1,0 +1,162 @@
+"""The app plugin's settings: the one place its knobs are read from the environment (and `.env`).
+
+The app's own variable names are honoured (`OPENAI_API_KEY`, `SUPABASE_URL`,
+`SUPABASE_SERVICE_ROLE_KEY`, `EXPO_ACCESS_TOKEN`, and the `EXPO_PUBLIC_*` fallbacks); everything
+else is `JOBRUNNER_APP_<NAME>`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated
+
+import structlog
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from jobrunner import PermanentError
+
+MIB = 1024 * 1024
+
+
+class AppSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JOBRUNNER_APP_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # -- OpenAI ---------------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "JOBRUNNER_APP_OPENAI_API_KEY")
+    )
+    # The app's docs put the key here; an EXPO_PUBLIC_ variable is bundled into the mobile app,
+    # so the key is public. Only a fallback, and the daemon warns at start-up.
+    expo_public_openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("EXPO_PUBLIC_OPENAI_API_KEY")
+    )
+    openai_model: str = Field(default="gpt-4o-mini", min_length=1)
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JOBRUNNER_APP_OPENAI_BASE_URL", "OPENAI_BASE_URL"),
+        description="Default: the SDK's (api.openai.com). Tests and self-hosted gateways override it.",
+    )
+    openai_timeout: float = Field(default=60.0, gt=0)
+    ai_cache_ttl_seconds: float = Field(default=3600.0, ge=0, description="How long an analysis is reused.")
+
+    # -- Supabase Storage -----------------------------------------------------------------
+    supabase_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_URL", "EXPO_PUBLIC_SUPABASE_URL", "JOBRUNNER_APP_SUPABASE_URL"),
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "JOBRUNNER_APP_SUPABASE_SERVICE_ROLE_KEY"),
+    )
+    uploads_bucket: str = Field(default="uploads", min_length=1)
+    # None: thumbnails go next to their original, in the uploads bucket
+    thumbnails_bucket: str | None = None
+    archive_bucket: str = Field(default="archive", min_length=1)
+    max_download_bytes: int = Field(default=5 * MIB, ge=1, description="The uploads bucket's size limit.")
+    storage_timeout: float = Field(default=30.0, gt=0)
+    # Tests only: lets the Storage client use http:// and loopback/private addresses
+    # (link-local addresses such as 169.254.169.254 stay refused regardless).
+    allow_private_network: bool = False
+
+    # -- Expo push ------------------------------------------------------------------------
+    expo_push_url: str = Field(default="https://exp.host/--/api/v2/push", description="Base of /send, /getReceipts.")
+    expo_access_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("EXPO_ACCESS_TOKEN", "JOBRUNNER_APP_EXPO_ACCESS_TOKEN")
+    )
+
+    # -- images ---------------------------------------------------------------------------
+    thumbnail_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [256, 1024])
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="Larger images are refused unopened.")
+
+    # -- retention and cleanup ------------------------------------------------------------
+    upload_retention_days: int = Field(default=90, ge=1)
+    metrics_retention_days: int = Field(default=30, ge=1)
+    # None (default): analyses are kept; set it to archive older month partitions to the archive bucket
+    archive_retention_days: int | None = Field(default=None, ge=30)
+    cleanup_batch_size: int = Field(default=100, ge=1, le=1000)
+    cleanup_max_batches: int = Field(default=50, ge=1)
+
+    # -- recommendations ------------------------------------------------------------------
+    recommendations_count: int = Field(default=10, ge=1, le=100)
+    recommendations_exclude_days: int = Field(default=14, ge=0)
+    weak_area_threshold: float = Field(default=70.0, gt=0, le=100)
+
+    @field_validator("thumbnail_sizes", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("thumbnail_sizes")
+    @classmethod
+    def _sizes_sensible(cls, value: list[int]) -> list[int]:
+        if not value or any(size < 16 or size > 4096 for size in value):
+            raise ValueError("thumbnail sizes must be 16 to 4096 pixels, at least one")
+        return sorted(set(value))
+
+    @field_validator("supabase_url", "openai_base_url", "expo_push_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    # -- what a handler needs ---------------------------------------------------------------
+
+    @property
+    def effective_openai_api_key(self) -> SecretStr | None:
+        return self.openai_api_key or self.expo_public_openai_api_key
+
+    @property
+    def openai_key_is_public(self) -> bool:
+        return self.openai_api_key is None and self.expo_public_openai_api_key is not None
+
+    def storage_problem(self) -> str | None:
+        """What is missing for Supabase Storage, or None."""
+        if not self.supabase_url:
+            return "SUPABASE_URL is not set (the Supabase project URL, for Storage)"
+        if self.supabase_service_role_key is None:
+            return "SUPABASE_SERVICE_ROLE_KEY is not set (Storage needs the service-role key)"
+        return None
+
+    def openai_problem(self) -> str | None:
+        if self.effective_openai_api_key is None:
+            return "OPENAI_API_KEY is not set"
+        return None
+
+    def require_storage(self) -> None:
+        problem = self.storage_problem()
+        if problem:
+            raise PermanentError(f"Supabase Storage is not configured: {problem}")
+
+    def require_openai(self) -> None:
+        problem = self.openai_problem()
+        if problem:
+            raise PermanentError(f"OpenAI is not configured: {problem}")
+
+
+@cache
+def app_settings() -> AppSettings:
+    """The settings, read once per process (tests call `app_settings.cache_clear()`)."""
+    settings = AppSettings()
+    if settings.openai_key_is_public:
+        structlog.get_logger("jobrunner_handlers").warning(
+            "the OpenAI key comes from EXPO_PUBLIC_OPENAI_API_KEY: EXPO_PUBLIC_ variables are bundled "
+            "into the mobile app, so this key is public. Rotate it and set OPENAI_API_KEY on the server only."
+        )
+    return settings
+
+
+def storage_startup_check() -> str | None:
+    return app_settings().storage_problem()
+
+
+def openai_startup_check() -> str | None:
+    settings = app_settings()
+    return settings.openai_problem() or settings.storage_problem()

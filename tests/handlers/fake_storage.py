@@ -1,0 +1,220 @@
+"""A Supabase Storage server on 127.0.0.1 speaking the REST API's wire format (the parts we use):
+GET/POST /storage/v1/object/{bucket}/{path}, POST /storage/v1/object/list/{bucket},
+DELETE /storage/v1/object/{bucket} with {"prefixes": [...]}. Runs in a thread; tests drive it
+through the real httpx client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+PREFIX = "/storage/v1/object/"
+
+
+@dataclass
+class StoredObject:
+    data: bytes
+    content_type: str
+    # False: sent chunked, with no Content-Length (the client must cap while streaming)
+    declare_length: bool = True
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+class FakeStorage:
+    def __init__(self, service_key: str = "test-service-key", host: str = "127.0.0.1") -> None:
+        self.service_key = service_key
+        self.objects: dict[tuple[str, str], StoredObject] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.redirects: dict[str, str] = {}  # request path -> Location
+        self.fail_with: dict[str, tuple[int, dict[str, str]]] = {}  # method -> (status, extra headers)
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, 0), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> FakeStorage:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def put(self, bucket: str, path: str, data: bytes, content_type: str = "image/jpeg", **options: Any) -> None:
+        with self.lock:
+            self.objects[(bucket, path)] = StoredObject(data, content_type, **options)
+
+    def get(self, bucket: str, path: str) -> StoredObject | None:
+        with self.lock:
+            return self.objects.get((bucket, path))
+
+    def paths(self, bucket: str) -> list[str]:
+        with self.lock:
+            return sorted(p for b, p in self.objects if b == bucket)
+
+
+def _make_handler(storage: FakeStorage) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("content-length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _authorized(self) -> bool:
+            key = storage.service_key
+            if self.headers.get("authorization") == f"Bearer {key}" and self.headers.get("apikey") == key:
+                return True
+            self._json(400, {"statusCode": "403", "error": "Unauthorized", "message": "invalid signature"})
+            return False
+
+        def _route(self) -> tuple[str, str] | None:
+            path = urlsplit(self.path).path
+            with storage.lock:
+                storage.requests.append((self.command, path))
+            if not self._authorized():
+                return None
+            failure = storage.fail_with.get(self.command)
+            if failure is not None:
+                self._body()
+                self._json(
+                    failure[0], {"statusCode": str(failure[0]), "error": "Error", "message": "injected"}, failure[1]
+                )
+                return None
+            if not path.startswith(PREFIX):
+                self._json(404, {"statusCode": "404", "error": "not_found", "message": "Route not found"})
+                return None
+            rest = path[len(PREFIX) :]
+            bucket, _, key = rest.partition("/")
+            return bucket, unquote(key)
+
+        def do_GET(self) -> None:
+            route = self._route()
+            if route is None:
+                return
+            location = storage.redirects.get(urlsplit(self.path).path)
+            if location is not None:
+                self.send_response(302)
+                self.send_header("location", location)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            bucket, key = route
+            if bucket in ("public", "authenticated"):
+                bucket, _, key = key.partition("/")
+            obj = storage.get(bucket, key)
+            if obj is None:
+                self._json(400, {"statusCode": "404", "error": "not_found", "message": "Object not found"})
+                return
+            self.send_response(200)
+            self.send_header("content-type", obj.content_type)
+            if obj.declare_length:
+                self.send_header("content-length", str(len(obj.data)))
+                self.end_headers()
+                self.wfile.write(obj.data)
+                return
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(obj.data), 65536):
+                chunk = obj.data[start : start + 65536]
+                try:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the client stopped reading at its cap
+            self.wfile.write(b"0\r\n\r\n")
+
+        def do_POST(self) -> None:
+            route = self._route()
+            if route is None:
+                return
+            bucket, key = route
+            if bucket == "list":
+                query = json.loads(self._body() or b"{}")
+                self._json(200, self._list(key, query))
+                return
+            data = self._body()
+            upsert = self.headers.get("x-upsert", "false") == "true"
+            if storage.get(bucket, key) is not None and not upsert:
+                self._json(400, {"statusCode": "409", "error": "Duplicate", "message": "The resource already exists"})
+                return
+            content_type = self.headers.get("content-type", "application/octet-stream")
+            storage.put(bucket, key, data, content_type)
+            self._json(200, {"Key": f"{bucket}/{key}", "Id": str(uuid.uuid4())})
+
+        def _list(self, bucket: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+            prefix = str(query.get("prefix", "")).strip("/")
+            entries: dict[str, dict[str, Any]] = {}
+            with storage.lock:
+                items = [(p, o) for (b, p), o in storage.objects.items() if b == bucket]
+            for path, obj in items:
+                if prefix and not path.startswith(prefix + "/"):
+                    continue
+                rest = path[len(prefix) + 1 :] if prefix else path
+                name, slash, _ = rest.partition("/")
+                if slash:
+                    entries.setdefault(
+                        name,
+                        {
+                            "name": name,
+                            "id": None,
+                            "updated_at": None,
+                            "created_at": None,
+                            "last_accessed_at": None,
+                            "metadata": None,
+                        },
+                    )
+                else:
+                    entries[name] = {
+                        "name": name,
+                        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, path)),
+                        "updated_at": obj.created_at,
+                        "created_at": obj.created_at,
+                        "last_accessed_at": obj.created_at,
+                        "metadata": {"size": len(obj.data), "mimetype": obj.content_type},
+                    }
+            ordered = [entries[name] for name in sorted(entries)]
+            offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
+            return ordered[offset : offset + limit]
+
+        def do_DELETE(self) -> None:
+            route = self._route()
+            if route is None:
+                return
+            bucket, _ = route
+            prefixes = json.loads(self._body() or b"{}").get("prefixes", [])
+            deleted = []
+            with storage.lock:
+                for path in prefixes:
+                    if storage.objects.pop((bucket, path), None) is not None:
+                        deleted.append({"name": path, "bucket_id": bucket, "id": str(uuid.uuid4())})
+            self._json(200, deleted)
+
+    return Handler

@@ -1,0 +1,125 @@
+"""process_upload through the real daemon against the local Storage server."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from typing import Any
+
+import asyncpg
+import pytest
+from PIL import Image
+
+from jobrunner_handlers.settings import app_settings
+from jobrunner_handlers.thumbnails import NotAnAcceptedImage, make_thumbnails
+from jobrunner_handlers.uploads import process_upload
+from tests.handlers.fake_storage import FakeStorage
+from tests.handlers.test_schema import ALICE
+from tests.support import job_row, running_daemon
+
+
+def jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 90)).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares width x height: a decompression bomb's calling card."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+async def run_upload(db_url: str, conn: asyncpg.Connection, path: str) -> dict[str, Any]:
+    job_id = await conn.fetchval(
+        "SELECT enqueue_job('process_upload', $1::jsonb)", json.dumps({"user_id": str(ALICE), "path": path})
+    )
+    async with running_daemon(db_url, [process_upload], burst=True):
+        pass
+    return dict(await job_row(conn, job_id))
+
+
+async def test_thumbnails_are_stored_next_to_the_original_and_recorded(
+    db_url: str, conn: asyncpg.Connection, app_env: FakeStorage
+) -> None:
+    path = f"{ALICE}/2025/selfie.jpg"
+    app_env.put("uploads", path, jpeg(1600, 1200))
+    job = await run_upload(db_url, conn, path)
+    assert job["status"] == "completed", job["last_error"]
+    assert app_env.paths("uploads") == sorted(
+        [path, f"{ALICE}/2025/selfie.thumb_256.webp", f"{ALICE}/2025/selfie.thumb_1024.webp"]
+    )
+    stored = app_env.get("uploads", f"{ALICE}/2025/selfie.thumb_256.webp")
+    assert stored is not None and stored.content_type == "image/webp"
+    with Image.open(io.BytesIO(stored.data)) as thumb:
+        assert (thumb.format, thumb.size) == ("WEBP", (256, 192))
+    row = await conn.fetchrow("SELECT * FROM progress_photos WHERE storage_path = $1", path)
+    assert (row["user_id"], row["width"], row["height"], row["content_type"]) == (ALICE, 1600, 1200, "image/jpeg")
+    assert [(t["size"], t["width"], t["height"]) for t in json.loads(row["thumbnails"])] == [
+        (256, 256, 192),
+        (1024, 1024, 768),
+    ]
+    # a second run (a retry, a duplicate event) records the same row again, not a new one
+    again = await run_upload(db_url, conn, path)
+    assert again["status"] == "completed"
+    assert await conn.fetchval("SELECT count(*) FROM progress_photos") == 1
+    assert json.loads(again["result"])["photo_id"] == str(row["id"])
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "error"),
+    [
+        (png_claiming(30_000, 30_000), "image/png", "decompression bomb"),
+        (b"%PDF-1.7 not an image at all", "image/jpeg", "not an image in an accepted format"),
+        (b"<html>hello</html>", "text/html", "content type 'text/html' is not an accepted image type"),
+        (b"\xff\xd8\xff" + b"\0" * (5 * 1024 * 1024), "image/jpeg", "over the 5242880-byte limit"),
+    ],
+    ids=["decompression-bomb", "not-an-image", "html", "over-5-mb"],
+)
+async def test_unacceptable_uploads_fail_without_retry(
+    db_url: str, conn: asyncpg.Connection, app_env: FakeStorage, data: bytes, content_type: str, error: str
+) -> None:
+    path = f"{ALICE}/bad.upload"
+    app_env.put("uploads", path, data, content_type)
+    job = await run_upload(db_url, conn, path)
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert error in job["last_error"]
+    assert app_env.paths("uploads") == [path]
+    assert await conn.fetchval("SELECT count(*) FROM progress_photos") == 0
+
+
+def test_bombs_are_refused_from_the_header_before_decoding() -> None:
+    # under Pillow's own threshold, over ours
+    with pytest.raises(NotAnAcceptedImage, match="over the 1000000-pixel limit"):
+        make_thumbnails(png_claiming(2_000, 2_000), [256], max_pixels=1_000_000)
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
+def test_pillows_own_bomb_guard_is_an_error_too() -> None:
+    # past our limit check (set very high), Pillow's guard (2 x MAX_IMAGE_PIXELS) still refuses it
+    with pytest.raises(NotAnAcceptedImage, match="decompression bomb"):
+        make_thumbnails(png_claiming(20_000, 20_000), [256], max_pixels=10**12)
+    # between MAX_IMAGE_PIXELS and twice it Pillow only warns: the warning is an error here
+    with pytest.raises(NotAnAcceptedImage, match="decompression bomb"):
+        make_thumbnails(png_claiming(7_000, 7_000), [256], max_pixels=10**12)
+
+
+async def test_paths_outside_the_users_folder_and_missing_configuration(
+    db_url: str, conn: asyncpg.Connection, clean_app_env: pytest.MonkeyPatch
+) -> None:
+    job = await run_upload(db_url, conn, f"{ALICE}/x.jpg")
+    assert job["status"] == "failed"
+    assert "Supabase Storage is not configured: SUPABASE_URL is not set" in job["last_error"]
+    clean_app_env.setenv("SUPABASE_URL", "https://proj.supabase.co")
+    clean_app_env.setenv("SUPABASE_SERVICE_ROLE_KEY", "k")
+    app_settings.cache_clear()  # settings are read once per process
+    job = await run_upload(db_url, conn, "someone-else/x.jpg")
+    assert "is not in the user's folder" in job["last_error"]
