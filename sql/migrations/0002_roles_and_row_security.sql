@@ -3,13 +3,23 @@
 --   jobrunner_enqueuer - may only add jobs (INSERT or enqueue_job), read nothing else
 -- Row Level Security is on, so Supabase's `anon` and `authenticated` (which Supabase grants
 -- everything in `public` by default) see and change nothing, even through PostgREST.
+-- Roles belong to the whole server while the migration lock is per database: another database
+-- of the same server may create them at the same moment, hence the exception handlers.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jobrunner_worker') THEN
-        CREATE ROLE jobrunner_worker NOLOGIN;
+        BEGIN
+            CREATE ROLE jobrunner_worker NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'jobrunner_enqueuer') THEN
-        CREATE ROLE jobrunner_enqueuer NOLOGIN;
+        BEGIN
+            CREATE ROLE jobrunner_enqueuer NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
 END
 $$;

@@ -14,6 +14,7 @@ import structlog
 
 from jobrunner.client import AsyncClient
 from jobrunner.job import Job
+from jobrunner.settings import Settings
 
 PayloadT = TypeVar("PayloadT")
 
@@ -30,6 +31,13 @@ class JobContext(Generic[PayloadT]):
     usage_sink: Callable[[str, str, float], None] | None = None
     # writes the progress column of this attempt; None outside a daemon
     progress_writer: Callable[[str], Awaitable[bool]] | None = None
+    # the daemon's settings (schema, retention, …) for handlers that reach into the queue
+    settings: Settings | None = None
+
+    @property
+    def schema(self) -> str:
+        """The schema that holds background_jobs."""
+        return self.settings.schema_name if self.settings is not None else "public"
 
     @property
     def attempt(self) -> int:

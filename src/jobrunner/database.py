@@ -21,6 +21,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# The daemon's own work (claims, outcome writes, heartbeats, maintenance) runs on a small pool
+# of its own, so handlers that hold connections cannot starve the heartbeat and lose leases:
+# the fetcher and the completer each may hold one while a third serves the timed services.
+INTERNAL_POOL_SIZE = 3
+
+
 def connect_kwargs(url: DatabaseUrl, connect_timeout: float) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"dsn": url.url, "timeout": connect_timeout}
     if url.behind_pooler:

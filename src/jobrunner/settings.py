@@ -104,9 +104,12 @@ class Settings(BaseSettings):
     handler_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra modules to load handlers from."
     )
-    pool_min_size: int = Field(default=1, ge=0)
+    pool_min_size: int = Field(default=1, ge=0, description="Connections of the daemon's own pool kept open.")
     pool_max_size: int | None = Field(
-        default=None, ge=2, description="Default: derived from concurrency (3 + concurrency/25, max 10)."
+        default=None,
+        ge=1,
+        description="Most connections handlers use (ctx.pool), opened on demand. "
+        "Default: min(10, 3 + concurrency/25). The daemon's own pool (3) and LISTEN (1) come on top.",
     )
     connect_timeout: float = Field(default=30.0, gt=0)
     pool_idle_timeout: float = Field(default=600.0, gt=0, description="Idle connections closed after (s).")

@@ -22,6 +22,7 @@ from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job, JobStatus
 from jobrunner.registry import HandlerRegistry
+from jobrunner.settings import Settings
 from jobrunner.store import JobStore, Outcome
 
 _MAX_ERROR_CHARS = 10_000
@@ -63,7 +64,9 @@ class JobExecutor:
         log: structlog.typing.FilteringBoundLogger,
         usage_sink: Callable[[str, str, float], None] | None = None,
         store: JobStore | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        self._settings = settings
         self._store = store
         self._usage_sink = usage_sink
         self._registry = registry
@@ -95,7 +98,7 @@ class JobExecutor:
         except PermanentError as exc:
             return self._failed(job, str(exc), log)
         context: JobContext[Any] = JobContext(
-            job, payload, log, self._pool, self._client, self._usage_sink, self._progress_writer(job)
+            job, payload, log, self._pool, self._client, self._usage_sink, self._progress_writer(job), self._settings
         )
         limit = self._type_limits.get(job.job_type)
         if limit is None:

@@ -51,6 +51,10 @@ class LeaseRescuer:
         self.rescued_total += len(rescued)
         if self._metrics is not None and rescued:
             self._metrics.rescued.inc(len(rescued))
+            # a rescue that ends the job is an outcome like any other for the dashboards and alerts
+            for job in rescued:
+                if job.status in ("dead", "cancelled"):
+                    self._metrics.job_finished(job.job_type, job.queue, job.status, None)
         return len(rescued)
 
     async def run(self) -> None:
@@ -150,6 +154,11 @@ class QueueDepthSampler:
                 except Exception as exc:
                     self._metrics.database_errors.labels("sampler").inc()
                     self._log.warning("queue depth sampling failed, will retry", error=repr(exc))
+                    # stale figures are worse than none: another replica may take over meanwhile
+                    self.leading = False
+                    self._metrics.sampler_leader.set(0)
+                    self._metrics.queue_jobs.clear()
+                    self._metrics.oldest_runnable.clear()
                 if await sleep_unless(self._stopping, self._interval):
                     break
         finally:

@@ -25,7 +25,7 @@ from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
 from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer, QueueDepthSampler
 from jobrunner.daemon.scheduler import SchedulerService
-from jobrunner.database import TRANSIENT_ERRORS, create_pool
+from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.error_reporting import init_error_reporting
 from jobrunner.http_server import OpsServer, Response
@@ -155,6 +155,14 @@ class Daemon:
             return self.stats
         self._pool = pool
         schema = self.settings.schema_name
+        # handlers' connections: opened only when a handler asks for one
+        handler_pool = await create_pool(
+            self.database_url,
+            min_size=0,
+            max_size=self.settings.effective_pool_max_size,
+            connect_timeout=self.settings.connect_timeout,
+            idle_timeout=self.settings.pool_idle_timeout,
+        )
         try:
             missing = await pending_migrations(pool, schema)  # type: ignore[arg-type]
             if missing:
@@ -162,9 +170,16 @@ class Daemon:
                     f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
                 )
             self._store = JobStore(pool, schema)
-            client = AsyncClient(pool, schema)
+            client = AsyncClient(handler_pool, schema)
             self._executor = JobExecutor(
-                self.registry, pool, client, self.settings.default_timeout, self.log, self.metrics.usage, self._store
+                self.registry,
+                handler_pool,
+                client,
+                self.settings.default_timeout,
+                self.log,
+                self.metrics.usage,
+                self._store,
+                self.settings,
             )
             self._completer = BatchCompleter(
                 self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
@@ -196,7 +211,7 @@ class Daemon:
                     task.cancel()
                 await asyncio.gather(*services, return_exceptions=True)
         finally:
-            await _close_pool(pool)
+            await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
         self.log.info("daemon stopped", **{k: v for k, v in vars(self.stats).items() if k != "by_status"})
         return self.stats
 
@@ -207,7 +222,7 @@ class Daemon:
                 return await create_pool(
                     self.database_url,
                     min_size=self.settings.pool_min_size,
-                    max_size=self.settings.effective_pool_max_size,
+                    max_size=INTERNAL_POOL_SIZE,
                     connect_timeout=self.settings.connect_timeout,
                     idle_timeout=self.settings.pool_idle_timeout,
                 )
