@@ -4,21 +4,30 @@
 -- name: claim_batch
 -- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
 -- oldest scheduled_at, skipping the job types in $5 (claimed apart because of their limits), or
--- only of type $6 when it is given. Walks
--- background_jobs_claim_idx; SKIP LOCKED lets replicas claim side by side without waiting on
--- each other. Taking the lease counts the attempt.
+-- only of type $6 when it is given, and types paused for upstream back-pressure.
+-- One index walk per queue (queue = q, not queue = ANY): only an equality on the leading column
+-- lets background_jobs_claim_idx hand rows over in claim order, so a claim reads a handful of
+-- index entries instead of sorting every pending row. SKIP LOCKED lets replicas claim side by
+-- side without waiting on each other. Taking the lease counts the attempt.
 WITH next AS (
-    SELECT id
-    FROM {schema}.background_jobs
-    WHERE status = 'pending' AND queue = ANY($1::text[]) AND scheduled_at <= now()
-      AND job_type <> ALL($5::text[])
-      AND ($6::text IS NULL OR job_type = $6::text)
-      -- types paused because their upstream rate-limits them (a handful of rows at most)
-      AND job_type <> ALL(ARRAY(SELECT l.job_type FROM {schema}.jobrunner_limit_state AS l
-                                WHERE l.paused_until > now()))
-    ORDER BY priority DESC, scheduled_at, id
+    SELECT c.id
+    FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT b.id, b.priority, b.scheduled_at
+        FROM {schema}.background_jobs AS b
+        WHERE b.status = 'pending' AND b.queue = q.name AND b.scheduled_at <= now()
+          AND b.job_type <> ALL($5::text[])
+          AND ($6::text IS NULL OR b.job_type = $6::text)
+          -- NOT EXISTS rather than <> ALL(ARRAY(subquery)): the latter's unknown selectivity
+          -- made the planner sort every pending row
+          AND NOT EXISTS (SELECT 1 FROM {schema}.jobrunner_limit_state AS l
+                          WHERE l.job_type = b.job_type AND l.paused_until > now())
+        ORDER BY b.priority DESC, b.scheduled_at, b.id
+        LIMIT $3
+        FOR UPDATE OF b SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.scheduled_at, c.id
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.background_jobs AS j
 SET status = 'running',
