@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -19,20 +18,47 @@ from jobrunner.settings import Settings
 PayloadT = TypeVar("PayloadT")
 
 
-@dataclass
+class ProgressStore(Protocol):
+    async def set_progress(self, job_id: int, attempt: int, progress_json: str) -> bool: ...
+
+
 class JobContext(Generic[PayloadT]):
-    job: Job
-    # the payload validated by the handler's model, or the decoded JSON object without one
-    payload: PayloadT
-    log: structlog.typing.FilteringBoundLogger
-    pool: asyncpg.Pool
-    client: AsyncClient
-    # where report_usage goes (the daemon's metrics); None: nowhere
-    usage_sink: Callable[[str, str, float], None] | None = None
-    # writes the progress column of this attempt; None outside a daemon
-    progress_writer: Callable[[str], Awaitable[bool]] | None = None
-    # the daemon's settings (schema, retention, …) for handlers that reach into the queue
-    settings: Settings | None = None
+    """Built once per attempt, so it stays cheap: the logger is bound on first use."""
+
+    __slots__ = ("_base_log", "_log", "client", "job", "payload", "pool", "progress_store", "settings", "usage_sink")
+
+    def __init__(
+        self,
+        job: Job,
+        payload: PayloadT,
+        log: structlog.typing.FilteringBoundLogger,
+        pool: asyncpg.Pool,
+        client: AsyncClient,
+        usage_sink: Callable[[str, str, float], None] | None = None,
+        progress_store: ProgressStore | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.job = job
+        # the payload validated by the handler's model, or the decoded JSON object without one
+        self.payload = payload
+        self.pool = pool
+        self.client = client
+        # where report_usage goes (the daemon's metrics); None: nowhere
+        self.usage_sink = usage_sink
+        # writes the progress column of this attempt; None outside a daemon
+        self.progress_store = progress_store
+        # the daemon's settings (schema, retention, …) for handlers that reach into the queue
+        self.settings = settings
+        self._base_log = log
+        self._log: structlog.typing.FilteringBoundLogger | None = None
+
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A logger whose every line carries job_id, job_type and attempt."""
+        if self._log is None:
+            job = self.job
+            self._log = self._base_log.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)
+        return self._log
 
     @property
     def schema(self) -> str:
@@ -51,8 +77,8 @@ class JobContext(Generic[PayloadT]):
     async def set_progress(self, progress: Any) -> None:
         """Store a JSON value (e.g. {"done": 40, "total": 100}) as the job's progress, visible in
         `jobrunner status --job ID` and the `progress` column while the job runs."""
-        if self.progress_writer is not None:
-            await self.progress_writer(json.dumps(progress, default=str))
+        if self.progress_store is not None:
+            await self.progress_store.set_progress(self.job.id, self.job.attempt, json.dumps(progress, default=str))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:

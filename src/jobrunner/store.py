@@ -12,7 +12,7 @@ from jobrunner.limits import GlobalLimits
 from jobrunner.sql_files import Queries
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """How one attempt ended, as record_outcomes writes it."""
 

@@ -7,8 +7,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -86,35 +85,29 @@ class JobExecutor:
         return {t: h.max_concurrency for t in self._type_limits if (h := self._registry.get(t)) and h.max_concurrency}
 
     async def execute(self, job: Job) -> Outcome:
-        log = self._log.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)
         handler = self._registry.get(job.job_type)
         if handler is None:
             known = ", ".join(self._registry.job_types()) or "none"
             return self._failed(
-                job, f"unknown job_type {job.job_type!r}: no handler is registered for it (known: {known})", log
+                job,
+                f"unknown job_type {job.job_type!r}: no handler is registered for it (known: {known})",
+                self._job_log(job),
             )
         try:
             payload = self._payload_for(handler, job)
         except PermanentError as exc:
-            return self._failed(job, str(exc), log)
+            return self._failed(job, str(exc), self._job_log(job))
         context: JobContext[Any] = JobContext(
-            job, payload, log, self._pool, self._client, self._usage_sink, self._progress_writer(job), self._settings
+            job, payload, self._log, self._pool, self._client, self._usage_sink, self._store, self._settings
         )
         limit = self._type_limits.get(job.job_type)
         if limit is None:
-            return await self._run(handler, job, context, log)
+            return await self._run(handler, job, context)
         async with limit:
-            return await self._run(handler, job, context, log)
+            return await self._run(handler, job, context)
 
-    def _progress_writer(self, job: Job) -> Callable[[str], Awaitable[bool]] | None:
-        store = self._store
-        if store is None:
-            return None
-
-        async def write(progress_json: str) -> bool:
-            return await store.set_progress(job.id, job.attempt, progress_json)
-
-        return write
+    def _job_log(self, job: Job) -> structlog.typing.FilteringBoundLogger:
+        return self._log.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)
 
     def _payload_for(self, handler: Handler, job: Job) -> Any:
         try:
@@ -128,55 +121,52 @@ class JobExecutor:
         except ValidationError as exc:
             raise PermanentError(describe_validation_error(job.job_type, exc)) from exc
 
-    async def _run(
-        self,
-        handler: Handler,
-        job: Job,
-        context: JobContext[Any],
-        log: structlog.typing.FilteringBoundLogger,
-    ) -> Outcome:
+    async def _run(self, handler: Handler, job: Job, context: JobContext[Any]) -> Outcome:
         started = time.perf_counter()
-        outcome = await self._attempt(handler, job, context, log)
-        return replace(outcome, duration=time.perf_counter() - started)
+        outcome = await self._attempt(handler, job, context)
+        outcome.duration = time.perf_counter() - started
+        return outcome
 
-    async def _attempt(
-        self,
-        handler: Handler,
-        job: Job,
-        context: JobContext[Any],
-        log: structlog.typing.FilteringBoundLogger,
-    ) -> Outcome:
+    async def _attempt(self, handler: Handler, job: Job, context: JobContext[Any]) -> Outcome:
         timeout = handler.timeout if handler.timeout is not None else self._default_timeout
         try:
             async with asyncio.timeout(timeout) as deadline:
                 result = await handler.func(context)
         except PermanentError as exc:
-            return self._failed(job, f"{type(exc).__name__}: {exc}", log, with_traceback=True)
+            return self._failed(job, f"{type(exc).__name__}: {exc}", context.log, with_traceback=True)
         except UpstreamRateLimited as exc:
             if self._store is not None:
                 try:
                     await self._store.pause_job_type(job.job_type, exc.seconds, str(exc))
-                    log.warning("upstream rate limit: job type paused on every replica", pause_seconds=exc.seconds)
+                    context.log.warning(
+                        "upstream rate limit: job type paused on every replica", pause_seconds=exc.seconds
+                    )
                 except Exception as pause_error:  # the retry below still happens
-                    log.warning("could not pause the job type", error=repr(pause_error))
-            return self._retry_or_dead(job, exc.seconds, f"UpstreamRateLimited: {exc}", traceback.format_exc(), log)
+                    context.log.warning("could not pause the job type", error=repr(pause_error))
+            return self._retry_or_dead(
+                job, exc.seconds, f"UpstreamRateLimited: {exc}", traceback.format_exc(), context.log
+            )
         except RetryLater as exc:
-            return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), log)
+            return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), context.log)
         except TimeoutError:
             if deadline.expired():
                 message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
             else:
                 message = "TimeoutError raised by the handler"
-            return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), log)
+            return self._retry_or_dead(
+                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+            )
         except Exception as exc:
             if not job.is_last_attempt:  # the dead path below reports the last one
                 report_job_error(job, exc, dead=False)
             message = f"{type(exc).__name__}: {exc}"
-            return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), log)
+            return self._retry_or_dead(
+                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+            )
         try:
             result_json = None if result is None else storable_json(result)
         except ValueError as exc:
-            log.warning("job result not stored: not valid JSON", error=str(exc))
+            context.log.warning("job result not stored: not valid JSON", error=str(exc))
             result_json = None
         return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.COMPLETED, result_json=result_json)
 
