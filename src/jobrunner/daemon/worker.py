@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
@@ -24,11 +23,12 @@ from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
 from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer, QueueDepthSampler
+from jobrunner.daemon.ops import start_ops_endpoint
 from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.error_reporting import init_error_reporting
-from jobrunner.http_server import OpsServer, Response
+from jobrunner.http_server import OpsServer
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits
 from jobrunner.metrics import DaemonMetrics
@@ -198,7 +198,9 @@ class Daemon:
                 self.log.warning(
                     "handler not configured: its jobs will fail until it is", job_type=job_type, problem=problem
                 )
-            await self._start_ops_server()
+            self.ops_server = await start_ops_endpoint(
+                self.settings, self.metrics, self.is_healthy, self.readiness, self.log
+            )
             self.ready.set()
             self._systemd.ready()
             try:
@@ -515,47 +517,22 @@ class Daemon:
             for job_id in requested:
                 self.cancel_local(job_id)
 
-    # -- operations endpoint --------------------------------------------------------------
+    # -- readiness ---------------------------------------------------------------------------
 
-    async def _start_ops_server(self) -> None:
-        s = self.settings
-        if not s.http_enabled:
-            return
-        server = OpsServer(
-            s.http_host,
-            s.http_port,
-            {"/metrics": self._metrics_route, "/healthz": self._health_route, "/readyz": self._ready_route},
-        )
-        try:
-            await server.start()
-        except OSError as exc:
-            # keep working without it: losing metrics is better than losing the worker
-            self.log.error(
-                "metrics/health endpoint could not start", host=s.http_host, port=s.http_port, error=repr(exc)
-            )
-            return
-        self.ops_server = server
-        self.log.info("metrics/health endpoint listening", host=s.http_host, port=server.port)
-
-    async def _metrics_route(self) -> Response:
-        return Response(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
-
-    async def _health_route(self) -> Response:
-        if self.is_healthy():
-            return Response(200, b"ok\n")
-        return Response(503, b"fetch loop wedged\n")
-
-    async def _ready_route(self) -> Response:
-        if self._pool is None or self._stopping.is_set():
-            return Response(503, b"not ready: stopping\n" if self._stopping.is_set() else b"not ready\n")
+    async def readiness(self) -> str | None:
+        """None when ready to work: the database answers and no migration is pending."""
+        if self._stopping.is_set():
+            return "stopping"
+        if self._pool is None:
+            return "not connected yet"
         try:
             async with asyncio.timeout(2.0):
                 missing = await pending_migrations(self._pool, self.settings.schema_name)  # type: ignore[arg-type]
         except Exception as exc:
-            return Response(503, f"not ready: database unreachable ({type(exc).__name__})\n".encode())
+            return f"database unreachable ({type(exc).__name__})"
         if missing:
-            return Response(503, f"not ready: migrations pending: {', '.join(missing)}\n".encode())
-        return Response(200, b"ready\n")
+            return f"migrations pending: {', '.join(missing)}"
+        return None
 
     # -- shutdown ------------------------------------------------------------------------
 
