@@ -18,7 +18,7 @@ from rich.table import Table
 from jobrunner.client import AsyncClient
 from jobrunner.database import connect_kwargs
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
-from jobrunner.embedded import EmbeddedPostgres
+from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
 from jobrunner.new_job import InvalidJob
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.func(args, settings)
-    except (RegistryError, InvalidDatabaseUrl) as exc:
+    except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable) as exc:
         print(f"jobrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except asyncpg.UndefinedTableError as exc:

