@@ -88,6 +88,28 @@ class AppSettings(BaseSettings):
     recommendations_exclude_days: int = Field(default=14, ge=0)
     weak_area_threshold: float = Field(default=70.0, gt=0, le=100)
 
+    # -- analyze_image: OpenAI calls and their retries ------------------------------------
+    openai_max_completion_tokens: int = Field(default=1000, ge=100, le=16_000)
+    # tries of one request inside a job attempt (the SDK's own retries are off: these are ours)
+    openai_request_tries: int = Field(default=3, ge=1, le=10)
+    # a Retry-After up to this is waited inside the attempt; longer ones go back to the queue
+    openai_max_inline_wait: float = Field(default=10.0, ge=0, le=120)
+    # first backoff (doubling, jittered) after a 5xx or a 429 without Retry-After
+    openai_retry_initial_wait: float = Field(default=0.5, gt=0, le=60)
+    # how long the type pauses when 429s outlast the tries without a long Retry-After
+    openai_rate_limit_pause: float = Field(default=30.0, gt=0, le=3600)
+
+    # -- send_notification / check_push_receipts ------------------------------------------
+    # the Expo push service takes at most 100 messages per /send request
+    expo_send_batch_size: int = Field(default=100, ge=1, le=100)
+    # ids per /getReceipts request; Expo's limit is 1000, its own Node SDK asks for 300
+    expo_receipts_batch_size: int = Field(default=300, ge=1, le=1000)
+    # receipts exist once Expo handed the message to APNs/FCM (up to ~30 min under load)
+    expo_receipts_delay_seconds: float = Field(default=900.0, ge=0)
+    expo_timeout: float = Field(default=30.0, gt=0)
+    # request bodies larger than this are gzip-compressed (as Expo's Node SDK does)
+    expo_gzip_min_bytes: int = Field(default=1024, ge=0)
+
     @field_validator("thumbnail_sizes", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -130,6 +152,18 @@ class AppSettings(BaseSettings):
             return "OPENAI_API_KEY is not set"
         return None
 
+    def expo_problem(self) -> str | None:
+        """What is wrong with the Expo push settings, or None (the access token is optional)."""
+        url = self.expo_push_url
+        if not url.startswith("https://") and not (self.allow_private_network and url.startswith("http://")):
+            return f"JOBRUNNER_APP_EXPO_PUSH_URL must be an https URL (got {url!r})"
+        return None
+
+    def require_expo(self) -> None:
+        problem = self.expo_problem()
+        if problem:
+            raise PermanentError(f"Expo push is not configured: {problem}")
+
     def require_storage(self) -> None:
         problem = self.storage_problem()
         if problem:
@@ -160,3 +194,7 @@ def storage_startup_check() -> str | None:
 def openai_startup_check() -> str | None:
     settings = app_settings()
     return settings.openai_problem() or settings.storage_problem()
+
+
+def expo_startup_check() -> str | None:
+    return app_settings().expo_problem()

@@ -108,3 +108,110 @@ INSERT INTO public.progress_photos
     (user_id, bucket, storage_path, content_type, size_bytes, width, height, thumbnails, processed_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, now())
 RETURNING id;
+
+-- name: ai_cache_hit
+-- A live cached reply for this key, counted as a hit (the cache_key unique index finds it).
+UPDATE public.ai_response_cache
+SET hit_count = hit_count + 1, last_hit_at = now()
+WHERE cache_key = $1 AND expires_at > now()
+RETURNING response::text AS response, model;
+
+-- name: ai_cache_store
+-- An expired entry the purge has not removed yet is replaced, not kept beside the new one.
+INSERT INTO public.ai_response_cache
+    (cache_key, user_id, kind, model, response, prompt_tokens, completion_tokens, expires_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, now() + make_interval(secs => $8::float8))
+ON CONFLICT (cache_key) DO UPDATE
+SET user_id = excluded.user_id, kind = excluded.kind, model = excluded.model, response = excluded.response,
+    prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+    created_at = now(), expires_at = excluded.expires_at, hit_count = 0, last_hit_at = NULL;
+
+-- name: insert_glow_analysis
+-- created_at is the job's created_at: a retried attempt conflicts on (source_job_id, created_at)
+-- and writes nothing (no row comes back), so it does not enqueue a second follow-up either.
+INSERT INTO public.glow_analyses
+    (user_id, image_path, overall_score, area_scores, advice, model, source_job_id, created_at)
+VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8)
+ON CONFLICT (source_job_id, created_at) DO NOTHING
+RETURNING id;
+
+-- name: insert_style_analysis
+INSERT INTO public.style_analyses
+    (user_id, image_path, overall_score, area_scores, advice, style_attributes, model, source_job_id, created_at)
+VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $9::jsonb, $6, $7, $8)
+ON CONFLICT (source_job_id, created_at) DO NOTHING
+RETURNING id;
+
+-- name: glow_analysis_of_job
+SELECT id FROM public.glow_analyses WHERE source_job_id = $1 AND created_at = $2;
+
+-- name: style_analysis_of_job
+SELECT id FROM public.style_analyses WHERE source_job_id = $1 AND created_at = $2;
+
+-- name: record_notifications
+-- What this job sends: one row per active token of its users, written before anything is sent.
+-- A retried attempt keeps the rows it finds (and their status); tokens registered since are added.
+INSERT INTO public.notifications (job_id, user_id, push_token, title, body, data)
+SELECT $1, t.user_id, t.token, $3, $4, $5::jsonb
+FROM public.push_tokens AS t
+WHERE t.user_id = ANY($2::uuid[]) AND t.active
+ON CONFLICT (job_id, push_token) DO NOTHING;
+
+-- name: mark_interrupted_unknown
+-- Rows an earlier attempt marked 'sending' and never settled (it died, or lost the answer): Expo
+-- may have delivered them, so they become 'unknown' and are not sent again (at most once).
+UPDATE public.notifications
+SET status = 'unknown', error_message = 'the attempt that sent it ended before Expo answered'
+WHERE job_id = $1 AND status = 'sending';
+
+-- name: claim_notification_batch
+-- The next batch, marked 'sending' and committed (this statement on its own) before the request
+-- goes out. Walks the (job_id, push_token) unique index.
+UPDATE public.notifications AS n
+SET status = 'sending'
+FROM (
+    SELECT id FROM public.notifications
+    WHERE job_id = $1 AND status = 'pending'
+    ORDER BY push_token
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+) AS batch
+WHERE n.id = batch.id
+RETURNING n.id, n.push_token;
+
+-- name: settle_notifications
+-- Each row of a batch after Expo answered: its ticket, or its error. 'unknown' rows may still be
+-- settled (a late answer of an attempt thought dead is the truth).
+UPDATE public.notifications AS n
+SET status = t.status, ticket_id = t.ticket_id, error_code = t.error_code, error_message = t.error_message,
+    sent_at = CASE WHEN t.status = 'sent' THEN now() ELSE n.sent_at END
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+     AS t(id, status, ticket_id, error_code, error_message)
+WHERE n.id = t.id AND n.status IN ('sending', 'unknown');
+
+-- name: release_notifications
+-- Expo refused the whole request (429, 5xx, not connected): nothing was sent, the retry sends them.
+UPDATE public.notifications SET status = 'pending' WHERE id = ANY($1::uuid[]) AND status = 'sending';
+
+-- name: deactivate_push_tokens
+UPDATE public.push_tokens
+SET active = false, last_error = $2, deactivated_at = now(), updated_at = now()
+WHERE token = ANY($1::text[]) AND active;
+
+-- name: notification_counts
+SELECT status, count(*)::int AS n, count(ticket_id)::int AS tickets
+FROM public.notifications WHERE job_id = $1 GROUP BY status;
+
+-- name: unchecked_receipts
+-- Tickets of one sending job whose receipt has not been read yet.
+SELECT ticket_id, push_token
+FROM public.notifications
+WHERE job_id = $1 AND status = 'sent' AND ticket_id IS NOT NULL AND receipt_status IS NULL
+ORDER BY ticket_id;
+
+-- name: record_receipts
+UPDATE public.notifications AS n
+SET receipt_status = r.status, receipt_error_code = r.error_code, receipt_message = r.message,
+    receipt_checked_at = now()
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS r(ticket_id, status, error_code, message)
+WHERE n.job_id = $1 AND n.ticket_id = r.ticket_id AND n.status = 'sent';
