@@ -42,10 +42,9 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from uuid import UUID
 
-import asyncpg
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -414,8 +413,7 @@ async def analyze_image(ctx: JobContext[AnalyzePayload]) -> dict[str, Any]:
             follow_up = await ctx.enqueue(
                 "generate_recommendations",
                 {"user_id": str(user_id)},
-                # transaction() yields the pool's connection proxy, which enqueue's annotation omits
-                connection=cast("asyncpg.Connection[Any]", tx),
+                connection=tx,
                 concurrency_key=str(user_id),
             )
         if not cache_hit:

@@ -20,7 +20,9 @@ from jobrunner.sql_files import Queries
 
 __all__ = ["AsyncClient", "Client", "InvalidJob", "JobRecord", "NewJob"]
 
-AsyncExecutor = asyncpg.Pool | asyncpg.Connection
+# what enqueue accepts as `connection=`: a connection, or one borrowed from a pool
+AsyncConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+AsyncExecutor = asyncpg.Pool | AsyncConnection
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class AsyncClient:
         job_type: str,
         payload: Mapping[str, Any] | None = None,
         *,
-        connection: asyncpg.Connection | None = None,
+        connection: AsyncConnection | None = None,
         queue: str = "default",
         priority: int = 0,
         run_at: datetime | None = None,
@@ -83,7 +85,7 @@ class AsyncClient:
         job_id: int = await db.fetchval(self._queries.enqueue, *job.validated().enqueue_args())
         return job_id
 
-    async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: asyncpg.Connection | None = None) -> list[int]:
+    async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
         """Enqueue many jobs in one statement; returns the ids inserted (dedupe hits are skipped)."""
         validated = [job.validated() for job in jobs]
         if not validated:
@@ -92,18 +94,18 @@ class AsyncClient:
         rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
         return [row["id"] for row in rows]
 
-    async def get(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> JobRecord | None:
+    async def get(self, job_id: int, *, connection: AsyncConnection | None = None) -> JobRecord | None:
         row = await (connection or self._db).fetchrow(self._queries.get_job, job_id)
         return JobRecord.from_row(row) if row else None
 
-    async def cancel(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> str | None:
+    async def cancel(self, job_id: int, *, connection: AsyncConnection | None = None) -> str | None:
         """Cancel a job. Returns its status after the request: "cancelled" (it was pending),
         "cancelling" (running: its handler is stopped within about a second and the job ends
         cancelled), the status it already had when finished, or None when there is no such job."""
         status: str | None = await (connection or self._db).fetchval(self._queries.cancel_job, job_id)
         return status
 
-    async def retry(self, job_id: int, *, connection: asyncpg.Connection | None = None) -> bool:
+    async def retry(self, job_id: int, *, connection: AsyncConnection | None = None) -> bool:
         """Give a failed, dead or cancelled job a fresh set of attempts."""
         return await (connection or self._db).fetchrow(self._queries.retry_job, job_id) is not None
 

@@ -11,7 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import asyncpg
 import structlog
 
-from jobrunner.client import AsyncClient
+from jobrunner.client import AsyncClient, AsyncConnection
 from jobrunner.job import Job
 from jobrunner.settings import Settings
 
@@ -92,7 +92,7 @@ class JobContext(Generic[PayloadT]):
         job_type: str,
         payload: Mapping[str, Any] | None = None,
         *,
-        connection: asyncpg.Connection | None = None,
+        connection: AsyncConnection | None = None,
         queue: str = "default",
         priority: int = 0,
         run_at: datetime | None = None,
