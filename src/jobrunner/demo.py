@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from typing import Any, Literal
+from uuid import UUID
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -38,19 +39,20 @@ DEMO_SCHEMA = "jobrunner_demo"
 DEMO_RETRY = RetryPolicy(base_delay=0.05, factor=2.0, max_delay=0.5)
 
 
+# Payloads as the real handlers (handlers/jobrunner_handlers) take them.
 class AnalyzeImage(BaseModel):
-    user_id: str
-    image_path: str
+    user_id: UUID
+    image: str
     kind: Literal["glow", "style"]
     fail_times: int = Field(default=0, ge=0, description="demo only: fail this many attempts first")
 
 
 class UserJob(BaseModel):
-    user_id: str
+    user_id: UUID
 
 
 class Notification(BaseModel):
-    user_id: str
+    user_id: UUID
     title: str = Field(max_length=200)
     body: str = Field(max_length=2000)
 
@@ -65,7 +67,8 @@ async def demo_analyze_image(ctx: JobContext[AnalyzeImage]) -> dict[str, Any]:
     if ctx.attempt <= ctx.payload.fail_times:
         raise ConnectionError("simulated upstream 503 from the vision API")
     score = random.randint(40, 95)
-    await ctx.enqueue("generate_recommendations", {"user_id": ctx.payload.user_id})
+    user = str(ctx.payload.user_id)
+    await ctx.enqueue("generate_recommendations", {"user_id": user}, concurrency_key=user)
     return {"overall_score": score}
 
 
@@ -93,7 +96,7 @@ def demo_workload(total: int, rng: random.Random) -> list[NewJob]:
     """A mixed workload with deliberate failures, in the proportions a consumer app sees."""
     jobs: list[NewJob] = []
     for i in range(total):
-        user = f"user-{rng.randint(1, max(1, total // 5))}"
+        user = str(UUID(int=rng.randint(1, max(1, total // 5))))
         roll = rng.random()
         if roll < 0.40:
             jobs.append(NewJob("send_notification", {"user_id": user, "title": "Your glow report", "body": "is ready"}))
@@ -108,19 +111,20 @@ def demo_workload(total: int, rng: random.Random) -> list[NewJob]:
                     "analyze_image",
                     {
                         "user_id": user,
-                        "image_path": f"uploads/{user}/{i}.jpg",
+                        "image": f"{user}/{i}.jpg",
                         "kind": rng.choice(["glow", "style"]),
                         "fail_times": fail_times,
                     },
                     priority=10,  # interactive: the user is waiting for it
                     max_attempts=3,
+                    concurrency_key=user,  # as the app enqueues it (fairness between users)
                 )
             )
         elif roll < 0.98:
             jobs.append(NewJob("generate_recommendations", {"user_id": user}))
         else:
             jobs.append(NewJob("cleanup_old_data", {}, priority=-10))
-    jobs.append(NewJob("send_notification", {"user_id": "broken", "title": 42}))  # invalid payload
+    jobs.append(NewJob("send_notification", {"user_id": "not-a-uuid", "title": 42}))  # invalid payload
     jobs.append(NewJob("resize_video", {"user_id": "nobody-handles-this"}))  # unknown job type
     return jobs
 
