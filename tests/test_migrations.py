@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from jobrunner import AsyncClient, JobContext, handler
+from jobrunner import AsyncClient, JobContext, NewJob, handler
 from jobrunner.migrate import MigrationError, MigrationSet, discover_migration_sets, migrate, pending_migrations
 from tests.support import running_daemon, wait_for
 
@@ -277,6 +277,18 @@ async def test_enqueuer_can_call_enqueue_job_without_a_dedupe_key(supabase_like:
     assert await supabase_like.fetchval("SELECT payload FROM background_jobs WHERE id = $1", rows[0]["id"]) == (
         '{"a": 1}'
     )
+
+
+async def test_enqueuer_can_bulk_enqueue_without_dedupe_keys(supabase_like: asyncpg.Connection) -> None:
+    # enqueue_many goes through enqueue_jobs(), SECURITY DEFINER like enqueue_job
+    conn = supabase_like
+    await conn.execute("SET ROLE jobrunner_enqueuer")
+    try:
+        ids = await AsyncClient(conn).enqueue_many([NewJob("bulk", {"n": n}) for n in range(3)])
+    finally:
+        await conn.execute("RESET ROLE")
+    assert len(ids) == 3
+    assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE job_type = 'bulk'") == 3
 
 
 async def test_worker_role_sees_and_updates_every_job(supabase_like: asyncpg.Connection) -> None:

@@ -149,18 +149,9 @@ SELECT {schema}.enqueue_job($1::text, $2::jsonb, $3::text, $4::integer, $5::time
                             $6::integer, $7::text, $8::text);
 
 -- name: enqueue_many
--- Bulk enqueue from parallel arrays in one statement; rows whose dedupe key a live job already
--- holds are skipped. Returns the ids of the rows it inserted.
-INSERT INTO {schema}.background_jobs AS j
-    (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
-SELECT t.job_type, t.payload, t.queue, t.priority, coalesce(t.scheduled_at, now()), t.max_attempts,
-       t.dedupe_key, t.concurrency_key
-FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::int[], $5::timestamptz[], $6::int[], $7::text[],
-            $8::text[])
-     AS t(job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
-ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
-DO NOTHING
-RETURNING j.id;
+-- Bulk enqueue from parallel arrays in one statement (see enqueue_jobs in migration 0007).
+SELECT id FROM {schema}.enqueue_jobs($1::text[], $2::jsonb[], $3::text[], $4::int[], $5::timestamptz[],
+                                     $6::int[], $7::text[], $8::text[]) AS id;
 
 -- name: get_job
 SELECT id, job_type, queue, payload::text AS payload, priority, status, attempts, max_attempts,
