@@ -18,10 +18,14 @@ WORKDIR /src
 # hatchling builds the wheel from these; sql/ goes into it as jobrunner/sql (pyproject
 # force-include), so the final stage needs nothing from the source tree.
 COPY pyproject.toml README.md ./
+# the dependencies exactly as locked, with hashes (README, "Updating dependencies"); then jobrunner
+# itself with --no-deps, so nothing unpinned can slip in
+COPY requirements/lock.txt ./requirements/lock.txt
+RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements/lock.txt
 COPY sql ./sql
 COPY src ./src
 COPY handlers ./handlers
-RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir . \
+RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/jobrunner/.venv/bin/python -c "import jobrunner.sql_files as s; print('sql at', s.sql_dir())"
 
 # -- run: the same Python, the virtualenv, no compilers, no pip cache, no source ----------------

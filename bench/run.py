@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.latency import latency_summary, sample_pickups
+from bench.noop_handlers import noop
 from jobrunner import JobContext, NewJob, handler
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.worker import Daemon
@@ -45,11 +47,6 @@ BENCH_DB = "jobrunner_bench"
 _pickups: dict[int, float] = {}
 
 
-@handler("noop")
-async def noop(ctx: JobContext[dict[str, Any]]) -> None:
-    return None
-
-
 @handler("pickup")
 async def pickup(ctx: JobContext[dict[str, Any]]) -> None:
     _pickups[ctx.job.id] = time.perf_counter()
@@ -59,7 +56,7 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
-async def _server_url() -> tuple[str, EmbeddedPostgres | None]:
+async def server_url() -> tuple[str, EmbeddedPostgres | None]:
     if os.environ.get("DATABASE_URL"):
         return parse_database_url(os.environ["DATABASE_URL"]).url, None
     local = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -72,14 +69,15 @@ async def _server_url() -> tuple[str, EmbeddedPostgres | None]:
         return embedded.start(), embedded
 
 
-async def _fresh_database(server: str) -> str:
+async def fresh_database(server: str, database: str = BENCH_DB) -> str:
+    """Drop and create `database` on the server, migrate it; returns its URL."""
     admin = await asyncpg.connect(server)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{database}"')
     finally:
         await admin.close()
-    url = _with_database(server, BENCH_DB)
+    url = _with_database(server, database)
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn, "public")
@@ -88,16 +86,19 @@ async def _fresh_database(server: str) -> str:
     return url
 
 
-def _settings(url: str, concurrency: int) -> Settings:
+def bench_settings(url: str, concurrency: int) -> Settings:
     return Settings(database_url=url, concurrency=concurrency, worker_id="bench", log_format="json", log_level="info")
 
 
 async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
-        await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(jobs)])
+        new_jobs = [NewJob("noop") for _ in range(jobs)]
+        enqueue_started = time.perf_counter()
+        await AsyncClient(conn).enqueue_many(new_jobs)
+        enqueue_seconds = time.perf_counter() - enqueue_started
         await conn.execute("VACUUM ANALYZE background_jobs")
-        daemon = Daemon(_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url), burst=True)
+        daemon = Daemon(bench_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url), burst=True)
         cpu_before = time.process_time()
         started = time.perf_counter()
         stats = await daemon.run()
@@ -118,6 +119,9 @@ async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
         "jobs_per_second": round(jobs / elapsed),
         "daemon_cpu_us_per_job": round(cpu / jobs * 1e6, 1),
         "claimed": stats.claimed,
+        "verified_completed": completed,
+        # the N jobs above went in with one enqueue_many call into an empty table
+        "bulk_enqueue_per_second": round(jobs / enqueue_seconds),
     }
 
 
@@ -171,39 +175,28 @@ async def bench_enqueue(url: str, single: int, bulk: int) -> dict[str, Any]:
 
 
 async def bench_pickup(url: str, samples: int) -> dict[str, Any]:
-    _pickups.clear()
-    settings = _settings(url, 10).model_copy(update={"poll_interval": 30.0})
+    settings = bench_settings(url, 10).model_copy(update={"poll_interval": 30.0})
     daemon = Daemon(settings, HandlerRegistry([pickup]), parse_database_url(url))
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
     conn = await asyncpg.connect(url)
-    latencies: list[float] = []
     try:
         # a short spin rather than an event: the bench must not change the daemon it measures
         while daemon.listener is None or not daemon.listener.listening:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         insert = await conn.prepare("INSERT INTO background_jobs (job_type) VALUES ('pickup') RETURNING id")
-        for _ in range(samples):
-            await asyncio.sleep(0.02)  # let the daemon go idle between samples
-            job_id = await insert.fetchval()
-            committed = time.perf_counter()
-            while job_id not in _pickups:  # noqa: ASYNC110
-                await asyncio.sleep(0.0002)
-            latencies.append((_pickups[job_id] - committed) * 1000)
+        latencies = await sample_pickups(insert.fetchval, _pickups, samples, task)
     finally:
         await conn.close()
         daemon.request_stop()
         await task
-    latencies.sort()
     return {
-        "samples": samples,
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)], 2),
+        **latency_summary(latencies),
         "note": "measured in the daemon's own process (insert and handler share one event loop)",
     }
 
 
-async def _machine(url: str) -> dict[str, Any]:
+async def machine_report(url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
         version = await conn.fetchval("SHOW server_version")
@@ -219,22 +212,24 @@ async def _machine(url: str) -> dict[str, Any]:
         "synchronous_commit": sync_commit,
         "shared_buffers": shared,
         "asyncpg": asyncpg.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
+def median_run(runs: list[dict[str, Any]], key: str = "jobs_per_second") -> dict[str, Any]:
+    """The run whose `key` is nearest the median: a real run, not an average of several."""
+    middle = statistics.median(r[key] for r in runs)
+    return min(runs, key=lambda r: abs(r[key] - middle))
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    server, embedded = await _server_url()
+    server, embedded = await server_url()
     try:
-        url = await _fresh_database(server)
-        report: dict[str, Any] = {"machine": await _machine(url), "drain": [], "drain_with_history": []}
+        url = await fresh_database(server)
+        report: dict[str, Any] = {"machine": await machine_report(url), "drain": [], "drain_with_history": []}
         for concurrency in args.concurrency:
             runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
-            report["drain"].append(
-                min(
-                    runs,
-                    key=lambda r: abs(r["jobs_per_second"] - statistics.median(x["jobs_per_second"] for x in runs)),
-                )
-            )
+            report["drain"].append(median_run(runs))
         report["enqueue"] = await bench_enqueue(url, args.single, args.bulk)
         report["pickup"] = await bench_pickup(url, args.samples)
         if args.history:
@@ -242,12 +237,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             report["history_insert_seconds"] = round(await add_history(url, args.history), 1)
             for concurrency in args.concurrency:
                 runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
-                report["drain_with_history"].append(
-                    min(
-                        runs,
-                        key=lambda r: abs(r["jobs_per_second"] - statistics.median(x["jobs_per_second"] for x in runs)),
-                    )
-                )
+                report["drain_with_history"].append(median_run(runs))
         return report
     finally:
         if embedded is not None:

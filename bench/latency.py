@@ -1,0 +1,56 @@
+"""Idle pick-up latency, measured the same way for every system the bench drives.
+
+The worker runs in the measuring process and waits idle; a job is enqueued and committed; the
+time from the commit returning to the handler starting is one sample. Standard library only:
+the peers' scripts (bench/peers/) import it from their own virtualenv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# a gap between samples so the worker is idle (waiting on LISTEN) when each job arrives
+IDLE_GAP = 0.02
+PICKUP_DEADLINE = 60.0
+
+
+async def sample_pickups(
+    enqueue_one: Callable[[], Awaitable[Any]],
+    started: dict[Any, float],
+    samples: int,
+    worker: asyncio.Task[Any],
+) -> list[float]:
+    """Milliseconds from commit to handler start, one per sample. `enqueue_one` commits a job
+    and returns its id; the handler records `started[id] = time.perf_counter()`; `worker` is the
+    task running the worker: a sample fails rather than waits forever when it ended or when the
+    job is not picked up within PICKUP_DEADLINE (longer than every fallback poll in the bench)."""
+    started.clear()
+    latencies: list[float] = []
+    for _ in range(samples):
+        await asyncio.sleep(IDLE_GAP)
+        job_id = await enqueue_one()
+        committed = time.perf_counter()
+        # a short spin rather than an event: the bench must not change the worker it measures
+        while job_id not in started:
+            await asyncio.sleep(0.0002)
+            if worker.done():
+                raise RuntimeError(f"the worker stopped during the pick-up run: {worker!r}")
+            if time.perf_counter() - committed > PICKUP_DEADLINE:
+                raise TimeoutError(f"job {job_id} was not picked up within {PICKUP_DEADLINE} s")
+        latencies.append((started[job_id] - committed) * 1000)
+    return latencies
+
+
+def latency_summary(latencies_ms: list[float]) -> dict[str, Any]:
+    ordered = sorted(latencies_ms)
+    return {
+        "samples": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p90_ms": round(ordered[max(0, int(len(ordered) * 0.90) - 1)], 2),
+        "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
