@@ -265,12 +265,6 @@ async def test_migrate_through_the_pooler_applies_and_leaves_no_lock(
         await direct.close()
 
 
-@pytest.mark.xfail(
-    reason="BUG: src/jobrunner/migrate.py migrate() takes a session-level pg_advisory_lock and releases it"
-    " with a separate statement; through a transaction pooler the two can run on different server"
-    " connections, so the unlock fails and the lock stays held by an idle pooled connection",
-    strict=True,
-)
 async def test_migrate_through_a_round_robin_pooler_releases_its_lock(empty_db_url: str, admin_url: str) -> None:
     from jobrunner.migrate import migrate
 

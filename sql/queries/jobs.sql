@@ -39,7 +39,8 @@ FROM next
 WHERE j.id = next.id
 RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.attempts,
           j.max_attempts, j.created_at, j.scheduled_at, j.dedupe_key,
-          extract(epoch FROM now() - j.scheduled_at)::float8 AS waited_seconds;
+          -- clamped: a row written with scheduled_at = '-infinity' must not break every claim
+          extract(epoch FROM now() - least(greatest(j.scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds;
 
 -- name: record_outcomes
 -- Write many outcomes in one statement. A row is only written while this worker still holds
@@ -65,7 +66,8 @@ RETURNING j.id;
 -- name: claim_limited
 -- Claim jobs of one type that has global limits (see claim_limited_jobs in migration 0006).
 SELECT id, job_type, queue, payload::text AS payload, priority, attempts, max_attempts, created_at,
-       scheduled_at, dedupe_key, extract(epoch FROM now() - scheduled_at)::float8 AS waited_seconds
+       scheduled_at, dedupe_key,
+       extract(epoch FROM now() - least(greatest(scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds
 FROM {schema}.claim_limited_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::integer,
                                  $7::integer, $8::float8, $9::integer);
 
@@ -82,7 +84,7 @@ SET paused_until = greatest(coalesce(l.paused_until, now()), EXCLUDED.paused_unt
 -- may run now, e.g. held back by a global limit; NULL: nothing pending at all).
 -- (greatest() would turn the NULL of an empty min() into 0)
 SELECT CASE WHEN min(scheduled_at) IS NULL THEN NULL
-            ELSE greatest(0, extract(epoch FROM min(scheduled_at) - now())) END::float8
+            ELSE greatest(0, extract(epoch FROM least(greatest(min(scheduled_at), '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz) - now())) END::float8
 FROM {schema}.background_jobs
 WHERE status = 'pending' AND queue = ANY($1::text[]);
 
@@ -105,8 +107,9 @@ RETURNING j.id;
 WITH expired AS (
     SELECT id
     FROM {schema}.background_jobs
-    WHERE status = 'running' AND lease_expires_at < now()
-    ORDER BY lease_expires_at
+    -- a running row without a lease (written by hand) counts as expired too
+    WHERE status = 'running' AND (lease_expires_at < now() OR lease_expires_at IS NULL)
+    ORDER BY lease_expires_at NULLS FIRST
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
@@ -198,7 +201,10 @@ ORDER BY job_type, status;
 
 -- name: oldest_runnable
 -- Age of the oldest job that could run now, per queue (walks the claim index).
-SELECT queue, extract(epoch FROM now() - min(scheduled_at))::float8 AS age_seconds, count(*) AS runnable
+SELECT queue,
+       extract(epoch FROM now() - least(greatest(min(scheduled_at), '1970-01-01+00'::timestamptz),
+                                         '9999-12-31+00'::timestamptz))::float8 AS age_seconds,
+       count(*) AS runnable
 FROM {schema}.background_jobs
 WHERE status = 'pending' AND scheduled_at <= now()
 GROUP BY queue
@@ -228,7 +234,7 @@ DELETE FROM {schema}.jobrunner_leaders WHERE name = $1 AND holder = $2;
 -- the same however much history the table holds. Finished jobs are counted by the counters.
 SELECT queue, status,
        count(*) AS jobs,
-       coalesce(extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now())), 0)::float8
+       coalesce(extract(epoch FROM now() - least(greatest(min(scheduled_at) FILTER (WHERE scheduled_at <= now()), '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz)), 0)::float8
            AS oldest_runnable_seconds
 FROM {schema}.background_jobs
 WHERE status IN ('pending', 'running')

@@ -1,9 +1,7 @@
 -- name: migration_lock
--- Held for the whole migration run: replicas starting together migrate one after another.
-SELECT pg_advisory_lock(hashtext('jobrunner:migrate:{schema_name}'));
-
--- name: migration_unlock
-SELECT pg_advisory_unlock(hashtext('jobrunner:migrate:{schema_name}'));
+-- Held until the migration run's transaction ends: replicas starting together migrate one after
+-- another. A transaction-level lock, so that it also works through a transaction pooler.
+SELECT pg_advisory_xact_lock(hashtext('jobrunner:migrate:{schema_name}'));
 
 -- name: create_migrations_table
 CREATE SCHEMA IF NOT EXISTS {schema};

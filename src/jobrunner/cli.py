@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
@@ -441,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings_from(args)
     except ValidationError as exc:
         print(f"jobrunner: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SettingsError as exc:  # e.g. JSON that does not parse in JOBRUNNER_LIMITS
+        field = re.search(r'field "(\w+)"', str(exc))
+        variable = f"JOBRUNNER_{field.group(1).upper()}: " if field else ""
+        print(f"jobrunner: invalid settings: {variable}{exc} (values given as JSON must parse)", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings.log_format, settings.log_level)
     try:

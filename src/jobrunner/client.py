@@ -80,7 +80,17 @@ class AsyncClient:
         concurrency_key: str | None = None,
     ) -> int:
         """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken)."""
-        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key, concurrency_key)
+        job = NewJob(
+            job_type,
+            {} if payload is None else payload,
+            queue,
+            priority,
+            run_at,
+            delay,
+            max_attempts,
+            dedupe_key,
+            concurrency_key,
+        )
         db = connection or self._db
         job_id: int = await db.fetchval(self._queries.enqueue, *job.validated().enqueue_args())
         return job_id
@@ -156,7 +166,17 @@ class Client:
         dedupe_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> int:
-        job = NewJob(job_type, payload or {}, queue, priority, run_at, delay, max_attempts, dedupe_key, concurrency_key)
+        job = NewJob(
+            job_type,
+            {} if payload is None else payload,
+            queue,
+            priority,
+            run_at,
+            delay,
+            max_attempts,
+            dedupe_key,
+            concurrency_key,
+        )
         rows = self._fetchall(self._enqueue, job.validated().enqueue_args(), connection)
         job_id: int = rows[0][0]
         return job_id

@@ -18,6 +18,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    # deadlock, serialisation failure: the same statement may well succeed when repeated
+    asyncpg.exceptions.TransactionRollbackError,
+    # asyncpg's protocol state after a connection was cut under it (seen with pg_terminate_backend)
+    asyncpg.exceptions.InternalClientError,
 )
 
 

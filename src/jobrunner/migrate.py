@@ -60,16 +60,19 @@ def discover_migration_sets(group: str = MIGRATIONS_ENTRY_POINT_GROUP) -> list[M
 
 
 async def migrate(conn: asyncpg.Connection, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
-    """Apply what is missing; return the names applied. Safe to run from many replicas at once."""
+    """Apply what is missing; return the names applied. Safe to run from many replicas at once.
+
+    One transaction for the whole run, holding a transaction-level advisory lock: replicas wait
+    for each other, it works through a transaction pooler, and a failing migration leaves the
+    database as it was before the run.
+    """
     queries = Queries(schema)
     applied_now: list[str] = []
-    await conn.execute(queries.migration_lock)
-    try:
+    async with conn.transaction():
+        await conn.execute(queries.migration_lock)
         await conn.execute(queries.create_migrations_table)
         for migration_set in discover_migration_sets() if sets is None else sets:
             applied_now += await _apply_set(conn, queries, schema, migration_set)
-    finally:
-        await conn.execute(queries.migration_unlock)
     return applied_now
 
 

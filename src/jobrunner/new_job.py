@@ -11,6 +11,16 @@ from typing import Any
 
 MAX_PAYLOAD_BYTES = 1_000_000
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+_MAX_DELAY_SECONDS = 100 * 365 * 86_400
+
+
+def _require_utf8(text: str, name: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJob(f"{name} contains text that is not valid Unicode (a lone surrogate): {exc.reason}") from exc
 
 
 class InvalidJob(ValueError):
@@ -39,16 +49,21 @@ class NewJob:
             raise InvalidJob("queue must be a non-empty string of at most 200 characters")
         for name in ("job_type", "queue", "dedupe_key", "concurrency_key"):
             value = getattr(self, name)
-            if isinstance(value, str) and "\x00" in value:
-                raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL text cannot store")
+            if isinstance(value, str):
+                if "\x00" in value:
+                    raise InvalidJob(f"{name} contains a NUL character, which PostgreSQL text cannot store")
+                _require_utf8(value, name)
         if not isinstance(self.payload, Mapping):
             raise InvalidJob(f"payload must be a JSON object (a dict), not {type(self.payload).__name__}")
         try:
-            payload_json = json.dumps(self.payload, allow_nan=False, separators=(",", ":"))
+            payload_json = json.dumps(self.payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError as exc:
+            raise InvalidJob("payload is nested too deeply to be stored as JSON") from exc
         except (TypeError, ValueError) as exc:
             raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from exc
         if "\\u0000" in payload_json:
             raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
+        _require_utf8(payload_json, "payload")
         if len(payload_json) > MAX_PAYLOAD_BYTES:
             raise InvalidJob(
                 f"payload is {len(payload_json)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES} "
@@ -87,13 +102,21 @@ class NewJob:
         if self.run_at is not None and self.delay is not None:
             raise InvalidJob("give run_at or delay, not both")
         if self.run_at is not None:
+            if not isinstance(self.run_at, datetime):
+                raise InvalidJob(f"run_at must be a datetime, not {type(self.run_at).__name__}")
             if self.run_at.tzinfo is None:
                 raise InvalidJob("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+            # asyncpg stores datetime.min/max as -infinity/infinity; keep to plain dates
+            if not _EARLIEST <= self.run_at <= _LATEST:
+                raise InvalidJob("run_at must be between the years 1970 and 9999")
             return self.run_at
         if self.delay is not None:
-            seconds = self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
-            if not math.isfinite(seconds) or seconds < 0:
-                raise InvalidJob("delay must be a finite number of seconds, 0 or more")
+            try:
+                seconds = self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
+            except (TypeError, ValueError) as exc:
+                raise InvalidJob(f"delay must be seconds or a timedelta, not {type(self.delay).__name__}") from exc
+            if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_DELAY_SECONDS:
+                raise InvalidJob("delay must be a finite number of seconds from 0 to 100 years")
             return datetime.now(UTC) + timedelta(seconds=seconds)
         return None
 

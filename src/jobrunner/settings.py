@@ -30,16 +30,32 @@ def describe_settings_error(exc: ValidationError) -> str:
     """One line per problem, naming the environment variable a user would set."""
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
+        key = str(error["loc"][0]) if error["loc"] else ""
+        field = _field_named(key)
         info = Settings.model_fields.get(field)
         alias = info.validation_alias if info else None
         if isinstance(alias, AliasChoices):
             variable = " or ".join(str(choice) for choice in alias.choices)
         else:
             variable = f"JOBRUNNER_{field.upper()}" if field else "settings"
-        got = f" (got {error['input']!r})" if field and not isinstance(error.get("input"), dict) else ""
+        shown = field and field not in _SECRET_FIELDS and not isinstance(error.get("input"), dict)
+        got = f" (got {error['input']!r})" if shown else ""
         lines.append(f"{variable}: {error['msg']}{got}")
     return "\n".join(lines)
+
+
+_SECRET_FIELDS = frozenset({"database_url", "listen_database_url", "sentry_dsn"})
+
+
+def _field_named(key: str) -> str:
+    """The field an error location names: the field itself, or one of its aliases."""
+    if key in Settings.model_fields:
+        return key
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and key.lower() in (str(c).lower() for c in alias.choices):
+            return name
+    return key
 
 
 class Settings(BaseSettings):
@@ -137,6 +153,19 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("JOBRUNNER_SENTRY_DSN", "SENTRY_DSN"),
         description="Report jobs that die or fail unexpectedly to this Sentry DSN (jobrunner.error_reporting).",
     )
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from sentry_sdk.utils import BadDsn, Dsn
+
+            try:
+                Dsn(value.get_secret_value())
+            except BadDsn as exc:
+                raise ValueError(f"not a valid Sentry DSN ({exc})") from None
+        return value
+
     sentry_environment: str | None = Field(
         default=None,
         validation_alias=AliasChoices("JOBRUNNER_SENTRY_ENVIRONMENT", "SENTRY_ENVIRONMENT"),

@@ -40,6 +40,12 @@ class RescuedJob:
     worker_id: str | None
 
 
+def _claim_order(job: Job) -> tuple[int, float, int]:
+    # waited_seconds orders like scheduled_at (reversed) and, unlike it, is never an infinite
+    # timestamp that asyncpg hands back as a naive datetime
+    return (-job.priority, -job.waited_seconds, job.id)
+
+
 class JobStore:
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
         self.pool = pool
@@ -59,7 +65,7 @@ class JobStore:
         )
         jobs = [Job.from_claim_row(row) for row in rows]
         # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
-        jobs.sort(key=lambda job: (-job.priority, job.scheduled_at, job.id))
+        jobs.sort(key=_claim_order)
         return jobs
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
@@ -98,7 +104,7 @@ class JobStore:
             limits.per_seconds,
             limits.per_key_max_running,
         )
-        return sorted((Job.from_claim_row(row) for row in rows), key=lambda j: (-j.priority, j.scheduled_at, j.id))
+        return sorted((Job.from_claim_row(row) for row in rows), key=_claim_order)
 
     async def seconds_until_runnable(self, queues: Sequence[str]) -> float | None:
         seconds: float | None = await self.pool.fetchval(self.queries.seconds_until_runnable, list(queues))

@@ -12,7 +12,6 @@ import structlog
 
 from jobrunner.daemon.backoff import RECONNECT_POLICY
 from jobrunner.database import TRANSIENT_ERRORS
-from jobrunner.job import JobStatus
 from jobrunner.store import JobStore, Outcome
 
 MAX_BATCH = 5_000
@@ -90,16 +89,10 @@ class BatchCompleter:
                 self._buffer[:0] = batch[index:]
                 break
             except Exception as exc:
-                stand_in = replace(
-                    outcome,
-                    status=JobStatus.FAILED,
-                    retry_in=None,
-                    error=f"the outcome of this attempt could not be stored ({type(exc).__name__}: {exc}); "
-                    f"it was {outcome.status}",
-                    traceback=None,
-                    result_json=None,
-                    released=False,
-                )
+                # keep what happened (a completed job stays completed); drop the texts that could
+                # not be stored and say so in plain ASCII
+                note = f"the outcome's details could not be stored ({type(exc).__name__})"
+                stand_in = replace(outcome, error=note, traceback=None, result_json=None)
             try:
                 written |= await self._store.record_outcomes([stand_in])
                 done.append(stand_in)

@@ -112,6 +112,8 @@ class JobExecutor:
     def _payload_for(self, handler: Handler, job: Job) -> Any:
         try:
             decoded = json.loads(job.payload_json)
+        except RecursionError as exc:
+            raise PermanentError("payload is nested too deeply to decode") from exc
         except ValueError as exc:  # the column is jsonb, so only a corrupted row gets here
             raise PermanentError(f"payload is not valid JSON: {exc}") from exc
         if handler.payload_model is None:
@@ -165,7 +167,7 @@ class JobExecutor:
             )
         try:
             result_json = None if result is None else storable_json(result)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             context.log.warning("job result not stored: not valid JSON", error=str(exc))
             result_json = None
         return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.COMPLETED, result_json=result_json)
@@ -214,6 +216,11 @@ class JobExecutor:
             error=error,
             traceback=trace,
         )
+
+    def crashed(self, job: Job, exc: BaseException) -> Outcome:
+        """The executor itself failed on this job (a bug, or input nothing else caught): fail that job
+        alone rather than leave it running under a heartbeat forever."""
+        return self._failed(job, f"jobrunner could not run this job: {type(exc).__name__}: {exc}", self._job_log(job))
 
     @staticmethod
     def cancelled(job: Job) -> Outcome:

@@ -391,6 +391,9 @@ class Daemon:
         outcome: Outcome | None
         try:
             outcome = await self._executor.execute(job)
+        except Exception as exc:
+            self.log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
+            outcome = self._executor.crashed(job, exc)
         except asyncio.CancelledError:
             reason = self._running[job.id].cancel_reason
             if reason == "lease":
