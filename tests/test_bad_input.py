@@ -181,23 +181,30 @@ def generated_arguments(count: int) -> list[dict[str, Any]]:
     return found
 
 
-async def test_async_client_refuses_or_stores_exactly(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-    client = AsyncClient(pool)
+async def test_async_client_refuses_or_stores_exactly(conn: asyncpg.Connection) -> None:
+    client = AsyncClient(conn)
     outcomes: list[str] = []
     for arguments in generated_arguments(150):
         job_type, payload, options = split(arguments)
+        # each example in a transaction of its own, rolled back: a dedupe key drawn twice must not
+        # make the second enqueue return the first example's job (that is what dedupe is for)
+        transaction = conn.transaction()
+        await transaction.start()
         try:
-            job_id = await client.enqueue(job_type, payload, **options)
-        except InvalidJob:
-            outcomes.append("refused")
-            continue
-        row = await conn.fetchrow(
-            "SELECT job_type, payload::text AS payload, priority, max_attempts, queue FROM background_jobs"
-            " WHERE id = $1",
-            job_id,
-        )
-        check_stored(row, job_type, payload, options)
-        outcomes.append("stored")
+            try:
+                job_id = await client.enqueue(job_type, payload, **options)
+            except InvalidJob:
+                outcomes.append("refused")
+                continue
+            row = await conn.fetchrow(
+                "SELECT job_type, payload::text AS payload, priority, max_attempts, queue FROM background_jobs"
+                " WHERE id = $1",
+                job_id,
+            )
+            check_stored(row, job_type, payload, options)
+            outcomes.append("stored")
+        finally:
+            await transaction.rollback()
     assert {"refused", "stored"} <= set(outcomes)
 
 
