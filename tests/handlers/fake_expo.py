@@ -16,8 +16,9 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.handlers.local_server import JsonRequestHandler, LocalServer
 
 PREFIX = "/--/api/v2/push"
 
@@ -45,22 +46,18 @@ class FakeExpo:
         self.received: dict[str, list[dict[str, Any]]] = {}  # token -> messages accepted
         self.receipts: dict[str, tuple[str, dict[str, Any]]] = {}  # ticket id -> (token, receipt)
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalServer(_make_handler(self), host)
 
     @property
     def push_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{PREFIX}"
+        return f"{self._http.origin}{PREFIX}"
 
     def start(self) -> FakeExpo:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def ticket_for(self, message: dict[str, Any]) -> dict[str, Any]:
         token = message["to"]
@@ -88,22 +85,9 @@ def _errors(code: str, message: str) -> dict[str, Any]:
     return {"errors": [{"code": code, "message": message}]}
 
 
-def _make_handler(fake: FakeExpo) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json; charset=utf-8")
-            self.send_header("content-length", str(len(raw)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(raw)
+def _make_handler(fake: FakeExpo) -> type[JsonRequestHandler]:
+    class Handler(JsonRequestHandler):
+        json_content_type = "application/json; charset=utf-8"
 
         def _body(self) -> Any:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))

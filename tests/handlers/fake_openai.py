@@ -15,8 +15,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.handlers.local_server import JsonRequestHandler, LocalServer
 
 
 @dataclass
@@ -107,22 +108,18 @@ class FakeOpenAI:
         self.always: Answer | None = None
         self.requests: list[SeenRequest] = []
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalServer(_make_handler(self), host)
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self._http.origin}/v1"
 
     def start(self) -> FakeOpenAI:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def next_answer(self, body: dict[str, Any]) -> Answer:
         with self.lock:
@@ -158,23 +155,11 @@ def _request_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+def _make_handler(fake: FakeOpenAI) -> type[JsonRequestHandler]:
+    class Handler(JsonRequestHandler):
         def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(raw)
+            # OpenAI tags every answer with a request id
+            super()._json(status, body, {"x-request-id": f"req_{uuid.uuid4().hex}", **(headers or {})})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)

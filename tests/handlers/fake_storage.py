@@ -10,9 +10,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from tests.handlers.local_server import JsonRequestHandler, LocalServer
 
 PREFIX = "/storage/v1/object/"
 
@@ -34,26 +35,22 @@ class FakeStorage:
         self.redirects: dict[str, str] = {}  # request path -> Location
         self.fail_with: dict[str, tuple[int, dict[str, str]]] = {}  # method -> (status, extra headers)
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalServer(_make_handler(self), host)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.origin
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._http.origin.rsplit(":", 1)[1])
 
     def start(self) -> FakeStorage:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def put(self, bucket: str, path: str, data: bytes, content_type: str = "image/jpeg", **options: Any) -> None:
         with self.lock:
@@ -68,23 +65,8 @@ class FakeStorage:
             return sorted(p for b, p in self.objects if b == bucket)
 
 
-def _make_handler(storage: FakeStorage) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(raw)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(raw)
-
+def _make_handler(storage: FakeStorage) -> type[JsonRequestHandler]:
+    class Handler(JsonRequestHandler):
         def _body(self) -> bytes:
             length = int(self.headers.get("content-length") or 0)
             return self.rfile.read(length) if length else b""

@@ -164,7 +164,9 @@ class Daemon:
             idle_timeout=self.settings.pool_idle_timeout,
         )
         try:
-            missing = await pending_migrations(pool, schema)  # type: ignore[arg-type]
+            missing = await self._pending_migrations(pool)
+            if missing is None:
+                return self.stats  # stopped while the database was away
             if missing:
                 raise NotMigrated(
                     f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
@@ -216,6 +218,20 @@ class Daemon:
             await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
         self.log.info("daemon stopped", **{k: v for k, v in vars(self.stats).items() if k != "by_status"})
         return self.stats
+
+    async def _pending_migrations(self, pool: asyncpg.Pool) -> list[str] | None:
+        """The start-up check, retried while the database is away (a restart, a cut connection):
+        a replica started at the wrong moment must not exit. None when stopped meanwhile."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                return await pending_migrations(pool, self.settings.schema_name)  # type: ignore[arg-type]
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = RECONNECT_POLICY.delay_for(failures)
+                self.log.warning("database unreachable at start, retrying", error=repr(exc), retry_in=round(delay, 2))
+                await sleep_unless(self._stopping, delay)
+        return None
 
     async def _connect(self) -> asyncpg.Pool | None:
         failures = 0
