@@ -23,6 +23,11 @@ from tests.support import database_url_for, quote
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
+# The app plugin ships hourly/daily cron schedules; a test daemon started at the top of an hour
+# would enqueue one into a test's database. Tests of schedules declare their own. Child daemons
+# inherit this.
+os.environ.setdefault("JOBRUNNER_PLUGIN_SCHEDULES", "false")
+
 
 async def _answers(url: str) -> bool:
     try:

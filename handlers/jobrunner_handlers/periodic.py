@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner import JobContext, handler
+from jobrunner.schedules import Schedule
 from jobrunner_handlers.cleanup import purge_cache
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import app_settings
@@ -26,6 +27,12 @@ SCHEDULES = {
     "purge_expired_cache": "0 2 * * *",
     "cleanup_old_metrics": "0 3 * * 0",
 }
+
+# Registered through the `jobrunner.schedules` entry point: every replica declares them, the
+# database makes sure each tick enqueues one job (JOBRUNNER_PLUGIN_SCHEDULES=false opts out).
+CRON_SCHEDULES = [
+    Schedule(name=f"app.{job_type}", cron=cron, job_type=job_type) for job_type, cron in SCHEDULES.items()
+]
 
 
 class NoPayload(BaseModel):

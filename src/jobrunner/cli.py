@@ -22,7 +22,7 @@ from jobrunner.database import connect_kwargs
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
 from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from jobrunner.logs import configure_logging
-from jobrunner.migrate import migrate
+from jobrunner.migrate import MigrationError, migrate
 from jobrunner.new_job import InvalidJob
 from jobrunner.registry import HandlerRegistry, RegistryError
 from jobrunner.settings import Settings, describe_settings_error
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.func(args, settings)
-    except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable) as exc:
+    except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError) as exc:
         print(f"jobrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except asyncpg.UndefinedTableError as exc:

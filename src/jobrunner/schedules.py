@@ -210,7 +210,7 @@ def declared_schedules(
     if settings.schedules_file is not None:
         origin = f"schedules file {settings.schedules_file}"
         sources += [(item, origin) for item in load_schedules_file(settings.schedules_file)]
-    if entry_point_group:
+    if entry_point_group and settings.plugin_schedules:
         sources += entry_point_schedules(entry_point_group)
     declared: dict[str, Schedule] = {}
     origins: dict[str, str] = {}

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
         default=None, description="A TOML ([[schedules]] tables) or JSON file of more cron schedules."
     )
     schedule_interval: float = Field(default=1.0, gt=0, le=60, description="Seconds between checks for due ticks.")
+    plugin_schedules: bool = Field(
+        default=True, description="Declare the schedules installed handler plugins ship (jobrunner.schedules)."
+    )
     schedule_misfire_grace: float = Field(
         default=60.0,
         ge=0,
