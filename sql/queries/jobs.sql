@@ -5,26 +5,50 @@
 -- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
 -- oldest scheduled_at, skipping the job types in $5 (claimed apart because of their limits), or
 -- only of type $6 when it is given, and types paused for upstream back-pressure.
--- One index walk per queue (queue = q, not queue = ANY): only an equality on the leading column
--- lets background_jobs_claim_idx hand rows over in claim order, so a claim reads a handful of
--- index entries instead of sorting every pending row. SKIP LOCKED lets replicas claim side by
--- side without waiting on each other. Taking the lease counts the attempt.
+-- How it walks background_jobs_claim_idx (queue, priority DESC, scheduled_at, id):
+-- * one walk per queue (queue = q, not queue = ANY): only an equality on the leading column lets
+--   the index hand rows over in claim order, instead of sorting every pending row;
+-- * within a queue, one walk per priority level present (a skip scan, levels found by a
+--   recursive probe): with the level fixed, `scheduled_at <= now()` bounds the index range, so
+--   jobs delayed into the future are never read. Walking (priority, scheduled_at) in one pass
+--   read every delayed job of a level whenever fewer than $3 were runnable (4.6 ms with 100k
+--   delayed jobs, against 0.7 ms this way). Each claim visits every priority level in use, so
+--   keep levels few (tens).
+-- SKIP LOCKED lets replicas claim side by side without waiting on each other. Taking the lease
+-- counts the attempt.
 WITH next AS (
     SELECT c.id
     FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT b.id, b.priority, b.scheduled_at
-        FROM {schema}.background_jobs AS b
-        WHERE b.status = 'pending' AND b.queue = q.name AND b.scheduled_at <= now()
-          AND b.job_type <> ALL($5::text[])
-          AND ($6::text IS NULL OR b.job_type = $6::text)
-          -- NOT EXISTS rather than <> ALL(ARRAY(subquery)): the latter's unknown selectivity
-          -- made the planner sort every pending row
-          AND NOT EXISTS (SELECT 1 FROM {schema}.jobrunner_limit_state AS l
-                          WHERE l.job_type = b.job_type AND l.paused_until > now())
-        ORDER BY b.priority DESC, b.scheduled_at, b.id
-        LIMIT $3
-        FOR UPDATE OF b SKIP LOCKED
+        WITH RECURSIVE levels(priority) AS (
+            (SELECT b.priority FROM {schema}.background_jobs AS b
+             WHERE b.status = 'pending' AND b.queue = q.name
+             ORDER BY b.priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT b.priority FROM {schema}.background_jobs AS b
+                    WHERE b.status = 'pending' AND b.queue = q.name AND b.priority < l.priority
+                    ORDER BY b.priority DESC LIMIT 1)
+            FROM levels AS l
+            WHERE l.priority IS NOT NULL
+        )
+        SELECT picked.id, picked.priority, picked.scheduled_at
+        FROM levels AS l
+        CROSS JOIN LATERAL (
+            SELECT b.id, b.priority, b.scheduled_at
+            FROM {schema}.background_jobs AS b
+            WHERE b.status = 'pending' AND b.queue = q.name AND b.priority = l.priority
+              AND b.scheduled_at <= now()
+              AND b.job_type <> ALL($5::text[])
+              AND ($6::text IS NULL OR b.job_type = $6::text)
+              -- NOT EXISTS rather than <> ALL(ARRAY(subquery)): the latter's unknown selectivity
+              -- made the planner sort every pending row
+              AND NOT EXISTS (SELECT 1 FROM {schema}.jobrunner_limit_state AS ls
+                              WHERE ls.job_type = b.job_type AND ls.paused_until > now())
+            ORDER BY b.scheduled_at, b.id
+            LIMIT $3
+            FOR UPDATE OF b SKIP LOCKED
+        ) AS picked
+        WHERE l.priority IS NOT NULL
     ) AS c
     ORDER BY c.priority DESC, c.scheduled_at, c.id
     LIMIT $3
