@@ -6,7 +6,6 @@ not collide. Label children are cached: a label lookup per job would cost more t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -101,9 +100,6 @@ class DaemonMetrics:
 
     def usage(self, job_type: str, kind: str, amount: float) -> None:
         self._child(self.upstream_usage, job_type, kind).inc(amount)
-
-    def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
-        gauge.set_function(read)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

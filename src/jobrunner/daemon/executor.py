@@ -73,16 +73,13 @@ class JobExecutor:
         self._client = client
         self._default_timeout = default_timeout
         self._log = log
-        self._type_limits: dict[str, asyncio.Semaphore] = {
-            job_type: asyncio.Semaphore(h.max_concurrency)
+        # job_type -> its handler's max_concurrency in this process (read on every claim)
+        self.local_limits: dict[str, int] = {
+            job_type: h.max_concurrency
             for job_type in registry.job_types()
             if (h := registry.get(job_type)) and h.max_concurrency
         }
-
-    @property
-    def local_limits(self) -> dict[str, int]:
-        """job_type -> its handler's max_concurrency in this process."""
-        return {t: h.max_concurrency for t in self._type_limits if (h := self._registry.get(t)) and h.max_concurrency}
+        self._type_limits = {job_type: asyncio.Semaphore(n) for job_type, n in self.local_limits.items()}
 
     async def execute(self, job: Job) -> Outcome:
         handler = self._registry.get(job.job_type)

@@ -32,7 +32,6 @@ class LeaseRescuer:
         self._interval = interval
         self._stopping = stopping
         self._log = log
-        self.rescued_total = 0
 
     async def rescue_once(self) -> int:
         rescued = await self._store.rescue_expired_leases(RESCUE_BATCH)
@@ -48,7 +47,6 @@ class LeaseRescuer:
         requeued = sorted({job.queue for job in rescued if job.status == "pending"})
         if requeued:
             await self._store.notify_queues(requeued)
-        self.rescued_total += len(rescued)
         if self._metrics is not None and rescued:
             self._metrics.rescued.inc(len(rescued))
             # a rescue that ends the job is an outcome like any other for the dashboards and alerts

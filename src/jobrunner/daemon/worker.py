@@ -11,7 +11,7 @@ import contextlib
 import signal
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -64,7 +64,6 @@ class DaemonStats:
     released: int = 0
     cancelled: int = 0
     lost_leases: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,7 +97,7 @@ class Daemon:
         self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._running: dict[int, _Running] = {}
-        # claimed and not yet settled (outcome not committed): job id -> attempt; heartbeated
+        # claimed and not yet settled (outcome not committed), heartbeated: job id -> job
         self._held: dict[int, Job] = {}
         self._pool: asyncpg.Pool | None = None
         self._store: JobStore | None = None
@@ -131,7 +130,6 @@ class Daemon:
                 running=len(self._running),
                 grace_seconds=self.settings.shutdown_grace,
             )
-        if not self._stopping.is_set():
             self._systemd.stopping()
         self._stopping.set()
         self._wakeup.set()
@@ -216,7 +214,7 @@ class Daemon:
                 await asyncio.gather(*services, return_exceptions=True)
         finally:
             await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
-        self.log.info("daemon stopped", **{k: v for k, v in vars(self.stats).items() if k != "by_status"})
+        self.log.info("daemon stopped", **vars(self.stats))
         return self.stats
 
     async def _pending_migrations(self, pool: asyncpg.Pool) -> list[str] | None:
