@@ -35,3 +35,9 @@ async def five_per_second(ctx: JobContext[dict[str, object]]) -> None:
 @handler("one_at_a_time", limits=GlobalLimits(max_running=1))
 async def one_at_a_time(ctx: JobContext[dict[str, object]]) -> None:
     await _record_run(ctx, float(str(ctx.payload.get("seconds", 0))))
+
+
+@handler("unlimited")
+async def unlimited(ctx: JobContext[dict[str, object]]) -> None:
+    """No limits of its own: only its queue's (JOBRUNNER_QUEUE_LIMITS) hold it back."""
+    await _record_run(ctx, float(str(ctx.payload.get("seconds", 0.05))))

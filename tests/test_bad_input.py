@@ -460,6 +460,7 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_RETENTION_SECONDS": ("-5", "greater than or equal to 0"),
     "JOBRUNNER_PRUNE_INTERVAL": ("0", "greater than 0"),
     "JOBRUNNER_LIMITS": ('{"analyze_image": {}}', "max_running, rate, per_key_max_running"),
+    "JOBRUNNER_QUEUE_LIMITS": ('{"ai": {"per_seconds": 60}}', "set at least one of max_running, rate"),
     "JOBRUNNER_HANDLER_MODULES": ("[1", "Expecting"),
     "JOBRUNNER_POOL_MIN_SIZE": ("-1", "greater than or equal to 0"),
     "JOBRUNNER_CONNECT_TIMEOUT": ("0", "greater than 0"),

@@ -25,7 +25,24 @@ SELECT coalesce(max(n), 0) FROM (
 """
 
 
-def _replicas(db_url: str, count: int, *args: str) -> list[subprocess.Popen[bytes]]:
+async def _max_overlap_of(conn: asyncpg.Connection, *, queue: str, job_type: str | None = None) -> int:
+    """The most runs of this queue (and type) whose [started, ended) overlap at one instant."""
+    runs = await conn.fetch(
+        "SELECT r.started, r.ended FROM limit_runs AS r JOIN background_jobs AS j ON j.id = r.job_id"
+        " WHERE j.queue = $1 AND ($2::text IS NULL OR j.job_type = $2)",
+        queue,
+        job_type,
+    )
+    return max(
+        (
+            sum(1 for o in runs if o["started"] <= r["started"] and (o["ended"] is None or o["ended"] > r["started"]))
+            for r in runs
+        ),
+        default=0,
+    )
+
+
+def _replicas(db_url: str, count: int, *args: str, env: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
     return [
         jobrunner_process(
             db_url,
@@ -34,7 +51,7 @@ def _replicas(db_url: str, count: int, *args: str) -> list[subprocess.Popen[byte
             "--handlers",
             "tests.limit_process_handlers",
             *args,
-            env={"JOBRUNNER_WORKER_ID": f"replica-{i}", "JOBRUNNER_CONCURRENCY": "10"},
+            env={"JOBRUNNER_WORKER_ID": f"replica-{i}", "JOBRUNNER_CONCURRENCY": "10", **(env or {})},
             stderr=subprocess.DEVNULL,
         )
         for i in range(count)
@@ -85,6 +102,56 @@ async def test_rate_limit_holds_across_racing_replicas(db_url: str, conn: asyncp
         in_window = sum(1 for s in starts[i:] if (s - first).total_seconds() < 1.0)
         assert in_window <= 10
     assert (starts[-1] - starts[0]).total_seconds() >= 2.9
+
+
+async def test_queue_limit_holds_across_racing_replicas_over_every_type(db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute(RUNS_TABLE)
+    await AsyncClient(conn).enqueue_many(
+        [NewJob("unlimited", queue="ai") for _ in range(24)]
+        + [NewJob("at_most_two", queue="ai") for _ in range(8)]  # under its type's limit and its queue's
+        + [NewJob("unlimited", queue="default") for _ in range(30)]
+    )
+    processes = _replicas(
+        db_url,
+        3,
+        env={"JOBRUNNER_QUEUES": "ai,default", "JOBRUNNER_QUEUE_LIMITS": '{"ai": {"max_running": 3}}'},
+    )
+    seen_running = 0
+    while any(p.poll() is None for p in processes):
+        seen_running = max(
+            seen_running,
+            await conn.fetchval("SELECT count(*) FROM background_jobs WHERE queue = 'ai' AND status = 'running'"),
+        )
+        await asyncio.sleep(0.005)
+    await _wait_all(processes)
+    assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'") == 62
+    assert seen_running <= 3
+    assert await _max_overlap_of(conn, queue="ai") == 3  # used, never exceeded
+    assert await _max_overlap_of(conn, queue="ai", job_type="at_most_two") <= 2  # the type's limit holds too
+    assert await _max_overlap_of(conn, queue="default") > 3  # the other queue is not held back
+
+
+async def test_queue_rate_limit_holds_across_racing_replicas(db_url: str, conn: asyncpg.Connection) -> None:
+    await conn.execute(RUNS_TABLE)
+    await AsyncClient(conn).enqueue_many(
+        [NewJob("unlimited", {"seconds": 0}, queue="slow") for _ in range(10)]
+        + [NewJob("five_per_second", queue="slow") for _ in range(10)]
+    )
+    await _wait_all(
+        _replicas(
+            db_url,
+            2,
+            env={"JOBRUNNER_QUEUES": "slow", "JOBRUNNER_QUEUE_LIMITS": '{"slow": {"rate": 4, "per_seconds": 1}}'},
+        )
+    )
+    starts = [r["started"] for r in await conn.fetch("SELECT started FROM limit_runs ORDER BY started")]
+    assert len(starts) == 20
+    # one bucket of 4 refilled at 4/s for every type in the queue: at most 4 + 4 starts in any
+    # one-second window, and 20 starts need at least (20 - 4) / 4 = 4 seconds
+    for i, first in enumerate(starts):
+        in_window = sum(1 for s in starts[i:] if (s - first).total_seconds() < 1.0)
+        assert in_window <= 8
+    assert (starts[-1] - starts[0]).total_seconds() >= 3.9
 
 
 async def test_a_killed_replica_does_not_keep_its_limit_slot(db_url: str, conn: asyncpg.Connection) -> None:

@@ -34,15 +34,17 @@ QUEUE_TABLES = {
     "background_jobs": "status",
     "jobrunner_leaders": "holder",
     "jobrunner_limit_state": "pause_reason",
+    "jobrunner_queue_limit_state": "queue",
     "jobrunner_schedules": "updated_by",
     "jobrunner_migrations": "name",
 }
 # the queue tables with row level security (jobrunner_migrations holds no job data)
-ROW_SECURED = list(QUEUE_TABLES)[:4]
+ROW_SECURED = list(QUEUE_TABLES)[:-1]
 QUEUE_FUNCTIONS = [
     "enqueue_job('x')",
     "cancel_job(1)",
     "claim_limited_jobs(ARRAY['default'], 'me', 1, 30, 'x', 1, NULL, 60, NULL)",
+    "claim_jobs_within_limits(ARRAY['ai'], 'me', 1, 30, NULL, '{}', NULL, NULL, 60, NULL, 'ai', 1, NULL, 60)",
 ]
 RUN = ("run", "--handlers", "tests.process_handlers")
 
@@ -72,6 +74,7 @@ async def supabase_db(empty_db_url: str) -> AsyncIterator[str]:
             "INSERT INTO background_jobs (job_type, payload) VALUES ('secret', '{\"token\": \"s3cr3t\"}');"
             "INSERT INTO jobrunner_leaders (name, holder, expires_at) VALUES ('queue_sampler', 'w', now());"
             "INSERT INTO jobrunner_limit_state (job_type) VALUES ('limited');"
+            "INSERT INTO jobrunner_queue_limit_state (queue) VALUES ('ai');"
             "INSERT INTO jobrunner_schedules (name, definition) VALUES ('nightly', '{}');"
         )
     finally:

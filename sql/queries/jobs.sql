@@ -87,13 +87,15 @@ FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::t
 WHERE j.id = o.id AND j.attempts = o.attempt AND j.status = 'running'
 RETURNING j.id;
 
--- name: claim_limited
--- Claim jobs of one type that has global limits (see claim_limited_jobs in migration 0006).
+-- name: claim_within_limits
+-- Claim jobs under a job type's global limits, a queue's, or both (see claim_jobs_within_limits
+-- in migration 0008).
 SELECT id, job_type, queue, payload::text AS payload, priority, attempts, max_attempts, created_at,
        scheduled_at, dedupe_key,
        extract(epoch FROM now() - least(greatest(scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds
-FROM {schema}.claim_limited_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::integer,
-                                 $7::integer, $8::float8, $9::integer);
+FROM {schema}.claim_jobs_within_limits($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::text[],
+                                       $7::integer, $8::integer, $9::float8, $10::integer,
+                                       $11::text, $12::integer, $13::integer, $14::float8);
 
 -- name: pause_job_type
 -- A handler's upstream said "slow down": no replica claims this type until the pause ends.

@@ -5,7 +5,7 @@ from jobrunner.context import JobContext
 from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler, handler
 from jobrunner.job import Job, JobStatus
-from jobrunner.limits import GlobalLimits
+from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.new_job import NewJob
 from jobrunner.retry import RetryPolicy
 from jobrunner.settings import Settings
@@ -23,6 +23,7 @@ __all__ = [
     "JobStatus",
     "NewJob",
     "PermanentError",
+    "QueueLimits",
     "RetryLater",
     "RetryPolicy",
     "Settings",

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from jobrunner.limits import GlobalLimits
+from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.schedules import Schedule
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Global limits per job type as JSON, e.g. {"analyze_image": {"rate": 100, "per_seconds": 60}}; '
         "overrides the handler's own.",
+    )
+    queue_limits: dict[str, QueueLimits] = Field(
+        default_factory=dict,
+        description='Global limits per queue, over all its job types, as JSON, e.g. {"ai": {"max_running": 20}}.',
     )
     handler_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra modules to load handlers from."

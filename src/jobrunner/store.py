@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from jobrunner.job import Job
-from jobrunner.limits import GlobalLimits
+from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.sql_files import Queries
 
 
@@ -83,26 +83,37 @@ class JobStore:
         )
         return {row["id"] for row in rows}
 
-    async def claim_limited(
+    async def claim_within_limits(
         self,
         queues: Sequence[str],
         worker_id: str,
         limit: int,
         lease_seconds: float,
-        job_type: str,
-        limits: GlobalLimits,
+        *,
+        job_type: str | None,
+        skip_types: Sequence[str],
+        type_limits: GlobalLimits | None,
+        queue: str | None,
+        queue_limits: QueueLimits | None,
     ) -> list[Job]:
+        """Claim under a job type's global limits (`job_type`, else any type but `skip_types`), a
+        queue's (`queue`, else `queues` without queue limits), or both."""
         rows = await self.pool.fetch(
-            self.queries.claim_limited,
+            self.queries.claim_within_limits,
             list(queues),
             worker_id,
             limit,
             lease_seconds,
             job_type,
-            limits.max_running,
-            limits.rate,
-            limits.per_seconds,
-            limits.per_key_max_running,
+            list(skip_types),
+            type_limits and type_limits.max_running,
+            type_limits and type_limits.rate,
+            type_limits and type_limits.per_seconds,
+            type_limits and type_limits.per_key_max_running,
+            queue,
+            queue_limits and queue_limits.max_running,
+            queue_limits and queue_limits.rate,
+            queue_limits and queue_limits.per_seconds,
         )
         return sorted((Job.from_claim_row(row) for row in rows), key=_claim_order)
 

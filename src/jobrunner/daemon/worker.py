@@ -116,6 +116,8 @@ class Daemon:
             job_type: h.limits for job_type in registry.job_types() if (h := registry.get(job_type)) and h.limits
         }
         self._limits.update(settings.limits)
+        # claimed apart from the fast claim: types with global or per-process limits (set in run)
+        self._limited_types: list[str] = []
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
 
@@ -181,6 +183,7 @@ class Daemon:
                 self._store,
                 self.settings,
             )
+            self._limited_types = sorted(set(self._executor.local_limits) | set(self._limits))
             self._completer = BatchCompleter(
                 self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
             )
@@ -359,30 +362,52 @@ class Daemon:
             await sleep_unless(self._wakeup, s.poll_interval)
 
     async def _claim(self, limit: int) -> list[Job]:
-        """One claim for the types without limits, then one per type with a limit, each taking
-        no more than that type has room for (per-process max_concurrency, global limits)."""
+        """One fast claim for the queues and job types without limits, then one claim per
+        limited part, each taking no more than it has room for: per limited type (per-process
+        max_concurrency, global limits) in the queues without limits, per limited queue for its
+        other types, and per limited type within each limited queue."""
         assert self._store is not None and self._executor is not None
         s = self.settings
         local = self._executor.local_limits
-        limited = sorted(set(local) | set(self._limits))
-        jobs = await self._store.claim_batch(s.queues, self.worker_id, limit, s.lease_seconds, limited)
-        if not limited:
+        limited_types = self._limited_types
+        free_queues = [q for q in s.queues if q not in s.queue_limits]
+        jobs: list[Job] = []
+        if free_queues:
+            jobs = await self._store.claim_batch(free_queues, self.worker_id, limit, s.lease_seconds, limited_types)
+        if not limited_types and len(free_queues) == len(s.queues):
             return jobs
-        held_by_type = Counter(job.job_type for job in self._held.values())
-        for job_type in limited:
-            room = limit - len(jobs)
-            if job_type in local:
-                room = min(room, local[job_type] - held_by_type[job_type])
-            if room <= 0:
+        by_type = Counter(job.job_type for job in self._held.values())
+        by_type.update(job.job_type for job in jobs)
+        for queue in [None, *(q for q in s.queues if q in s.queue_limits)]:
+            queues = free_queues if queue is None else [queue]
+            if not queues:
                 continue
-            if job_type in self._limits:
-                jobs += await self._store.claim_limited(
-                    s.queues, self.worker_id, room, s.lease_seconds, job_type, self._limits[job_type]
-                )
-            else:
-                jobs += await self._store.claim_batch(
-                    s.queues, self.worker_id, room, s.lease_seconds, (), only_type=job_type
-                )
+            # within the free queues the unlimited types were claimed above
+            job_types: list[str | None] = [*limited_types] if queue is None else [None, *limited_types]
+            for job_type in job_types:
+                room = limit - len(jobs)
+                if job_type in local:
+                    room = min(room, local[job_type] - by_type[job_type])
+                if room <= 0:
+                    continue
+                if queue is None and job_type not in self._limits:
+                    claimed = await self._store.claim_batch(
+                        queues, self.worker_id, room, s.lease_seconds, (), only_type=job_type
+                    )
+                else:
+                    claimed = await self._store.claim_within_limits(
+                        queues,
+                        self.worker_id,
+                        room,
+                        s.lease_seconds,
+                        job_type=job_type,
+                        skip_types=limited_types,
+                        type_limits=self._limits.get(job_type) if job_type else None,
+                        queue=queue,
+                        queue_limits=s.queue_limits.get(queue) if queue else None,
+                    )
+                by_type.update(job.job_type for job in claimed)
+                jobs += claimed
         return jobs
 
     async def _seconds_until_runnable(self) -> float | None:
