@@ -7,7 +7,9 @@ Workloads (each on a fresh database `jobrunner_bench`):
 - drain: N no-op jobs pre-enqueued, one daemon process in burst mode, every feature on
   (leases and heartbeats, retries, LISTEN, rescuer, pruner, logging at info); a job counts
   when its `completed` status is committed (checked by SQL at the end).
+- drain with backlog: the first N of 1M runnable no-op jobs waiting in the queue.
 - drain with history: the same after 1M finished jobs were added to the table.
+- µs of CPU per job: the daemon's process, and every PostgreSQL process (bench/db_cpu.py).
 - enqueue: one by one (AsyncClient.enqueue, one commit each) against a bare INSERT, and bulk
   (enqueue_many, one statement).
 - idle pick-up latency: a daemon waits idle; a job is INSERTed and committed; the time until
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.db_cpu import postgres_cpu_seconds
 from bench.latency import latency_summary, sample_pickups
 from bench.noop_handlers import noop
 from jobrunner import JobContext, NewJob, handler
@@ -99,11 +102,12 @@ async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
         enqueue_seconds = time.perf_counter() - enqueue_started
         await conn.execute("VACUUM ANALYZE background_jobs")
         daemon = Daemon(bench_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url), burst=True)
-        cpu_before = time.process_time()
+        cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
         started = time.perf_counter()
         stats = await daemon.run()
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
+        db_cpu = _difference(postgres_cpu_seconds(), db_cpu_before)
         completed = await conn.fetchval(
             "SELECT count(*) FROM background_jobs WHERE status = 'completed' AND job_type = 'noop'"
         )
@@ -118,11 +122,63 @@ async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "jobs_per_second": round(jobs / elapsed),
         "daemon_cpu_us_per_job": round(cpu / jobs * 1e6, 1),
+        "database_cpu_us_per_job": None if db_cpu is None else round(db_cpu / jobs * 1e6, 1),
         "claimed": stats.claimed,
         "verified_completed": completed,
         # the N jobs above went in with one enqueue_many call into an empty table
         "bulk_enqueue_per_second": round(jobs / enqueue_seconds),
     }
+
+
+def _difference(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+async def bench_backlog(url: str, backlog: int, jobs: int, concurrency: int, repeat: int) -> list[dict[str, Any]]:
+    """`backlog` runnable no-op jobs wait; a daemon completes the first `jobs` of them (counted
+    by its committed outcomes), then stops; `repeat` times, each from what the last one left."""
+    conn = await asyncpg.connect(url)
+    try:
+        batch = 100_000
+        for start in range(0, backlog, batch):
+            await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(min(batch, backlog - start))])
+        await conn.execute("VACUUM ANALYZE background_jobs")
+        runs = []
+        for _ in range(repeat):
+            done_before = await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'")
+            daemon = Daemon(bench_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url))
+            cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
+            started = time.perf_counter()
+            task = asyncio.create_task(daemon.run())
+            # a short spin: the bench must not change the daemon it measures
+            while daemon.stats.completed < jobs and not task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_before
+            db_cpu = _difference(postgres_cpu_seconds(), db_cpu_before)
+            completed = daemon.stats.completed
+            daemon.request_stop()
+            await task
+            done = await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'") - done_before
+            if done < completed:
+                raise RuntimeError(f"backlog verification failed: {done} committed, {completed} counted")
+            runs.append(
+                {
+                    "backlog": backlog,
+                    "concurrency": concurrency,
+                    "jobs": completed,
+                    "seconds": round(elapsed, 3),
+                    "jobs_per_second": round(completed / elapsed),
+                    "daemon_cpu_us_per_job": round(cpu / completed * 1e6, 1),
+                    "database_cpu_us_per_job": None if db_cpu is None else round(db_cpu / completed * 1e6, 1),
+                    "verified_completed": done,
+                }
+            )
+        await conn.execute("DELETE FROM background_jobs")
+        await conn.execute("VACUUM ANALYZE background_jobs")
+        return runs
+    finally:
+        await conn.close()
 
 
 async def add_history(url: str, rows: int) -> float:
@@ -226,10 +282,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     server, embedded = await server_url()
     try:
         url = await fresh_database(server)
-        report: dict[str, Any] = {"machine": await machine_report(url), "drain": [], "drain_with_history": []}
+        report: dict[str, Any] = {
+            "machine": await machine_report(url),
+            "drain": [],
+            "drain_with_backlog": [],
+            "drain_with_history": [],
+        }
         for concurrency in args.concurrency:
             runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
             report["drain"].append(median_run(runs))
+        if args.backlog:
+            report["backlog_rows"] = args.backlog
+            for concurrency in args.concurrency:
+                runs = await bench_backlog(url, args.backlog, args.jobs, concurrency, args.repeat)
+                report["drain_with_backlog"].append(median_run(runs))
         report["enqueue"] = await bench_enqueue(url, args.single, args.bulk)
         report["pickup"] = await bench_pickup(url, args.samples)
         if args.history:
@@ -251,14 +317,26 @@ def print_report(report: dict[str, Any]) -> None:
         f"(synchronous_commit={m['synchronous_commit']}, shared_buffers={m['shared_buffers']}), asyncpg {m['asyncpg']}"
     )
     print("\ndrain, no-op jobs, one process (median run)")
-    print(f"{'concurrency':>12} {'jobs':>8} {'jobs/s':>9} {'with history':>13} {'ratio':>6} {'µs CPU/job':>11}")
+    print(
+        f"{'concurrency':>12} {'jobs':>8} {'jobs/s':>9} {'with backlog':>13} {'ratio':>6} {'with history':>13}"
+        f" {'ratio':>6} {'µs CPU/job daemon':>18} {'database':>9}"
+    )
+    backlog = {r["concurrency"]: r for r in report["drain_with_backlog"]}
     history = {r["concurrency"]: r for r in report["drain_with_history"]}
+
+    def beside(run: dict[str, Any], other: dict[str, Any] | None) -> str:
+        if other is None:
+            return f"{'-':>13} {'-':>6}"
+        return f"{other['jobs_per_second']:>13,} {other['jobs_per_second'] / run['jobs_per_second']:>6.2f}"
+
     for run in report["drain"]:
-        with_history = history.get(run["concurrency"])
-        hist = f"{with_history['jobs_per_second']:>13,}" if with_history else f"{'-':>13}"
-        ratio = f"{with_history['jobs_per_second'] / run['jobs_per_second']:>6.2f}" if with_history else f"{'-':>6}"
-        cpu = run["daemon_cpu_us_per_job"]
-        print(f"{run['concurrency']:>12} {run['jobs']:>8} {run['jobs_per_second']:>9,} {hist} {ratio} {cpu:>11}")
+        c = run["concurrency"]
+        print(
+            f"{c:>12} {run['jobs']:>8} {run['jobs_per_second']:>9,} {beside(run, backlog.get(c))}"
+            f" {beside(run, history.get(c))} {run['daemon_cpu_us_per_job']:>18} {run['database_cpu_us_per_job']!s:>9}"
+        )
+    if report.get("backlog_rows"):
+        print(f"(backlog: the first {report['drain'][0]['jobs']:,} of {report['backlog_rows']:,} runnable jobs)")
     if report.get("history_rows"):
         print(f"(history: {report['history_rows']:,} finished jobs in the table)")
     e = report["enqueue"]
@@ -274,6 +352,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="runnable jobs waiting (0: skip)")
     parser.add_argument("--history", type=int, default=1_000_000, help="finished jobs to add (0: skip)")
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)

@@ -2,11 +2,6 @@
 -- job type, enforced the same way: under a row lock that every limited claim of that queue
 -- takes, so replicas racing each other cannot exceed them.
 
--- Limited claims count a queue's running jobs.
-CREATE INDEX IF NOT EXISTS background_jobs_queue_running_idx
-    ON {schema}.background_jobs (queue)
-    WHERE status = 'running';
-
 CREATE TABLE IF NOT EXISTS {schema}.jobrunner_queue_limit_state (
     queue       text        PRIMARY KEY,
     tokens      float8      NOT NULL DEFAULT 0,
@@ -58,7 +53,9 @@ BEGIN
         ON CONFLICT (queue) DO NOTHING;
         SELECT * INTO qstate FROM {schema}.jobrunner_queue_limit_state WHERE queue = p_queue FOR UPDATE;
         IF p_queue_max_running IS NOT NULL THEN
-            -- running rows include those of dead workers until the rescuer frees them
+            -- running rows include those of dead workers until the rescuer frees them. No index
+            -- of its own: the running set is small (background_jobs_lease_idx holds exactly it),
+            -- and every claim would pay to maintain one
             SELECT count(*) INTO running FROM {schema}.background_jobs
             WHERE queue = p_queue AND status = 'running';
             allowed := least(allowed, p_queue_max_running - running);
