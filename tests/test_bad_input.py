@@ -448,6 +448,7 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_QUEUES": (" , ", "at least one queue"),
     "JOBRUNNER_CONCURRENCY": ("0", "greater than or equal to 1"),
     "JOBRUNNER_BATCH_SIZE": ("20000", "less than or equal to 10000"),
+    "JOBRUNNER_PREFETCH": ("-1", "greater than or equal to 0"),
     "JOBRUNNER_POLL_INTERVAL": ("0", "greater than 0"),
     "JOBRUNNER_LISTEN": ("perhaps", "valid boolean"),
     "JOBRUNNER_LEASE_SECONDS": ("0.5", "greater than or equal to 1"),

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     concurrency: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Most jobs claimed per query.")
+    prefetch: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Jobs claimed ahead of free slots, waiting in the process for one (fewer, larger claims).",
+    )
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
     listen: bool = Field(default=True, description="Wake on LISTEN/NOTIFY; False polls only.")
     lease_seconds: float = Field(default=30.0, ge=1, le=86_400)

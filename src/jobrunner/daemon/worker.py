@@ -97,6 +97,8 @@ class Daemon:
         self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._running: dict[int, _Running] = {}
+        # claimed ahead of a free slot (JOBRUNNER_PREFETCH), started in claim order as slots free
+        self._waiting: dict[int, Job] = {}
         # claimed and not yet settled (outcome not committed), heartbeated: job id -> job
         self._held: dict[int, Job] = {}
         self._pool: asyncpg.Pool | None = None
@@ -307,9 +309,11 @@ class Daemon:
     # -- fetching ------------------------------------------------------------------------
 
     def _free_slots(self) -> int:
+        """How many jobs the next claim may take: free slots plus the prefetch not yet filled."""
         s = self.settings
+        room = s.concurrency + s.prefetch - len(self._running) - len(self._waiting)
         # cap claimed-but-unsettled jobs too, so a stuck completer stops the claiming
-        return max(0, min(s.concurrency - len(self._running), 2 * s.concurrency - len(self._held)))
+        return max(0, min(room, 2 * s.concurrency + s.prefetch - len(self._held)))
 
     async def _fetch_loop(self) -> None:
         assert self._store is not None and self._executor is not None
@@ -342,7 +346,7 @@ class Daemon:
                 self.log.info("database reachable again")
                 failures = 0
             for job in jobs:
-                self._start(job)
+                self._hold(job)
             if len(jobs) == limit:
                 continue  # there may be more right away
             if self.burst and not jobs and not self._held:
@@ -417,13 +421,24 @@ class Daemon:
         except TRANSIENT_ERRORS:
             return 0.0  # ask again after the next poll
 
-    def _start(self, job: Job) -> None:
-        assert self._executor is not None
+    def _hold(self, job: Job) -> None:
+        """A job just claimed: run it if a slot is free, else keep it waiting for one."""
         self.stats.claimed += 1
         self.metrics.job_claimed(job.job_type, job.queue, job.waited_seconds)
         self._held[job.id] = job
+        if len(self._running) < self.settings.concurrency:
+            self._start(job)
+        else:
+            self._waiting[job.id] = job
+
+    def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._running[job.id] = _Running(job, task)
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._running) < self.settings.concurrency and not self._stopping.is_set():
+            job_id = next(iter(self._waiting))
+            self._start(self._waiting.pop(job_id))
 
     async def _execute(self, job: Job) -> None:
         assert self._executor is not None and self._completer is not None
@@ -444,6 +459,7 @@ class Daemon:
         finally:
             self._running.pop(job.id, None)
             self._slot_freed.set()
+            self._start_waiting()
         if outcome is None:
             self._held.pop(job.id, None)
         else:
@@ -497,6 +513,15 @@ class Daemon:
                 self.log.warning("heartbeat failed, will retry", error=repr(exc), jobs=len(held))
                 continue
             for job_id in held.keys() - still_ours:
+                waiting = self._waiting.get(job_id)
+                if waiting is not None and waiting.attempt == held[job_id]:
+                    # never started: forget it, its next holder runs it
+                    del self._waiting[job_id]
+                    self._held.pop(job_id, None)
+                    self.log.warning("lease lost: job was taken back before it started", job_id=job_id)
+                    self.stats.lost_leases += 1
+                    self.metrics.lost_leases.inc()
+                    continue
                 running = self._running.get(job_id)
                 still_held = self._held.get(job_id)
                 if running is None or still_held is None or still_held.attempt != held[job_id]:
@@ -534,7 +559,14 @@ class Daemon:
     # -- cancellation ----------------------------------------------------------------------
 
     def cancel_local(self, job_id: int) -> bool:
-        """Stop the handler of job_id if it runs here; the job then ends `cancelled`."""
+        """Stop the handler of job_id if it runs here (or drop it if it waits for a slot here);
+        the job then ends `cancelled`."""
+        waiting = self._waiting.pop(job_id, None)
+        if waiting is not None:
+            assert self._completer is not None
+            self.log.info("cancelling waiting job on request", job_id=job_id, job_type=waiting.job_type)
+            self._completer.submit(JobExecutor.cancelled(waiting))
+            return True
         running = self._running.get(job_id)
         if running is None or running.cancel_reason is not None:
             return False
@@ -548,10 +580,10 @@ class Daemon:
         assert self._store is not None
         while True:
             await asyncio.sleep(self.settings.cancel_poll_interval)
-            if not self._running:
+            if not self._running and not self._waiting:
                 continue
             try:
-                requested = await self._store.cancel_requested(list(self._running))
+                requested = await self._store.cancel_requested([*self._running, *self._waiting])
             except Exception as exc:
                 self.metrics.database_errors.labels("cancel_poll").inc()
                 self.log.warning("checking for cancellations failed, will retry", error=repr(exc))
@@ -580,6 +612,12 @@ class Daemon:
 
     async def _drain(self) -> None:
         assert self._completer is not None
+        if self._waiting:
+            # never started: hand them back at once, their attempts not spent
+            self.log.info("handing back jobs that had not started", jobs=len(self._waiting))
+            for job in self._waiting.values():
+                self._completer.submit(JobExecutor.released(job))
+            self._waiting.clear()
         running = [r.task for r in self._running.values()]
         if running and not self._stop_now.is_set():
             self.log.info(

@@ -1,0 +1,69 @@
+"""JOBRUNNER_PREFETCH: jobs claimed ahead of free slots wait in the process, start in claim
+order, and are handed back untouched at shutdown or cancelled without running."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from jobrunner import AsyncClient, JobContext, NewJob, handler
+from tests.support import running_daemon, wait_for, wait_until
+
+started: list[int] = []
+release = asyncio.Event()
+
+
+@handler("held")
+async def held(ctx: JobContext[dict[str, object]]) -> None:
+    started.append(ctx.job.id)
+    await release.wait()
+
+
+async def test_prefetched_jobs_wait_for_a_slot_and_go_back_untouched_at_shutdown(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    started.clear()
+    release.clear()
+    ids = await AsyncClient(conn).enqueue_many([NewJob("held", priority=10 - i) for i in range(10)])
+    async with running_daemon(db_url, [held], concurrency=2, prefetch=6) as daemon:
+        # 2 slots + 6 ahead: 8 claimed, 2 running, the other 2 left for someone else
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=8)
+        await wait_until(lambda: len(started) == 2, what="two handlers started")
+        assert started == ids[:2]
+        assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'pending'") == 2
+        # a freed slot goes to the next waiting job in claim order
+        release.set()
+        await wait_until(lambda: len(started) == 10, what="every job started")
+        release.clear()
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=10)
+        assert started == ids
+
+        more = await AsyncClient(conn).enqueue_many([NewJob("held") for _ in range(5)])
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=5)
+        await wait_until(lambda: len(started) == 12, what="two more handlers started")
+        daemon.request_stop()
+        # the three that never started are back at once, their attempt not spent
+        await wait_for(
+            conn,
+            "SELECT count(*) FROM background_jobs WHERE status = 'pending' AND attempts = 0 AND release_count = 1",
+            expect=3,
+        )
+        release.set()
+    rows = await conn.fetch("SELECT id, status FROM background_jobs WHERE id = ANY($1::bigint[]) ORDER BY id", more)
+    assert [r["status"] for r in rows] == ["completed", "completed", "pending", "pending", "pending"]
+    assert started[10:] == more[:2]
+
+
+async def test_a_prefetched_job_cancelled_before_it_starts_never_runs(db_url: str, conn: asyncpg.Connection) -> None:
+    started.clear()
+    release.clear()
+    first, waiting = await AsyncClient(conn).enqueue_many([NewJob("held", priority=1), NewJob("held")])
+    async with running_daemon(db_url, [held], concurrency=1, prefetch=1) as daemon:
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2)
+        assert await conn.fetchval("SELECT cancel_job($1)", waiting) == "cancelling"
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", waiting, expect="cancelled")
+        assert daemon.stats.cancelled == 1
+        release.set()
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", first, expect="completed")
+    assert started == [first]
