@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     )
     retention_seconds: float = Field(default=7 * 86_400, ge=0, description="How long finished jobs stay queryable.")
     prune_interval: float = Field(default=300.0, gt=0)
+    vacuum: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="VACUUM background_jobs ourselves: auto = only where autovacuum is off for it.",
+    )
+    vacuum_interval: float = Field(default=30.0, gt=0, description="Seconds between checks for dead rows.")
+    vacuum_min_dead_rows: int = Field(default=10_000, ge=1, description="Dead rows before a VACUUM is worth it.")
     limits: dict[str, GlobalLimits] = Field(
         default_factory=dict,
         description='Global limits per job type as JSON, e.g. {"analyze_image": {"rate": 100, "per_seconds": 60}}; '

@@ -152,6 +152,22 @@ class JobStore:
     async def sample_queue_depth(self) -> list[asyncpg.Record]:
         return await self.pool.fetch(self.queries.sample_queue_depth)
 
+    async def hot_table_vacuum_state(self) -> asyncpg.Record:
+        row = await self.pool.fetchrow(self.queries.hot_table_vacuum_state)
+        assert row is not None  # one row: the regclass cast fails if the table does not exist
+        return row
+
+    async def vacuum_hot_table(self) -> bool:
+        """VACUUM (ANALYZE) background_jobs; False when another replica is at it."""
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(self.queries.try_session_maintenance_lock, "vacuum"):
+                return False
+            try:
+                await conn.execute(self.queries.vacuum_hot_table)
+            finally:
+                await conn.fetchval(self.queries.release_session_maintenance_lock, "vacuum")
+        return True
+
     async def prune_finished(self, older_than_seconds: float, batch: int) -> int | None:
         """Delete one batch of old finished jobs; None when another replica is pruning."""
         async with self.pool.acquire() as conn, conn.transaction():

@@ -1,10 +1,12 @@
 """Timed services every replica runs; the database keeps them from stepping on each other
-(SKIP LOCKED for the rescuer, an advisory lock for the pruner)."""
+(SKIP LOCKED for the rescuer, advisory locks for the pruner and the vacuumer)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Literal
 
 import structlog
 
@@ -163,3 +165,72 @@ class QueueDepthSampler:
             if self.leading:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._store.release_leadership(self.LEADERSHIP, self._holder))
+
+
+VacuumMode = Literal["auto", "always", "never"]
+
+
+def vacuum_due(mode: VacuumMode, autovacuum_on: bool, dead_rows: int, live_rows: int, min_dead_rows: int) -> bool:
+    """Whether background_jobs needs our VACUUM now: in `auto` mode only where autovacuum is
+    off (every claim and every outcome leaves a dead row version, and nothing else reclaims
+    them); past `min_dead_rows` dead rows and a tenth of the live ones."""
+    if mode == "never" or (mode == "auto" and autovacuum_on):
+        return False
+    return dead_rows >= min_dead_rows and dead_rows >= live_rows // 10
+
+
+class HotTableVacuumer:
+    """Keeps background_jobs from growing without bound where autovacuum does not run: VACUUMs
+    it when enough dead rows piled up, one replica at a time (a session advisory lock)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        mode: VacuumMode,
+        interval: float,
+        min_dead_rows: int,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self._store = store
+        self._mode = mode
+        self._interval = interval
+        self._min_dead_rows = min_dead_rows
+        self._stopping = stopping
+        self._log = log
+        self._warned = False
+
+    async def vacuum_if_due(self) -> bool:
+        state = await self._store.hot_table_vacuum_state()
+        dead, live = state["dead_rows"], state["live_rows"]
+        if not vacuum_due(self._mode, state["autovacuum_on"], dead, live, self._min_dead_rows):
+            return False
+        if not state["may_vacuum"]:
+            if not self._warned:
+                self._warned = True
+                self._log.warning(
+                    "background_jobs needs VACUUM and this role may not run it (only its owner may): "
+                    "turn autovacuum on, or run the daemon as the table's owner, or VACUUM it from cron",
+                    dead_rows=state["dead_rows"],
+                    autovacuum=state["autovacuum_on"],
+                )
+            return False
+        started = time.perf_counter()
+        if not await self._store.vacuum_hot_table():
+            return False
+        self._log.info(
+            "vacuumed background_jobs",
+            dead_rows_before=state["dead_rows"],
+            seconds=round(time.perf_counter() - started, 3),
+            autovacuum=state["autovacuum_on"],
+        )
+        return True
+
+    async def run(self) -> None:
+        if self._mode == "never":
+            return
+        while not await sleep_unless(self._stopping, self._interval):
+            try:
+                await self.vacuum_if_due()
+            except Exception as exc:
+                self._log.warning("vacuum failed, will retry", error=repr(exc))

@@ -22,7 +22,7 @@ from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
-from jobrunner.daemon.maintenance import FinishedJobPruner, LeaseRescuer, QueueDepthSampler
+from jobrunner.daemon.maintenance import FinishedJobPruner, HotTableVacuumer, LeaseRescuer, QueueDepthSampler
 from jobrunner.daemon.ops import start_ops_endpoint
 from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
@@ -280,6 +280,12 @@ class Daemon:
             asyncio.create_task(
                 FinishedJobPruner(self._store, s.retention_seconds, s.prune_interval, self._stopping, self.log).run(),
                 name="pruner",
+            ),
+            asyncio.create_task(
+                HotTableVacuumer(
+                    self._store, s.vacuum, s.vacuum_interval, s.vacuum_min_dead_rows, self._stopping, self.log
+                ).run(),
+                name="vacuumer",
             ),
             asyncio.create_task(
                 SchedulerService.for_daemon(self._store.pool, s, self.worker_id, self._stopping, self.log).run(),
