@@ -73,22 +73,38 @@ RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.a
 -- Write many outcomes in one statement. A row is only written while this worker still holds
 -- the attempt it ran (same attempt number, still running): a worker that lost its lease (paused,
 -- cut off) cannot overwrite what the job's next holder does. Returns the ids it wrote.
-UPDATE {schema}.background_jobs AS j
-SET status = o.status,
-    attempts = CASE WHEN o.released THEN j.attempts - 1 ELSE j.attempts END,
-    release_count = CASE WHEN o.released THEN j.release_count + 1 ELSE j.release_count END,
-    scheduled_at = CASE WHEN o.status = 'pending'
-                        THEN now() + make_interval(secs => o.retry_in) ELSE j.scheduled_at END,
-    finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
-    lease_expires_at = NULL,
-    last_error = CASE WHEN o.error IS NULL THEN j.last_error ELSE o.error END,
-    last_error_traceback = CASE WHEN o.error IS NULL THEN j.last_error_traceback ELSE o.traceback END,
-    result = o.result
-FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::text[], $6::text[],
-            $7::jsonb[], $8::bool[])
-     AS o(id, attempt, status, retry_in, error, traceback, result, released)
-WHERE j.id = o.id AND j.attempts = o.attempt AND j.status = 'running'
-RETURNING j.id;
+-- Plain completions (no result, no error: most of them) come as two arrays ($1, $2) and take
+-- the short path; every other outcome comes in $3..$10.
+WITH completed AS (
+    UPDATE {schema}.background_jobs AS j
+    SET status = 'completed',
+        finished_at = now(),
+        lease_expires_at = NULL,
+        result = NULL
+    FROM unnest($1::bigint[], $2::int[]) AS o(id, attempt)
+    WHERE j.id = o.id AND j.attempts = o.attempt AND j.status = 'running'
+    RETURNING j.id
+), other AS (
+    UPDATE {schema}.background_jobs AS j
+    SET status = o.status,
+        attempts = CASE WHEN o.released THEN j.attempts - 1 ELSE j.attempts END,
+        release_count = CASE WHEN o.released THEN j.release_count + 1 ELSE j.release_count END,
+        scheduled_at = CASE WHEN o.status = 'pending'
+                            THEN now() + make_interval(secs => o.retry_in) ELSE j.scheduled_at END,
+        finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
+        lease_expires_at = NULL,
+        last_error = CASE WHEN o.error IS NULL THEN j.last_error ELSE o.error END,
+        last_error_traceback = CASE WHEN o.error IS NULL THEN j.last_error_traceback ELSE o.traceback END,
+        result = o.result
+    FROM unnest($3::bigint[], $4::int[], $5::text[], $6::float8[], $7::text[], $8::text[],
+                $9::jsonb[], $10::bool[])
+         AS o(id, attempt, status, retry_in, error, traceback, result, released)
+    WHERE j.id = o.id AND j.attempts = o.attempt AND j.status = 'running'
+    RETURNING j.id
+)
+SELECT id FROM completed
+UNION ALL
+SELECT id FROM other;
 
 -- name: claim_within_limits
 -- Claim jobs under a job type's global limits, a queue's, or both (see claim_jobs_within_limits

@@ -29,6 +29,11 @@ class Outcome:
     # handler run time; None when the handler never ran (unknown type, bad payload)
     duration: float | None = None
 
+    @property
+    def is_plain_completion(self) -> bool:
+        """Completed with nothing else to store: written by the short path."""
+        return self.status == "completed" and self.result_json is None and self.error is None
+
 
 @dataclass(frozen=True, slots=True)
 class RescuedJob:
@@ -70,16 +75,20 @@ class JobStore:
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; returns ids written (others had lost their lease)."""
+        plain = [o for o in outcomes if o.is_plain_completion]
+        other = [o for o in outcomes if not o.is_plain_completion] if len(plain) < len(outcomes) else []
         rows = await self.pool.fetch(
             self.queries.record_outcomes,
-            [o.job_id for o in outcomes],
-            [o.attempt for o in outcomes],
-            [o.status for o in outcomes],
-            [o.retry_in for o in outcomes],
-            [o.error for o in outcomes],
-            [o.traceback for o in outcomes],
-            [o.result_json for o in outcomes],
-            [o.released for o in outcomes],
+            [o.job_id for o in plain],
+            [o.attempt for o in plain],
+            [o.job_id for o in other],
+            [o.attempt for o in other],
+            [o.status for o in other],
+            [o.retry_in for o in other],
+            [o.error for o in other],
+            [o.traceback for o in other],
+            [o.result_json for o in other],
+            [o.released for o in other],
         )
         return {row["id"] for row in rows}
 
