@@ -89,11 +89,18 @@ async def fresh_database(server: str, database: str = BENCH_DB) -> str:
     return url
 
 
-def bench_settings(url: str, concurrency: int) -> Settings:
-    return Settings(database_url=url, concurrency=concurrency, worker_id="bench", log_format="json", log_level="info")
+def bench_settings(url: str, concurrency: int, prefetch: int = 0) -> Settings:
+    return Settings(
+        database_url=url,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        worker_id="bench",
+        log_format="json",
+        log_level="info",
+    )
 
 
-async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
+async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: int = 0) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
         new_jobs = [NewJob("noop") for _ in range(jobs)]
@@ -101,7 +108,8 @@ async def bench_drain(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
         await AsyncClient(conn).enqueue_many(new_jobs)
         enqueue_seconds = time.perf_counter() - enqueue_started
         await conn.execute("VACUUM ANALYZE background_jobs")
-        daemon = Daemon(bench_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url), burst=True)
+        settings = bench_settings(url, concurrency, prefetch)
+        daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url), burst=True)
         cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
         started = time.perf_counter()
         stats = await daemon.run()
@@ -134,7 +142,9 @@ def _difference(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
 
 
-async def bench_backlog(url: str, backlog: int, jobs: int, concurrency: int, repeat: int) -> list[dict[str, Any]]:
+async def bench_backlog(
+    url: str, backlog: int, jobs: int, concurrency: int, repeat: int, prefetch: int = 0
+) -> list[dict[str, Any]]:
     """`backlog` runnable no-op jobs wait; a daemon completes the first `jobs` of them (counted
     by its committed outcomes), then stops; `repeat` times, each from what the last one left."""
     conn = await asyncpg.connect(url)
@@ -146,7 +156,8 @@ async def bench_backlog(url: str, backlog: int, jobs: int, concurrency: int, rep
         runs = []
         for _ in range(repeat):
             done_before = await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'")
-            daemon = Daemon(bench_settings(url, concurrency), HandlerRegistry([noop]), parse_database_url(url))
+            settings = bench_settings(url, concurrency, prefetch)
+            daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url))
             cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
             started = time.perf_counter()
             task = asyncio.create_task(daemon.run())
@@ -284,17 +295,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         url = await fresh_database(server)
         report: dict[str, Any] = {
             "machine": await machine_report(url),
+            "prefetch": args.prefetch,
             "drain": [],
             "drain_with_backlog": [],
             "drain_with_history": [],
         }
         for concurrency in args.concurrency:
-            runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
+            runs = [await bench_drain(url, args.jobs, concurrency, args.prefetch) for _ in range(args.repeat)]
             report["drain"].append(median_run(runs))
         if args.backlog:
             report["backlog_rows"] = args.backlog
             for concurrency in args.concurrency:
-                runs = await bench_backlog(url, args.backlog, args.jobs, concurrency, args.repeat)
+                runs = await bench_backlog(url, args.backlog, args.jobs, concurrency, args.repeat, args.prefetch)
                 report["drain_with_backlog"].append(median_run(runs))
         report["enqueue"] = await bench_enqueue(url, args.single, args.bulk)
         report["pickup"] = await bench_pickup(url, args.samples)
@@ -302,7 +314,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             report["history_rows"] = args.history
             report["history_insert_seconds"] = round(await add_history(url, args.history), 1)
             for concurrency in args.concurrency:
-                runs = [await bench_drain(url, args.jobs, concurrency) for _ in range(args.repeat)]
+                runs = [await bench_drain(url, args.jobs, concurrency, args.prefetch) for _ in range(args.repeat)]
                 report["drain_with_history"].append(median_run(runs))
         return report
     finally:
@@ -316,7 +328,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, PostgreSQL {m['postgres']} "
         f"(synchronous_commit={m['synchronous_commit']}, shared_buffers={m['shared_buffers']}), asyncpg {m['asyncpg']}"
     )
-    print("\ndrain, no-op jobs, one process (median run)")
+    print(f"\ndrain, no-op jobs, one process, prefetch {report['prefetch']} (median run)")
     print(
         f"{'concurrency':>12} {'jobs':>8} {'jobs/s':>9} {'with backlog':>13} {'ratio':>6} {'with history':>13}"
         f" {'ratio':>6} {'µs CPU/job daemon':>18} {'database':>9}"
@@ -354,6 +366,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=1_000_000, help="runnable jobs waiting (0: skip)")
     parser.add_argument("--history", type=int, default=1_000_000, help="finished jobs to add (0: skip)")
+    parser.add_argument("--prefetch", type=int, default=0, help="JOBRUNNER_PREFETCH of the drains")
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=300)

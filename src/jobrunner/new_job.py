@@ -14,6 +14,8 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 _MAX_DELAY_SECONDS = 100 * 365 * 86_400
+# built once: json.dumps with any non-default argument builds a new encoder on every call
+_encode_json = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _require_utf8(text: str, name: str) -> None:
@@ -56,7 +58,7 @@ class NewJob:
         if not isinstance(self.payload, Mapping):
             raise InvalidJob(f"payload must be a JSON object (a dict), not {type(self.payload).__name__}")
         try:
-            payload_json = json.dumps(self.payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+            payload_json = _encode_json(self.payload)
         except RecursionError as exc:
             raise InvalidJob("payload is nested too deeply to be stored as JSON") from exc
         except (TypeError, ValueError) as exc:
