@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -17,6 +16,7 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
+from jobrunner import event_loop
 from jobrunner.client import AsyncClient
 from jobrunner.database import connect_kwargs
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
@@ -68,7 +68,7 @@ def _with_database(
     settings: Settings, body: Callable[[DatabaseUrl, DatabaseUrl | None], Coroutine[Any, Any, int]]
 ) -> int:
     with DatabaseTarget(settings) as (url, listen):
-        return asyncio.run(body(url, listen))
+        return event_loop.run(body(url, listen), settings.event_loop)
 
 
 # -- commands ------------------------------------------------------------------------------

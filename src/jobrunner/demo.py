@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from jobrunner import event_loop
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
 from jobrunner.daemon.worker import Daemon
@@ -200,4 +201,4 @@ def run_demo(settings: Settings, *, jobs: int, concurrency: int) -> int:
     with DatabaseTarget(settings) as (url, _listen):
         where = "the embedded PostgreSQL" if settings.database_url is None else url.redacted()
         console.print(f"[bold]jobrunner demo[/] on {where}")
-        return asyncio.run(_demo(url, settings, jobs, concurrency, console))
+        return event_loop.run(_demo(url, settings, jobs, concurrency, console), settings.event_loop)
