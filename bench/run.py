@@ -36,7 +36,7 @@ import asyncpg
 from bench.db_cpu import postgres_cpu_seconds
 from bench.latency import latency_summary, sample_pickups
 from bench.noop_handlers import noop
-from jobrunner import JobContext, NewJob, handler
+from jobrunner import JobContext, NewJob, event_loop, handler
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.worker import Daemon
 from jobrunner.dsn import parse_database_url
@@ -296,6 +296,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         report: dict[str, Any] = {
             "machine": await machine_report(url),
             "prefetch": args.prefetch,
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
             "drain": [],
             "drain_with_backlog": [],
             "drain_with_history": [],
@@ -328,7 +329,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, PostgreSQL {m['postgres']} "
         f"(synchronous_commit={m['synchronous_commit']}, shared_buffers={m['shared_buffers']}), asyncpg {m['asyncpg']}"
     )
-    print(f"\ndrain, no-op jobs, one process, prefetch {report['prefetch']} (median run)")
+    print(f"\ndrain, no-op jobs, one process, prefetch {report['prefetch']}, {report['event_loop']} (median run)")
     print(
         f"{'concurrency':>12} {'jobs':>8} {'jobs/s':>9} {'with backlog':>13} {'ratio':>6} {'with history':>13}"
         f" {'ratio':>6} {'µs CPU/job daemon':>18} {'database':>9}"
@@ -367,13 +368,16 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=1_000_000, help="runnable jobs waiting (0: skip)")
     parser.add_argument("--history", type=int, default=1_000_000, help="finished jobs to add (0: skip)")
     parser.add_argument("--prefetch", type=int, default=0, help="JOBRUNNER_PREFETCH of the drains")
+    parser.add_argument(
+        "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="as JOBRUNNER_EVENT_LOOP"
+    )
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args()
     configure_logging("json", "info")
-    report = asyncio.run(main_async(args))
+    report = event_loop.run(main_async(args), args.event_loop)
     print_report(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
