@@ -110,12 +110,14 @@ async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: int = 0) 
         await conn.execute("VACUUM ANALYZE background_jobs")
         settings = bench_settings(url, concurrency, prefetch)
         daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url), burst=True)
+        wal_before = await conn.fetchval("SELECT pg_current_wal_lsn()")
         cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
         started = time.perf_counter()
         stats = await daemon.run()
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
         db_cpu = _difference(postgres_cpu_seconds(), db_cpu_before)
+        wal_bytes = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", wal_before)
         completed = await conn.fetchval(
             "SELECT count(*) FROM background_jobs WHERE status = 'completed' AND job_type = 'noop'"
         )
@@ -131,6 +133,8 @@ async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: int = 0) 
         "jobs_per_second": round(jobs / elapsed),
         "daemon_cpu_us_per_job": round(cpu / jobs * 1e6, 1),
         "database_cpu_us_per_job": None if db_cpu is None else round(db_cpu / jobs * 1e6, 1),
+        # the whole server's WAL over the drain (claims, outcomes, vacuum, anything else) ÷ N
+        "wal_bytes_per_job": round(float(wal_bytes) / jobs),
         "claimed": stats.claimed,
         "verified_completed": completed,
         # the N jobs above went in with one enqueue_many call into an empty table
