@@ -9,7 +9,8 @@ Workloads (each on a fresh database `jobrunner_bench`):
   when its `completed` status is committed (checked by SQL at the end).
 - drain with backlog: the first N of 1M runnable no-op jobs waiting in the queue.
 - drain with history: the same after 1M finished jobs were added to the table.
-- µs of CPU per job: the daemon's process, and every PostgreSQL process (bench/db_cpu.py).
+- µs of CPU per job: the daemon's process, and every process of the PostgreSQL server
+  (bench/db_cpu.py); WAL bytes per job.
 - enqueue: one by one (AsyncClient.enqueue, one commit each) against a bare INSERT, and bulk
   (enqueue_many, one statement).
 - idle pick-up latency: a daemon waits idle; a job is INSERTed and committed; the time until
@@ -111,12 +112,13 @@ async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: int = 0) 
         settings = bench_settings(url, concurrency, prefetch)
         daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url), burst=True)
         wal_before = await conn.fetchval("SELECT pg_current_wal_lsn()")
-        cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds(backend)
         started = time.perf_counter()
         stats = await daemon.run()
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
-        db_cpu = _difference(postgres_cpu_seconds(), db_cpu_before)
+        db_cpu = _difference(postgres_cpu_seconds(backend), db_cpu_before)
         wal_bytes = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", wal_before)
         completed = await conn.fetchval(
             "SELECT count(*) FROM background_jobs WHERE status = 'completed' AND job_type = 'noop'"
@@ -157,12 +159,13 @@ async def bench_backlog(
         for start in range(0, backlog, batch):
             await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(min(batch, backlog - start))])
         await conn.execute("VACUUM ANALYZE background_jobs")
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
         runs = []
         for _ in range(repeat):
             done_before = await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'")
             settings = bench_settings(url, concurrency, prefetch)
             daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url))
-            cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds()
+            cpu_before, db_cpu_before = time.process_time(), postgres_cpu_seconds(backend)
             started = time.perf_counter()
             task = asyncio.create_task(daemon.run())
             # a short spin: the bench must not change the daemon it measures
@@ -170,7 +173,7 @@ async def bench_backlog(
                 await asyncio.sleep(0.005)
             elapsed = time.perf_counter() - started
             cpu = time.process_time() - cpu_before
-            db_cpu = _difference(postgres_cpu_seconds(), db_cpu_before)
+            db_cpu = _difference(postgres_cpu_seconds(backend), db_cpu_before)
             completed = daemon.stats.completed
             daemon.request_stop()
             await task
