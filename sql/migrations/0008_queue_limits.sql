@@ -98,8 +98,9 @@ BEGIN
                   AND (p_job_type IS NULL OR b.job_type = p_job_type)
                   AND (p_job_type IS NOT NULL OR (
                       b.job_type <> ALL(p_skip_types)
-                      AND NOT EXISTS (SELECT 1 FROM {schema}.jobrunner_limit_state AS ls
-                                      WHERE ls.job_type = b.job_type AND ls.paused_until > now())))
+                      -- NOT IN, not NOT EXISTS: see claim_batch
+                      AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
+                                             WHERE ls.paused_until > now())))
                 ORDER BY b.priority DESC, b.scheduled_at, b.id
                 LIMIT allowed
                 FOR UPDATE OF b SKIP LOCKED

@@ -40,10 +40,13 @@ WITH next AS (
               AND b.scheduled_at <= now()
               AND b.job_type <> ALL($5::text[])
               AND ($6::text IS NULL OR b.job_type = $6::text)
-              -- NOT EXISTS rather than <> ALL(ARRAY(subquery)): the latter's unknown selectivity
-              -- made the planner sort every pending row
-              AND NOT EXISTS (SELECT 1 FROM {schema}.jobrunner_limit_state AS ls
-                              WHERE ls.job_type = b.job_type AND ls.paused_until > now())
+              -- NOT IN (a hashed subplan, built once per claim), not NOT EXISTS: as an anti-join
+              -- its estimate fell to one row as soon as jobrunner_limit_state held a row (any
+              -- limited type), and the planner then sorted every pending row on each claim
+              -- (66 ms instead of 3 ms with 50,000 pending); nor <> ALL(ARRAY(subquery)), whose
+              -- unknown selectivity did the same
+              AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
+                                     WHERE ls.paused_until > now())
             ORDER BY b.scheduled_at, b.id
             LIMIT $3
             FOR UPDATE OF b SKIP LOCKED
