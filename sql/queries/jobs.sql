@@ -62,10 +62,9 @@ SET status = 'running',
     started_at = now(),
     lease_expires_at = now() + make_interval(secs => $4::float8),
     worker_id = $2
--- The claim commits without waiting for its WAL flush (this transaction only): a claim lost in
--- a server crash leaves the job pending, so it runs again, as after a lost lease, and a
--- claim is back in a fraction of a millisecond instead of after an fsync. Outcomes stay durable.
-FROM next, (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed_commit
+-- Flushed like any commit: a claim lost in a server crash would hand the same attempt number
+-- to the next holder, and the fencing on (id, attempt) could no longer tell the two runs apart.
+FROM next
 WHERE j.id = next.id
 RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.attempts,
           j.max_attempts, j.created_at, j.scheduled_at, j.dedupe_key,
@@ -111,12 +110,11 @@ SELECT id FROM other;
 
 -- name: claim_within_limits
 -- Claim jobs under a job type's global limits, a queue's, or both (see claim_jobs_within_limits
--- in migration 0008); committed without waiting for the WAL flush, like claim_batch.
+-- in migration 0008).
 SELECT id, job_type, queue, payload::text AS payload, priority, attempts, max_attempts, created_at,
        scheduled_at, dedupe_key,
        extract(epoch FROM now() - least(greatest(scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed_commit,
-     {schema}.claim_jobs_within_limits($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::text[],
+FROM {schema}.claim_jobs_within_limits($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::text[],
                                        $7::integer, $8::integer, $9::float8, $10::integer,
                                        $11::text, $12::integer, $13::integer, $14::float8);
 
