@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from jobrunner import AsyncClient, JobContext, NewJob, handler
+from jobrunner import AsyncClient, GlobalLimits, JobContext, NewJob, handler
 from tests.support import running_daemon, wait_for, wait_until
 
 started: list[int] = []
@@ -67,3 +67,50 @@ async def test_a_prefetched_job_cancelled_before_it_starts_never_runs(db_url: st
         release.set()
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", first, expect="completed")
     assert started == [first]
+
+
+async def test_a_prefetched_job_whose_lease_is_lost_is_dropped_and_claimed_afresh(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    started.clear()
+    release.clear()
+    first, waiting = await AsyncClient(conn).enqueue_many([NewJob("held", priority=1), NewJob("held")])
+    async with running_daemon(db_url, [held], concurrency=1, prefetch=1, heartbeat_interval=0.1) as daemon:
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2)
+        # another replica's rescuer took it back (as after an expired lease)
+        await conn.execute(
+            "UPDATE background_jobs SET status = 'pending', worker_id = NULL, lease_expires_at = NULL,"
+            " scheduled_at = now() + interval '1 hour' WHERE id = $1",
+            waiting,
+        )
+        await wait_until(lambda: daemon.stats.lost_leases == 1, what="the lost lease noticed")
+        assert waiting not in daemon._held
+        release.set()
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", first, expect="completed")
+    assert started == [first]  # the taken-back job never ran here
+    assert await conn.fetchval("SELECT status FROM background_jobs WHERE id = $1", waiting) == "pending"
+
+
+@handler("limited_and_held", limits=GlobalLimits(max_running=3))
+async def limited_and_held(ctx: JobContext[dict[str, object]]) -> None:
+    started.append(ctx.job.id)
+    await release.wait()
+
+
+async def test_prefetch_never_takes_a_global_limit_slot_it_cannot_start(db_url: str, conn: asyncpg.Connection) -> None:
+    started.clear()
+    release.clear()
+    client = AsyncClient(conn)
+    await client.enqueue_many([NewJob("limited_and_held") for _ in range(5)])
+    async with running_daemon(db_url, [limited_and_held, held], concurrency=1, prefetch=5) as daemon:
+        await wait_until(lambda: len(started) == 1, what="one limited job started")
+        # a later job proves the fetch loop claimed again after it (with room for the prefetch)
+        marker = await client.enqueue("held")
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", marker, expect="running")
+        running_limited = await conn.fetchval(
+            "SELECT count(*) FROM background_jobs WHERE job_type = 'limited_and_held' AND status = 'running'"
+        )
+        assert running_limited == 1  # not 3: the two others would only have waited here
+        assert daemon.stats.claimed == 2
+        release.set()
+        await wait_for(conn, "SELECT count(*) > 0 FROM background_jobs WHERE status = 'completed'")

@@ -45,7 +45,7 @@ class RescuedJob:
     worker_id: str | None
 
 
-def _claim_order(job: Job) -> tuple[int, float, int]:
+def claim_order(job: Job) -> tuple[int, float, int]:
     # waited_seconds orders like scheduled_at (reversed) and, unlike it, is never an infinite
     # timestamp that asyncpg hands back as a naive datetime
     return (-job.priority, -job.waited_seconds, job.id)
@@ -70,7 +70,7 @@ class JobStore:
         )
         jobs = [Job.from_claim_row(row) for row in rows]
         # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
-        jobs.sort(key=_claim_order)
+        jobs.sort(key=claim_order)
         return jobs
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
@@ -124,7 +124,7 @@ class JobStore:
             queue_limits and queue_limits.rate,
             queue_limits and queue_limits.per_seconds,
         )
-        return sorted((Job.from_claim_row(row) for row in rows), key=_claim_order)
+        return sorted((Job.from_claim_row(row) for row in rows), key=claim_order)
 
     async def seconds_until_runnable(self, queues: Sequence[str]) -> float | None:
         seconds: float | None = await self.pool.fetchval(self.queries.seconds_until_runnable, list(queues))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections import Counter
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from jobrunner.metrics import DaemonMetrics
 from jobrunner.migrate import pending_migrations
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.store import JobStore, Outcome
+from jobrunner.store import JobStore, Outcome, claim_order
 from jobrunner.systemd_notify import SystemdNotifier
 
 # the committed outcome of an attempt, as the stats and metrics name it
@@ -120,6 +121,7 @@ class Daemon:
         self._limits.update(settings.limits)
         # claimed apart from the fast claim: types with global or per-process limits (set in run)
         self._limited_types: list[str] = []
+        self._limited_first = False
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
 
@@ -328,7 +330,9 @@ class Daemon:
         while not self._stopping.is_set():
             self._last_fetch_turn = asyncio.get_running_loop().time()
             free = self._free_slots()
-            if free == 0:
+            # with jobs still waiting, refill the prefetch only once half of it is free: fewer,
+            # larger claims rather than one claim per finished job
+            if free == 0 or (self._waiting and free < (s.prefetch + 1) // 2):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -372,27 +376,47 @@ class Daemon:
             await sleep_unless(self._wakeup, s.poll_interval)
 
     async def _claim(self, limit: int) -> list[Job]:
-        """One fast claim for the queues and job types without limits, then one claim per
-        limited part, each taking no more than it has room for: per limited type (per-process
-        max_concurrency, global limits) in the queues without limits, per limited queue for its
-        other types, and per limited type within each limited queue."""
+        """One fast claim for the queues and job types without limits, and one claim per limited
+        part: per limited type (per-process max_concurrency, global limits) in the queues
+        without limits, per limited queue for its other types, and per limited type within each
+        limited queue. Which side goes first alternates, so neither can starve the other."""
+        s = self.settings
+        self._limited_first = not self._limited_first
+        # limited parts take only slots free now: a job waiting in the prefetch would hold a
+        # global slot (it is `running` in the database) and a spent token before it starts
+        free_now = max(0, s.concurrency - len(self._running) - len(self._waiting))
+        if self._limited_first:
+            jobs = await self._claim_limited(min(limit, free_now))
+            jobs += await self._claim_unlimited(limit - len(jobs))
+        else:
+            jobs = await self._claim_unlimited(limit)
+            jobs += await self._claim_limited(min(limit, free_now) - len(jobs))
+        jobs.sort(key=claim_order)
+        return jobs
+
+    async def _claim_unlimited(self, limit: int) -> list[Job]:
+        s = self.settings
+        free_queues = [q for q in s.queues if q not in s.queue_limits]
+        if limit <= 0 or not free_queues:
+            return []
+        assert self._store is not None
+        return await self._store.claim_batch(free_queues, self.worker_id, limit, s.lease_seconds, self._limited_types)
+
+    async def _claim_limited(self, limit: int) -> list[Job]:
         assert self._store is not None and self._executor is not None
         s = self.settings
-        local = self._executor.local_limits
         limited_types = self._limited_types
         free_queues = [q for q in s.queues if q not in s.queue_limits]
         jobs: list[Job] = []
-        if free_queues:
-            jobs = await self._store.claim_batch(free_queues, self.worker_id, limit, s.lease_seconds, limited_types)
-        if not limited_types and len(free_queues) == len(s.queues):
+        if limit <= 0 or (not limited_types and len(free_queues) == len(s.queues)):
             return jobs
+        local = self._executor.local_limits
         by_type = Counter(job.job_type for job in self._held.values())
-        by_type.update(job.job_type for job in jobs)
         for queue in [None, *(q for q in s.queues if q in s.queue_limits)]:
             queues = free_queues if queue is None else [queue]
             if not queues:
                 continue
-            # within the free queues the unlimited types were claimed above
+            # within the free queues the unlimited types are the fast claim's
             job_types: list[str | None] = [*limited_types] if queue is None else [None, *limited_types]
             for job_type in job_types:
                 room = limit - len(jobs)
@@ -428,18 +452,20 @@ class Daemon:
             return 0.0  # ask again after the next poll
 
     def _hold(self, job: Job) -> None:
-        """A job just claimed: run it if a slot is free, else keep it waiting for one."""
+        """A job just claimed: run it if a slot is free, else keep it waiting for one (and when
+        stopping, keep it for the drain to hand back)."""
         self.stats.claimed += 1
         self.metrics.job_claimed(job.job_type, job.queue, job.waited_seconds)
         self._held[job.id] = job
-        if len(self._running) < self.settings.concurrency:
+        if len(self._running) < self.settings.concurrency and not self._stopping.is_set():
             self._start(job)
         else:
             self._waiting[job.id] = job
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
-        self._running[job.id] = _Running(job, task)
+        running = self._running[job.id] = _Running(job, task)
+        task.add_done_callback(functools.partial(self._task_done, running))
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._running) < self.settings.concurrency and not self._stopping.is_set():
@@ -447,7 +473,7 @@ class Daemon:
             self._start(self._waiting.pop(job_id))
 
     async def _execute(self, job: Job) -> None:
-        assert self._executor is not None and self._completer is not None
+        assert self._executor is not None
         outcome: Outcome | None
         try:
             outcome = await self._executor.execute(job)
@@ -455,17 +481,30 @@ class Daemon:
             self.log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
             outcome = self._executor.crashed(job, exc)
         except asyncio.CancelledError:
-            reason = self._running[job.id].cancel_reason
-            if reason == "lease":
-                outcome = None  # the job is someone else's now: write nothing
-            elif reason == "cancel":
-                outcome = self._executor.cancelled(job)
-            else:
-                outcome = self._executor.released(job)
+            outcome = self._interrupted(self._running[job.id])
         finally:
             self._running.pop(job.id, None)
-            self._slot_freed.set()
-            self._start_waiting()
+        self._settle(job, outcome)
+
+    def _task_done(self, running: _Running, _task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never ran `_execute`, not even its `finally`:
+        settle its job here, or it would stay `running` under our heartbeat for good."""
+        if self._running.get(running.job.id) is running:
+            del self._running[running.job.id]
+            self._settle(running.job, self._interrupted(running))
+
+    @staticmethod
+    def _interrupted(running: _Running) -> Outcome | None:
+        if running.cancel_reason == "lease":
+            return None  # the job is someone else's now: write nothing
+        if running.cancel_reason == "cancel":
+            return JobExecutor.cancelled(running.job)
+        return JobExecutor.released(running.job)
+
+    def _settle(self, job: Job, outcome: Outcome | None) -> None:
+        assert self._completer is not None
+        self._slot_freed.set()
+        self._start_waiting()
         if outcome is None:
             self._held.pop(job.id, None)
         else:
@@ -524,6 +563,7 @@ class Daemon:
                     # never started: forget it, its next holder runs it
                     del self._waiting[job_id]
                     self._held.pop(job_id, None)
+                    self._slot_freed.set()
                     self.log.warning("lease lost: job was taken back before it started", job_id=job_id)
                     self.stats.lost_leases += 1
                     self.metrics.lost_leases.inc()
@@ -572,6 +612,7 @@ class Daemon:
             assert self._completer is not None
             self.log.info("cancelling waiting job on request", job_id=job_id, job_type=waiting.job_type)
             self._completer.submit(JobExecutor.cancelled(waiting))
+            self._slot_freed.set()
             return True
         running = self._running.get(job_id)
         if running is None or running.cancel_reason is not None:
