@@ -292,23 +292,19 @@ SELECT 1;
 
 -- name: hot_table_vacuum_state
 -- What the vacuumer decides on: is autovacuum on for background_jobs (server switch and table
--- option), may this role VACUUM it (owner or member of the owner), and its dead and live rows.
+-- option), may this role VACUUM it (the table's or the database's owner, or a member of either;
+-- superusers are members of every role), and its dead and live rows.
 SELECT current_setting('autovacuum')::bool
            AND coalesce((SELECT option_value::bool FROM pg_options_to_table(c.reloptions)
                          WHERE option_name = 'autovacuum_enabled'), true) AS autovacuum_on,
-       pg_has_role(c.relowner, 'MEMBER') AS may_vacuum,
+       pg_has_role(c.relowner, 'MEMBER')
+           OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'MEMBER')
+           AS may_vacuum,
        coalesce(s.n_dead_tup, 0) AS dead_rows,
        coalesce(s.n_live_tup, 0) AS live_rows
 FROM pg_class AS c
 LEFT JOIN pg_stat_all_tables AS s ON s.relid = c.oid
 WHERE c.oid = '{schema}.background_jobs'::regclass;
-
--- name: try_session_maintenance_lock
--- For maintenance that cannot run in a transaction (VACUUM): held until released.
-SELECT pg_try_advisory_lock(hashtext('jobrunner:{schema_name}:' || $1::text));
-
--- name: release_session_maintenance_lock
-SELECT pg_advisory_unlock(hashtext('jobrunner:{schema_name}:' || $1::text));
 
 -- name: vacuum_hot_table
 VACUUM (ANALYZE) {schema}.background_jobs;

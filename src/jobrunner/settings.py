@@ -12,8 +12,12 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobrunner.event_loop import EventLoopChoice
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.schedules import Schedule
+
+# auto: only where autovacuum is off for background_jobs
+VacuumMode = Literal["auto", "always", "never"]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -119,7 +123,7 @@ class Settings(BaseSettings):
     )
     retention_seconds: float = Field(default=7 * 86_400, ge=0, description="How long finished jobs stay queryable.")
     prune_interval: float = Field(default=300.0, gt=0)
-    vacuum: Literal["auto", "always", "never"] = Field(
+    vacuum: VacuumMode = Field(
         default="auto",
         description="VACUUM background_jobs ourselves: auto = only where autovacuum is off for it.",
     )
@@ -191,7 +195,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("JOBRUNNER_SENTRY_ENVIRONMENT", "SENTRY_ENVIRONMENT"),
         description="Sentry's environment tag (e.g. production); unset: Sentry's default.",
     )
-    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+    event_loop: EventLoopChoice = Field(
         default="auto", description="auto: uvloop when installed (about 10 % less CPU per job), else asyncio's."
     )
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from jobrunner.job import Job
+from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.sql_files import Queries
 
@@ -32,7 +32,7 @@ class Outcome:
     @property
     def is_plain_completion(self) -> bool:
         """Completed with nothing else to store: written by the short path."""
-        return self.status == "completed" and self.result_json is None and self.error is None
+        return self.status == JobStatus.COMPLETED and self.result_json is None and self.error is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,16 +166,8 @@ class JobStore:
         assert row is not None  # one row: the regclass cast fails if the table does not exist
         return row
 
-    async def vacuum_hot_table(self) -> bool:
-        """VACUUM (ANALYZE) background_jobs; False when another replica is at it."""
-        async with self.pool.acquire() as conn:
-            if not await conn.fetchval(self.queries.try_session_maintenance_lock, "vacuum"):
-                return False
-            try:
-                await conn.execute(self.queries.vacuum_hot_table)
-            finally:
-                await conn.fetchval(self.queries.release_session_maintenance_lock, "vacuum")
-        return True
+    async def vacuum_hot_table(self) -> None:
+        await self.pool.execute(self.queries.vacuum_hot_table)
 
     async def prune_finished(self, older_than_seconds: float, batch: int) -> int | None:
         """Delete one batch of old finished jobs; None when another replica is pruning."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Literal
 
 import structlog
 
 from jobrunner.daemon.backoff import sleep_unless
 from jobrunner.metrics import DaemonMetrics
+from jobrunner.settings import VacuumMode
 from jobrunner.store import JobStore
 
 RESCUE_BATCH = 1_000
@@ -167,9 +167,6 @@ class QueueDepthSampler:
                     await asyncio.shield(self._store.release_leadership(self.LEADERSHIP, self._holder))
 
 
-VacuumMode = Literal["auto", "always", "never"]
-
-
 def vacuum_due(mode: VacuumMode, autovacuum_on: bool, dead_rows: int, live_rows: int, min_dead_rows: int) -> bool:
     """Whether background_jobs needs our VACUUM now: in `auto` mode only where autovacuum is
     off (every claim and every outcome leaves a dead row version, and nothing else reclaims
@@ -181,11 +178,15 @@ def vacuum_due(mode: VacuumMode, autovacuum_on: bool, dead_rows: int, live_rows:
 
 class HotTableVacuumer:
     """Keeps background_jobs from growing without bound where autovacuum does not run: VACUUMs
-    it when enough dead rows piled up, one replica at a time (a session advisory lock)."""
+    it when enough dead rows piled up, one replica at a time (the holder of a leader lease: a
+    row, not a session lock, so it holds behind a transaction pooler too)."""
+
+    LEADERSHIP = "vacuum"
 
     def __init__(
         self,
         store: JobStore,
+        worker_id: str,
         mode: VacuumMode,
         interval: float,
         min_dead_rows: int,
@@ -193,6 +194,7 @@ class HotTableVacuumer:
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         self._store = store
+        self._worker_id = worker_id
         self._mode = mode
         self._interval = interval
         self._min_dead_rows = min_dead_rows
@@ -211,16 +213,21 @@ class HotTableVacuumer:
                 self._log.warning(
                     "background_jobs needs VACUUM and this role may not run it (only its owner may): "
                     "turn autovacuum on, or run the daemon as the table's owner, or VACUUM it from cron",
-                    dead_rows=state["dead_rows"],
+                    dead_rows=dead,
                     autovacuum=state["autovacuum_on"],
                 )
             return False
-        started = time.perf_counter()
-        if not await self._store.vacuum_hot_table():
+        # the lease outlives one VACUUM: another replica cannot start one meanwhile
+        if not await self._store.acquire_leadership(self.LEADERSHIP, self._worker_id, 3 * self._interval + 600):
             return False
+        started = time.perf_counter()
+        try:
+            await self._store.vacuum_hot_table()
+        finally:
+            await self._store.release_leadership(self.LEADERSHIP, self._worker_id)
         self._log.info(
             "vacuumed background_jobs",
-            dead_rows_before=state["dead_rows"],
+            dead_rows_before=dead,
             seconds=round(time.perf_counter() - started, 3),
             autovacuum=state["autovacuum_on"],
         )

@@ -201,6 +201,9 @@ class Daemon:
                 database=self.database_url.redacted(),
                 burst=self.burst,
             )
+            if unworked := sorted(set(self.settings.queue_limits) - set(self.settings.queues)):
+                # harmless where other replicas work them; a typo otherwise means no limit
+                self.log.warning("queue limits set for queues this daemon does not work", queues=unworked)
             for job_type, problem in self.registry.configuration_problems().items():
                 self.log.warning(
                     "handler not configured: its jobs will fail until it is", job_type=job_type, problem=problem
@@ -285,7 +288,13 @@ class Daemon:
             ),
             asyncio.create_task(
                 HotTableVacuumer(
-                    self._store, s.vacuum, s.vacuum_interval, s.vacuum_min_dead_rows, self._stopping, self.log
+                    self._store,
+                    self.worker_id,
+                    s.vacuum,
+                    s.vacuum_interval,
+                    s.vacuum_min_dead_rows,
+                    self._stopping,
+                    self.log,
                 ).run(),
                 name="vacuumer",
             ),
