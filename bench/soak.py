@@ -72,6 +72,7 @@ SELECT pg_relation_size(c.oid) AS heap_bytes,
        coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast_bytes,
        s.n_live_tup, s.n_dead_tup, s.n_tup_ins, s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del,
        s.last_autovacuum, s.autovacuum_count, s.last_autoanalyze, s.autoanalyze_count,
+       s.last_vacuum, s.vacuum_count,
        extract(epoch FROM now() - s.last_autovacuum)::float8 AS autovacuum_seconds_ago
 FROM pg_class AS c
 JOIN pg_stat_user_tables AS s ON s.relid = c.oid
@@ -190,6 +191,10 @@ async def take_sample(
             round(sizes["autovacuum_seconds_ago"], 1) if sizes["autovacuum_seconds_ago"] is not None else None
         ),
         "autoanalyze_count": sizes["autoanalyze_count"],
+        # VACUUMs not run by autovacuum: on a server with autovacuum off, the daemon's own
+        # (JOBRUNNER_VACUUM=auto)
+        "vacuum_count": sizes["vacuum_count"],
+        "last_vacuum": sizes["last_vacuum"].isoformat() if sizes["last_vacuum"] else None,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if daemon.alive():
@@ -213,7 +218,7 @@ def _mb(value: int) -> str:
 
 HEADER = (
     f"{'t (s)':>8} {'finished':>11} {'jobs/s':>7} {'pending':>8} {'heap MB':>8} {'idx MB':>7} {'total MB':>9} "
-    f"{'live tup':>9} {'dead tup':>9} {'autovac':>7} {'av ago':>7} {'RSS MB':>7} {'CPU %':>6}"
+    f"{'live tup':>9} {'dead tup':>9} {'autovac':>7} {'av ago':>7} {'vacuum':>6} {'RSS MB':>7} {'CPU %':>6}"
 )
 
 
@@ -223,7 +228,7 @@ def sample_line(s: dict[str, Any]) -> str:
         f"{s['t']:>8.0f} {s['finished']:>11,} {s.get('jobs_per_second') or 0:>7,} {s['pending']:>8,} "
         f"{_mb(s['heap_bytes']):>8} {_mb(s['indexes_bytes']):>7} {_mb(s['total_bytes']):>9} "
         f"{s['n_live_tup']:>9,} {s['n_dead_tup']:>9,} {s['autovacuum_count']:>7} "
-        f"{'-' if ago is None else f'{ago:.0f}s':>7} {s.get('daemon_rss_mb', '-'):>7} "
+        f"{'-' if ago is None else f'{ago:.0f}s':>7} {s.get('vacuum_count', '-'):>6} {s.get('daemon_rss_mb', '-'):>7} "
         f"{s.get('daemon_cpu_percent', '-'):>6}"
     )
 
@@ -374,8 +379,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         if settings.get("autovacuum") != "on":
             warning = (
-                "WARNING: autovacuum is off on this server: dead tuples are never reclaimed, so nothing here can "
-                "stay bounded; the per-table autovacuum settings of background_jobs do not apply"
+                "WARNING: autovacuum is off on this server: the per-table autovacuum settings of background_jobs "
+                "do not apply; only a VACUUM the daemon runs itself (JOBRUNNER_VACUUM=auto) reclaims dead rows"
             )
             report["warning"] = warning
             print(warning, flush=True)
@@ -493,6 +498,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("live tuples", lambda s: f"{s['n_live_tup']:,}"),
         ("dead tuples", lambda s: f"{s['n_dead_tup']:,}"),
         ("autovacuums", lambda s: str(s["autovacuum_count"])),
+        ("other vacuums", lambda s: str(s.get("vacuum_count", "-"))),
         ("finished", lambda s: f"{s['finished']:,}"),
     ]
     for label, get in rows:
