@@ -10,7 +10,7 @@ import time
 import asyncpg
 
 from jobrunner import AsyncClient, JobContext, handler
-from tests.support import job_row, jobrunner_process, running_daemon, wait_for
+from tests.support import job_row, jobrunner_process, running_daemon, wait_for, wait_until
 
 started = asyncio.Event()
 stopped_by_cancel = asyncio.Event()
@@ -61,7 +61,7 @@ async def _cancel_running(db_url: str, conn: asyncpg.Connection, **overrides: ob
         await asyncio.wait_for(stopped_by_cancel.wait(), 5)
         latency = time.monotonic() - asked
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="cancelled")
-        assert daemon.stats.cancelled == 1
+        await wait_until(lambda: daemon.stats.cancelled == 1, what="the cancel counted")
     row = await job_row(conn, job_id)
     assert row["last_error"] == "cancelled by request"
     assert row["finished_at"] is not None

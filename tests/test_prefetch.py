@@ -63,7 +63,7 @@ async def test_a_prefetched_job_cancelled_before_it_starts_never_runs(db_url: st
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2)
         assert await conn.fetchval("SELECT cancel_job($1)", waiting) == "cancelling"
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", waiting, expect="cancelled")
-        assert daemon.stats.cancelled == 1
+        await wait_until(lambda: daemon.stats.cancelled == 1, what="the cancel counted")
         release.set()
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", first, expect="completed")
     assert started == [first]
@@ -111,6 +111,29 @@ async def test_prefetch_never_takes_a_global_limit_slot_it_cannot_start(db_url: 
             "SELECT count(*) FROM background_jobs WHERE job_type = 'limited_and_held' AND status = 'running'"
         )
         assert running_limited == 1  # not 3: the two others would only have waited here
+        await wait_until(lambda: daemon.stats.claimed >= 2, what="the marker counted")
         assert daemon.stats.claimed == 2
         release.set()
         await wait_for(conn, "SELECT count(*) > 0 FROM background_jobs WHERE status = 'completed'")
+
+
+async def test_a_job_task_cancelled_before_its_first_step_is_still_settled(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """A cancel (NOTIFY, lost lease, second SIGTERM) can reach a job whose task was created in
+    the same loop step and never ran; the job must still end, not stay running under our heartbeat."""
+    started.clear()
+    job_id = await AsyncClient(conn).enqueue("held", queue="elsewhere")  # not a queue the daemon claims from
+    async with running_daemon(db_url, [held]) as daemon:
+        assert daemon._store is not None
+        [job] = await daemon._store.claim_batch(["elsewhere"], daemon.worker_id, 1, 30.0)
+        daemon._held[job.id] = job
+        daemon._start(job)
+        running = daemon._running[job.id]
+        running.cancel_reason = "cancel"
+        running.task.cancel()  # before the task's first step
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="cancelled")
+        # the daemon lets go of it once it sees the write committed, a moment after the test does
+        await wait_until(lambda: job.id not in daemon._held, what="the job let go")
+        assert job.id not in daemon._running
+    assert started == []
