@@ -122,6 +122,9 @@ class Daemon:
         # claimed apart from the fast claim: types with global or per-process limits (set in run)
         self._limited_types: list[str] = []
         self._limited_first = False
+        # the queues claimed fast, and those claimed one by one under their global limits
+        self._free_queues = [q for q in settings.queues if q not in settings.queue_limits]
+        self._limited_queues = [q for q in settings.queues if q in settings.queue_limits]
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
 
@@ -404,25 +407,24 @@ class Daemon:
         return jobs
 
     async def _claim_unlimited(self, limit: int) -> list[Job]:
-        s = self.settings
-        free_queues = [q for q in s.queues if q not in s.queue_limits]
-        if limit <= 0 or not free_queues:
+        if limit <= 0 or not self._free_queues:
             return []
         assert self._store is not None
-        return await self._store.claim_batch(free_queues, self.worker_id, limit, s.lease_seconds, self._limited_types)
+        return await self._store.claim_batch(
+            self._free_queues, self.worker_id, limit, self.settings.lease_seconds, self._limited_types
+        )
 
     async def _claim_limited(self, limit: int) -> list[Job]:
         assert self._store is not None and self._executor is not None
         s = self.settings
         limited_types = self._limited_types
-        free_queues = [q for q in s.queues if q not in s.queue_limits]
         jobs: list[Job] = []
-        if limit <= 0 or (not limited_types and len(free_queues) == len(s.queues)):
+        if limit <= 0 or (not limited_types and not self._limited_queues):
             return jobs
         local = self._executor.local_limits
         by_type = Counter(job.job_type for job in self._held.values())
-        for queue in [None, *(q for q in s.queues if q in s.queue_limits)]:
-            queues = free_queues if queue is None else [queue]
+        for queue in [None, *self._limited_queues]:
+            queues = self._free_queues if queue is None else [queue]
             if not queues:
                 continue
             # within the free queues the unlimited types are the fast claim's
