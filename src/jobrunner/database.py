@@ -40,6 +40,11 @@ def connect_kwargs(url: DatabaseUrl, connect_timeout: float) -> dict[str, Any]:
     return kwargs
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL):
+    one more round trip after every statement. asyncpg still rolls back an open transaction."""
+
+
 async def create_pool(
     url: DatabaseUrl,
     *,
@@ -47,13 +52,18 @@ async def create_pool(
     max_size: int,
     connect_timeout: float,
     idle_timeout: float,
+    reset_sessions: bool = True,
 ) -> asyncpg.Pool:
+    """`reset_sessions=False` only for a pool that runs jobrunner's own statements, none of which
+    leaves session state behind (locks are transaction-level, no SET, no LISTEN, no cursors):
+    the claim and the outcome write then take one round trip each instead of two."""
     pool = await asyncpg.create_pool(
         **connect_kwargs(url, connect_timeout),
         min_size=min(min_size, max_size),
         max_size=max_size,
         max_inactive_connection_lifetime=idle_timeout,
         command_timeout=None,
+        reset=None if reset_sessions else _keep_session,
     )
     assert pool is not None
     return pool

@@ -254,6 +254,8 @@ class Daemon:
                     max_size=INTERNAL_POOL_SIZE,
                     connect_timeout=self.settings.connect_timeout,
                     idle_timeout=self.settings.pool_idle_timeout,
+                    # only our own statements run here; handlers get the other pool
+                    reset_sessions=False,
                 )
             except TRANSIENT_ERRORS as exc:
                 failures += 1
