@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
+from jobrunner.daemon.deadlines import Deadlines
 from jobrunner.error_reporting import report_job_error
 from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler
@@ -80,6 +81,7 @@ class JobExecutor:
             if (h := registry.get(job_type)) and h.max_concurrency
         }
         self._type_limits = {job_type: asyncio.Semaphore(n) for job_type, n in self.local_limits.items()}
+        self._deadlines = Deadlines()
 
     async def execute(self, job: Job) -> Outcome:
         handler = self._registry.get(job.job_type)
@@ -128,9 +130,23 @@ class JobExecutor:
 
     async def _attempt(self, handler: Handler, job: Job, context: JobContext[Any]) -> Outcome:
         timeout = handler.timeout if handler.timeout is not None else self._default_timeout
+        deadline = None if timeout is None else self._deadlines.arm(timeout)
         try:
-            async with asyncio.timeout(timeout) as deadline:
+            try:
                 result = await handler.func(context)
+            finally:
+                if deadline is not None:
+                    self._deadlines.disarm(deadline)
+                    # like asyncio.timeout: our own cancel is taken back, anyone else's stays
+                    if deadline.expired and deadline.task.uncancel() > deadline.base_cancelling:
+                        deadline = None
+        except asyncio.CancelledError:
+            if deadline is None or not deadline.expired:
+                raise  # shutdown, a lost lease, a cancel request: the daemon decides
+            message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
+            return self._retry_or_dead(
+                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+            )
         except PermanentError as exc:
             return self._failed(job, f"{type(exc).__name__}: {exc}", context.log, with_traceback=True)
         except UpstreamRateLimited as exc:
@@ -148,12 +164,12 @@ class JobExecutor:
         except RetryLater as exc:
             return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), context.log)
         except TimeoutError:
-            if deadline.expired():
-                message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
-            else:
-                message = "TimeoutError raised by the handler"
             return self._retry_or_dead(
-                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+                job,
+                handler.retry.delay_for(job.attempt),
+                "TimeoutError raised by the handler",
+                traceback.format_exc(),
+                context.log,
             )
         except Exception as exc:
             if not job.is_last_attempt:  # the dead path below reports the last one

@@ -1,0 +1,68 @@
+"""Handler timeouts for many short jobs: one event-loop timer per slice of time, not per job.
+
+`asyncio.timeout()` starts and stops a timer of its own for every attempt; at tens of
+thousands of jobs a second that was about 3 µs of each job's ~20 µs of daemon CPU (uvloop). Here
+deadlines are grouped by the TICK they fall in, and each group has one timer, set for the
+group's end: a deadline fires up to TICK late, never early. A job that finishes takes itself
+out of its group, and the last one out cancels the group's timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+# how late a deadline may fire
+TICK = 0.01
+
+
+class Deadline:
+    """One attempt's deadline: when it passes, the task is cancelled and `expired` is set."""
+
+    __slots__ = ("_group", "_slot", "base_cancelling", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[object], group: set[Deadline], slot: int) -> None:
+        self.task = task
+        # the task's cancellation count before us: anything above it is someone else's cancel
+        self.base_cancelling = task.cancelling()
+        self.expired = False
+        self._group = group
+        self._slot = slot
+
+
+class Deadlines:
+    def __init__(self) -> None:
+        self._groups: dict[int, set[Deadline]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    def arm(self, seconds: float) -> Deadline:
+        """A deadline `seconds` from now for the running task."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "a deadline needs a running task"
+        slot = math.ceil((loop.time() + seconds) / TICK)
+        group = self._groups.get(slot)
+        if group is None:
+            group = self._groups[slot] = set()
+            self._timers[slot] = loop.call_at(slot * TICK, self._expire, slot)
+        deadline = Deadline(task, group, slot)
+        group.add(deadline)
+        return deadline
+
+    def disarm(self, deadline: Deadline) -> None:
+        """The attempt ended: forget its deadline (a no-op once it has fired)."""
+        group = deadline._group
+        group.discard(deadline)
+        if not group and self._groups.get(deadline._slot) is group:
+            del self._groups[deadline._slot]
+            self._timers.pop(deadline._slot).cancel()
+
+    def _expire(self, slot: int) -> None:
+        self._timers.pop(slot, None)
+        for deadline in self._groups.pop(slot, ()):
+            deadline.expired = True
+            deadline.task.cancel()
+
+    def __len__(self) -> int:
+        """Deadlines armed and not yet passed."""
+        return sum(len(group) for group in self._groups.values())
