@@ -1,0 +1,132 @@
+"""Plans of the hot statements, whatever the statistics say. The claim must walk the claim
+index: a plan that reads every pending row makes each claim cost grow with the backlog. The
+statements on a worker's own jobs must find them by id: walking every running job makes each
+outcome write cost grow with what all replicas run.
+
+The claim runs inside claim_jobs (migration 0010), so an EXPLAIN of the call shows only a
+function scan; the buffers it counts are the function's, though, and a claim that walks the
+index touches a few dozen pages where a scan of the table touches all of them. (The first call
+on a connection also plans, and reads the catalog: the tests count a later one.)"""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+
+from jobrunner.store import JobStore
+
+BACKLOG = 50_000
+
+
+async def touched_by_claim(conn: asyncpg.Connection, limit: int, only_type: str | None = None) -> int:
+    """Shared buffers one claim of `limit` jobs touched; rolled back, so the backlog stays."""
+    claim = JobStore(conn, "public").queries.claim_batch
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        [row] = await conn.fetch(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, [], only_type
+        )
+    finally:
+        await transaction.rollback()
+    plan = json.loads(row[0])[0]["Plan"]
+    assert plan["Actual Rows"] == limit
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+
+async def table_pages(conn: asyncpg.Connection) -> int:
+    pages: int = await conn.fetchval("SELECT pg_relation_size('background_jobs') / current_setting('block_size')::int")
+    return pages
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["nothing paused", "a type paused"])
+async def test_a_claim_walks_the_claim_index_with_a_limited_type_on_record(
+    conn: asyncpg.Connection, paused: bool
+) -> None:
+    # the shape that once turned the plan into "read and sort every pending row": one job type
+    # in the backlog and a row in jobrunner_limit_state (any limited or paused type has one)
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
+    paused_until = "now() + interval '1 hour'" if paused else "NULL"
+    await conn.execute(
+        f"INSERT INTO jobrunner_limit_state (job_type, paused_until) VALUES ('analyze_image', {paused_until})"
+    )
+    await conn.execute("ANALYZE background_jobs; ANALYZE jobrunner_limit_state")
+    pages = await table_pages(conn)
+    for only_type in (None, "noop"):
+        await touched_by_claim(conn, 10, only_type)  # the first call plans (catalog reads count)
+        touched = await touched_by_claim(conn, 10, only_type)
+        assert touched < pages / 4, f"a 10-job claim touched {touched} of the table's {pages} pages"
+
+
+async def test_a_plan_made_on_an_empty_table_still_walks_the_index_once_it_fills(conn: asyncpg.Connection) -> None:
+    # the function's plan is made once per connection: made while the queue was empty (a
+    # daemon started on a fresh database), a plan free to choose would scan and sort the table
+    await conn.execute("ANALYZE background_jobs")
+    claim = JobStore(conn, "public").queries.claim_batch
+    assert await conn.fetch(claim, ["default"], "plan-check", 10, 30.0, [], None) == []
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
+    pages = await table_pages(conn)
+    touched = await touched_by_claim(conn, 10)
+    assert touched < pages / 4, f"a 10-job claim touched {touched} of the table's {pages} pages"
+
+
+async def all_running_after_stale_statistics(conn: asyncpg.Connection, jobs: int) -> None:
+    """Statistics taken while nothing ran (an estimate of one running row), then `jobs` jobs
+    running, most of them other replicas': walking background_jobs_lease_idx costs them all."""
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {jobs})")
+    await conn.execute("ANALYZE background_jobs")
+    await conn.execute(
+        "UPDATE background_jobs SET status = 'running', attempts = 1, lease_expires_at = now() + interval '1 hour'"
+    )
+
+
+# the statements that look up this worker's own jobs by id, with their parameter types
+BY_ID = {
+    "extend_leases": "bigint[], int[], float8",
+    "cancel_requested": "bigint[]",
+    "set_progress": "bigint, int, jsonb",
+}
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_generic_plan", "force_custom_plan"])
+@pytest.mark.parametrize("statement", sorted(BY_ID))
+async def test_own_jobs_are_found_by_id_not_by_walking_every_running_job(
+    conn: asyncpg.Connection, statement: str, plan_cache_mode: str
+) -> None:
+    await all_running_after_stale_statistics(conn, 2000)
+    await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
+    query = getattr(JobStore(conn, "public").queries, statement)
+    await conn.execute(f"PREPARE by_id ({BY_ID[statement]}) AS {query}")
+    arguments = {
+        "extend_leases": "'{1,2,3}', '{1,1,1}', 30",
+        "cancel_requested": "'{1,2,3}'",
+        "set_progress": "1, 1, '{}'",
+    }[statement]
+    try:
+        plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE by_id({arguments})"))
+    finally:
+        await conn.execute("DEALLOCATE by_id; RESET plan_cache_mode")
+    assert "background_jobs_lease_idx" not in plan, plan
+    assert "background_jobs_pkey" in plan, plan
+
+
+async def test_outcome_writes_fetch_their_own_rows_not_every_running_job(conn: asyncpg.Connection) -> None:
+    # record_outcomes is a function (migration 0011), so its plan is not in an outer EXPLAIN:
+    # count the rows its index scans fetched instead, within one rolled-back transaction
+    await all_running_after_stale_statistics(conn, 5000)
+    record = JobStore(conn, "public").queries.record_outcomes
+    arguments = ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1] * 10, [11], [1], ["failed"], [0.0], ["x"], ["x"], [None], [False])
+    fetched = "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'background_jobs'"
+    for _ in range(2):  # the first call plans; the second runs the plan every later call runs
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            before = await conn.fetchval(fetched)
+            assert len(await conn.fetch(record, *arguments)) == 11
+            rows_fetched = await conn.fetchval(fetched) - before
+        finally:
+            await transaction.rollback()
+    # by id: one row per outcome; through background_jobs_lease_idx: all 5,000 running
+    assert rows_fetched <= 11, f"writing 11 outcomes fetched {rows_fetched} rows"
