@@ -1,12 +1,17 @@
 """record_outcomes: plain completions and every other outcome in one statement, each fenced
-by the attempt it ran."""
+by the attempt it ran; it and the heartbeat lock rows in one order."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from jobrunner import AsyncClient, NewJob
+from jobrunner.job import Job
 from jobrunner.store import JobStore, Outcome
+from tests.support import wait_for
 
 
 async def test_one_batch_writes_completions_failures_and_refuses_stale_attempts(
@@ -39,3 +44,59 @@ async def test_one_batch_writes_completions_failures_and_refuses_stale_attempts(
     assert rows[stale]["status"] == "running"
     assert rows[done_after_failure]["status"] == "completed"
     assert rows[done_after_failure]["last_error"] == "earlier failure"  # kept, as the README says
+
+
+async def rows_locked_by_a_blocked_write(
+    db_url: str, conn: asyncpg.Connection, write: Callable[[JobStore, list[Job]], Awaitable[object]]
+) -> tuple[set[int], set[int]]:
+    """Run `write` on ten claimed jobs while another session holds the fifth row's lock; once
+    the write waits for it, report which rows it had already locked and which it had not."""
+    await AsyncClient(conn).enqueue_many([NewJob("t") for _ in range(10)])
+    store = JobStore(conn, "public")  # type: ignore[arg-type]
+    jobs = sorted(await store.claim_batch(["default"], "w", 10, 30.0), key=lambda job: job.id)
+    middle = jobs[4].id
+    blocker = await asyncpg.connect(db_url)
+    writer = await asyncpg.connect(db_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM background_jobs WHERE id = $1 FOR UPDATE", middle)
+            # handed over in descending order: the write must still lock in ascending order
+            task = asyncio.create_task(write(JobStore(writer, "public"), jobs[::-1]))  # type: ignore[arg-type]
+            await wait_for(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = $1",
+                writer.get_server_pid(),
+                expect=1,
+            )
+            locked, free = set(), set()
+            for job in jobs:
+                if job.id == middle:
+                    continue
+                try:
+                    async with conn.transaction():
+                        await conn.execute("SELECT 1 FROM background_jobs WHERE id = $1 FOR UPDATE NOWAIT", job.id)
+                        free.add(job.id)
+                except asyncpg.LockNotAvailableError:
+                    locked.add(job.id)
+        await asyncio.wait_for(task, 10)
+    finally:
+        await blocker.close()
+        await writer.close()
+    return locked, {job.id for job in jobs if job.id < middle}
+
+
+async def test_outcome_writes_lock_rows_in_id_order(db_url: str, conn: asyncpg.Connection) -> None:
+    # the heartbeat locks in the same order, so the two writes cannot deadlock on each other
+    async def complete(store: JobStore, jobs: list[Job]) -> object:
+        return await store.record_outcomes([Outcome(j.id, j.attempt, "t", "default", "completed") for j in jobs])
+
+    locked, below = await rows_locked_by_a_blocked_write(db_url, conn, complete)
+    assert locked == below
+
+
+async def test_heartbeats_lock_rows_in_id_order(db_url: str, conn: asyncpg.Connection) -> None:
+    async def heartbeat(store: JobStore, jobs: list[Job]) -> object:
+        return await store.extend_leases({j.id: j.attempt for j in jobs}, 30.0)
+
+    locked, below = await rows_locked_by_a_blocked_write(db_url, conn, heartbeat)
+    assert locked == below

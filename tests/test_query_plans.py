@@ -109,6 +109,7 @@ async def test_own_jobs_are_found_by_id_not_by_walking_every_running_job(
     finally:
         await conn.execute("DEALLOCATE by_id; RESET plan_cache_mode")
     assert "background_jobs_lease_idx" not in plan, plan
+    assert "Seq Scan on background_jobs" not in plan, plan
     assert "background_jobs_pkey" in plan, plan
 
 

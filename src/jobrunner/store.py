@@ -45,6 +45,10 @@ class RescuedJob:
     worker_id: str | None
 
 
+def _by_job_id(outcome: Outcome) -> int:
+    return outcome.job_id
+
+
 def claim_order(job: Job) -> tuple[int, float, int]:
     # waited_seconds orders like scheduled_at (reversed) and, unlike it, is never an infinite
     # timestamp that asyncpg hands back as a naive datetime
@@ -75,8 +79,11 @@ class JobStore:
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; returns ids written (others had lost their lease)."""
-        plain = [o for o in outcomes if o.is_plain_completion]
-        other = [o for o in outcomes if not o.is_plain_completion] if len(plain) < len(outcomes) else []
+        # the rows are locked in array order (migration 0011's plan): ascending ids, as the
+        # heartbeat locks them, so that the two writes cannot deadlock on each other's rows
+        ordered = sorted(outcomes, key=_by_job_id)
+        plain = [o for o in ordered if o.is_plain_completion]
+        other = [o for o in ordered if not o.is_plain_completion] if len(plain) < len(ordered) else []
         rows = await self.pool.fetch(
             self.queries.record_outcomes,
             [o.job_id for o in plain],
