@@ -22,17 +22,18 @@ BACKLOG = 50_000
 
 async def touched_by_claim(conn: asyncpg.Connection, limit: int, only_type: str | None = None) -> int:
     """Shared buffers one claim of `limit` jobs touched; rolled back, so the backlog stays."""
-    claim = JobStore(conn, "public").queries.claim_batch
+    queries = JobStore(conn, "public").queries
+    claim, last = (queries.claim_batch, []) if only_type is None else (queries.claim_batch_of_type, only_type)
     transaction = conn.transaction()
     await transaction.start()
     try:
         [row] = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, [], only_type
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, last
         )
     finally:
         await transaction.rollback()
     plan = json.loads(row[0])[0]["Plan"]
-    assert plan["Actual Rows"] == limit
+    assert plan["Actual Rows"] == (limit if only_type != "rare" else 0)
     return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
 
@@ -60,12 +61,21 @@ async def test_a_claim_walks_the_claim_index_with_a_limited_type_on_record(
         assert touched < pages / 4, f"a 10-job claim touched {touched} of the table's {pages} pages"
 
 
+async def test_a_claim_of_a_rare_type_does_not_walk_past_the_others(conn: asyncpg.Connection) -> None:
+    # the claims of types with a per-process limit: none of them waits, 50,000 others do
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
+    await conn.execute("ANALYZE background_jobs")
+    pages = await table_pages(conn)
+    touched = await touched_by_claim(conn, 10, "rare")
+    assert touched < pages / 4, f"a claim of a type with no job waiting touched {touched} of {pages} pages"
+
+
 async def test_a_plan_made_on_an_empty_table_still_walks_the_index_once_it_fills(conn: asyncpg.Connection) -> None:
     # the function's plan is made once per connection: made while the queue was empty (a
     # daemon started on a fresh database), a plan free to choose would scan and sort the table
     await conn.execute("ANALYZE background_jobs")
     claim = JobStore(conn, "public").queries.claim_batch
-    assert await conn.fetch(claim, ["default"], "plan-check", 10, 30.0, [], None) == []
+    assert await conn.fetch(claim, ["default"], "plan-check", 10, 30.0, []) == []
     await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
     pages = await table_pages(conn)
     touched = await touched_by_claim(conn, 10)

@@ -8,9 +8,9 @@
 --
 -- Claim up to p_limit runnable jobs of the queues p_queues for worker p_worker, highest
 -- priority first, then oldest scheduled_at, skipping the job types in p_skip_types (claimed
--- apart because of their limits) and types paused for upstream back-pressure; only of type
--- p_only_type when it is given. How it walks background_jobs_claim_idx (queue, priority DESC,
--- scheduled_at, id):
+-- apart because of their limits) and types paused for upstream back-pressure (a claim of one
+-- type alone is claim_batch_of_type in sql/queries/jobs.sql). How it walks
+-- background_jobs_claim_idx (queue, priority DESC, scheduled_at, id):
 -- * one walk per queue (queue = q, not queue = ANY): only an equality on the leading column lets
 --   the index hand rows over in claim order, instead of sorting every pending row;
 -- * within a queue, one walk per priority level present (a skip scan, levels found by a
@@ -33,8 +33,7 @@ CREATE OR REPLACE FUNCTION {schema}.claim_jobs(
     p_worker     text,
     p_limit      integer,
     p_lease      float8,
-    p_skip_types text[],
-    p_only_type  text DEFAULT NULL
+    p_skip_types text[]
 ) RETURNS TABLE (
     id             bigint,
     job_type       text,
@@ -87,7 +86,6 @@ BEGIN
                 FROM {schema}.background_jobs AS b
                 WHERE b.status = 'pending' AND b.queue = q.name AND b.priority = l.priority
                   AND b.scheduled_at <= now()
-                  AND (p_only_type IS NULL OR b.job_type = p_only_type)
                   AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
                                          WHERE ls.paused_until > now()
                                          UNION ALL
@@ -109,8 +107,8 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION {schema}.claim_jobs(text[], text, integer, float8, text[], text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION {schema}.claim_jobs(text[], text, integer, float8, text[], text) TO jobrunner_worker;
+REVOKE ALL ON FUNCTION {schema}.claim_jobs(text[], text, integer, float8, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION {schema}.claim_jobs(text[], text, integer, float8, text[]) TO jobrunner_worker;
 
 DO $$
 DECLARE
@@ -118,7 +116,7 @@ DECLARE
 BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.claim_jobs(text[], text, integer, float8, text[], text) '
+            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.claim_jobs(text[], text, integer, float8, text[]) '
                            'FROM %I', r);
         END IF;
     END LOOP;

@@ -69,9 +69,14 @@ class JobStore:
         skip_types: Sequence[str] = (),
         only_type: str | None = None,
     ) -> list[Job]:
-        rows = await self.pool.fetch(
-            self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds, list(skip_types), only_type
-        )
+        if only_type is None:
+            rows = await self.pool.fetch(
+                self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds, list(skip_types)
+            )
+        else:  # skip_types cannot matter: only one type is claimed
+            rows = await self.pool.fetch(
+                self.queries.claim_batch_of_type, list(queues), worker_id, limit, lease_seconds, only_type
+            )
         jobs = [Job.from_claim_row(row) for row in rows]
         # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
         jobs.sort(key=claim_order)
