@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from jobrunner.client import AsyncClient
 from jobrunner.daemon.worker import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.embedded import EmbeddedPostgres
+from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
 from jobrunner.registry import HandlerRegistry
@@ -304,6 +306,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "machine": await machine_report(url),
             "prefetch": args.prefetch,
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            "gc_frozen_objects": gc.get_freeze_count(),
             "drain": [],
             "drain_with_backlog": [],
             "drain_with_history": [],
@@ -336,7 +339,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, PostgreSQL {m['postgres']} "
         f"(synchronous_commit={m['synchronous_commit']}, shared_buffers={m['shared_buffers']}), asyncpg {m['asyncpg']}"
     )
-    print(f"\ndrain, no-op jobs, one process, prefetch {report['prefetch']}, {report['event_loop']} (median run)")
+    heap = "start-up heap frozen" if report["gc_frozen_objects"] else "start-up heap not frozen"
+    print(
+        f"\ndrain, no-op jobs, one process, prefetch {report['prefetch']}, {report['event_loop']}, {heap} (median run)"
+    )
     print(
         f"{'concurrency':>12} {'jobs':>8} {'jobs/s':>9} {'with backlog':>13} {'ratio':>6} {'with history':>13}"
         f" {'ratio':>6} {'µs CPU/job daemon':>18} {'database':>9}"
@@ -378,12 +384,20 @@ def main() -> int:
     parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="as JOBRUNNER_EVENT_LOOP"
     )
+    parser.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="leave the start-up heap to the collector (`jobrunner run` freezes it)",
+    )
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args()
     configure_logging("json", "info")
+    if args.gc_freeze:
+        freeze_startup_heap()  # as `jobrunner run` does once its handlers are imported
     report = event_loop.run(main_async(args), args.event_loop)
     print_report(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)

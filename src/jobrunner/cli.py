@@ -21,6 +21,7 @@ from jobrunner.client import AsyncClient
 from jobrunner.database import connect_kwargs
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
 from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
+from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import MigrationError, migrate
 from jobrunner.new_job import InvalidJob
@@ -78,6 +79,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobrunner.daemon.worker import Daemon, NotMigrated
 
     registry = HandlerRegistry.discover(settings.handler_modules)
+    freeze_startup_heap()
 
     async def body(url: DatabaseUrl, listen: DatabaseUrl | None) -> int:
         if args.migrate:
