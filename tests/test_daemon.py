@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from datetime import timedelta
 from typing import Any
@@ -303,6 +304,18 @@ async def test_handler_timeout_fails_the_attempt(db_url: str, conn: asyncpg.Conn
     row = await job_row(conn, job_id)
     assert "timed out after 0.2s" in row["last_error"]
     assert row["last_error_traceback"]
+
+
+async def test_an_infinite_handler_timeout_means_no_deadline(db_url: str, conn: asyncpg.Connection) -> None:
+    # timeout=inf is how one handler opts out of JOBRUNNER_DEFAULT_TIMEOUT
+    @handler("unhurried", timeout=math.inf)
+    async def unhurried(ctx: JobContext[dict[str, Any]]) -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    job_id = await insert_job(conn, "unhurried")
+    async with running_daemon(db_url, [unhurried]):
+        await wait_for(conn, STATUS, job_id, expect="completed", timeout=5)
 
 
 async def test_follow_up_job_exists_only_if_the_handler_transaction_commits(

@@ -94,6 +94,24 @@ async def test_outcome_writes_lock_rows_in_id_order(db_url: str, conn: asyncpg.C
     assert locked == below
 
 
+async def test_a_mixed_batch_of_outcomes_locks_rows_in_id_order(db_url: str, conn: asyncpg.Connection) -> None:
+    # completions and retries are two UPDATEs; the lowest ids are the retries, so locking each
+    # UPDATE's rows in its own order would take the completions' first
+    async def complete_and_retry(store: JobStore, jobs: list[Job]) -> object:
+        retried = {job.id for job in sorted(jobs, key=lambda job: job.id)[:3:2]}
+        return await store.record_outcomes(
+            [
+                Outcome(j.id, j.attempt, "t", "default", "pending", retry_in=60.0, error="boom")
+                if j.id in retried
+                else Outcome(j.id, j.attempt, "t", "default", "completed")
+                for j in jobs
+            ]
+        )
+
+    locked, below = await rows_locked_by_a_blocked_write(db_url, conn, complete_and_retry)
+    assert locked == below
+
+
 async def test_heartbeats_lock_rows_in_id_order(db_url: str, conn: asyncpg.Connection) -> None:
     async def heartbeat(store: JobStore, jobs: list[Job]) -> object:
         return await store.extend_leases({j.id: j.attempt for j in jobs}, 30.0)

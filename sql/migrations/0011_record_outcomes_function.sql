@@ -34,6 +34,16 @@ SET enable_bitmapscan = off
 SET jit = off
 AS $$
 BEGIN
+    IF cardinality(p_completed_ids) > 0 AND cardinality(p_ids) > 0 THEN
+        -- a mixed batch runs both UPDATEs, each locking in its own array's order: take every
+        -- row's lock first, in ascending id order, as the heartbeat (extend_leases) takes them,
+        -- so that the two cannot deadlock. A batch of one kind locks in its array's order,
+        -- which the caller sorts.
+        PERFORM 1 FROM {schema}.background_jobs AS j
+        WHERE j.id = ANY(p_completed_ids || p_ids)
+        ORDER BY j.id
+        FOR NO KEY UPDATE;
+    END IF;
     IF cardinality(p_completed_ids) > 0 THEN
         RETURN QUERY
         UPDATE {schema}.background_jobs AS j

@@ -124,7 +124,7 @@ WITH mine AS (
     JOIN {schema}.background_jobs AS j
       ON j.id = h.id AND j.attempts = h.attempt AND CASE j.status WHEN 'running' THEN true ELSE false END
     ORDER BY j.id
-    FOR UPDATE OF j
+    FOR NO KEY UPDATE OF j
 )
 UPDATE {schema}.background_jobs AS j
 SET lease_expires_at = now() + make_interval(secs => $3::float8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 import traceback
@@ -130,7 +131,8 @@ class JobExecutor:
 
     async def _attempt(self, handler: Handler, job: Job, context: JobContext[Any]) -> Outcome:
         timeout = handler.timeout if handler.timeout is not None else self._default_timeout
-        deadline = None if timeout is None else self._deadlines.arm(timeout)
+        # an infinite timeout (a handler opting out of default_timeout) means no deadline
+        deadline = self._deadlines.arm(timeout) if timeout is not None and math.isfinite(timeout) else None
         try:
             try:
                 result = await handler.func(context)
