@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
 from jobrunner import JobContext, PermanentError, RetryLater, RetryPolicy, handler
-from tests.support import job_row, running_daemon, wait_for, wait_until
+from jobrunner.daemon.worker import Daemon
+from jobrunner.dsn import parse_database_url
+from jobrunner.registry import HandlerRegistry
+from tests.support import job_row, make_settings, running_daemon, wait_for, wait_until
 
 STATUS = "SELECT status FROM background_jobs WHERE id = $1"
 UNFINISHED = "SELECT count(*) FROM background_jobs WHERE status IN ('pending', 'running')"
@@ -304,6 +307,22 @@ async def test_handler_timeout_fails_the_attempt(db_url: str, conn: asyncpg.Conn
     row = await job_row(conn, job_id)
     assert "timed out after 0.2s" in row["last_error"]
     assert row["last_error_traceback"]
+
+
+async def test_a_burst_drain_ends_without_waiting_for_a_poll_after_its_last_short_claim(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    @handler("quick")
+    async def quick(ctx: JobContext[dict[str, Any]]) -> None:
+        return None
+
+    # concurrency 10: claims of 10, 10, then 5 (short): the queue ran dry with jobs still held
+    await conn.execute("INSERT INTO background_jobs (job_type) SELECT 'quick' FROM generate_series(1, 25)")
+    settings = make_settings(db_url, concurrency=10, poll_interval=60.0)
+    daemon = Daemon(settings, HandlerRegistry([quick]), parse_database_url(db_url), burst=True)
+    # a whole poll interval (60 s) after the short claim would blow this bound
+    stats = await asyncio.wait_for(daemon.run(), 20)
+    assert stats.completed == 25
 
 
 async def test_an_infinite_handler_timeout_means_no_deadline(db_url: str, conn: asyncpg.Connection) -> None:

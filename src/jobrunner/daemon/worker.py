@@ -382,8 +382,10 @@ class Daemon:
                     return
                 await sleep_unless(self._stopping, min(max(wait, 0.001), s.poll_interval))
                 continue
-            if self.burst and not jobs:
-                # wait for our own jobs to settle: their retries may be runnable at once
+            if self.burst:
+                # wait for our own jobs to settle (their retries may be runnable at once), then
+                # look again: a short claim, too, means the queue ran dry, and waiting for a
+                # NOTIFY that never comes cost a whole poll interval at the end of a drain
                 self._slot_freed.clear()
                 await sleep_unless(self._slot_freed, s.poll_interval)
                 continue
