@@ -68,14 +68,13 @@ async def rows_locked_by_a_blocked_write(
                 writer.get_server_pid(),
                 expect=1,
             )
-            locked, free = set(), set()
+            locked = set()
             for job in jobs:
                 if job.id == middle:
                     continue
                 try:
                     async with conn.transaction():
                         await conn.execute("SELECT 1 FROM background_jobs WHERE id = $1 FOR UPDATE NOWAIT", job.id)
-                        free.add(job.id)
                 except asyncpg.LockNotAvailableError:
                     locked.add(job.id)
         await asyncio.wait_for(task, 10)

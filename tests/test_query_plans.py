@@ -11,6 +11,8 @@ on a connection also plans, and reads the catalog: the tests count a later one.)
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -20,20 +22,29 @@ from jobrunner.store import JobStore
 BACKLOG = 50_000
 
 
-async def touched_by_claim(conn: asyncpg.Connection, limit: int, only_type: str | None = None) -> int:
-    """Shared buffers one claim of `limit` jobs touched; rolled back, so the backlog stays."""
-    queries = JobStore(conn, "public").queries
-    claim, last = (queries.claim_batch, []) if only_type is None else (queries.claim_batch_of_type, only_type)
+@asynccontextmanager
+async def rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction that is always rolled back: the backlog stays as it was."""
     transaction = conn.transaction()
     await transaction.start()
     try:
+        yield
+    finally:
+        await transaction.rollback()
+
+
+async def touched_by_claim(
+    conn: asyncpg.Connection, limit: int, only_type: str | None = None, *, claimed: int | None = None
+) -> int:
+    """Shared buffers one claim of `limit` jobs touched (it claims `claimed`, default `limit`)."""
+    queries = JobStore(conn, "public").queries
+    claim, last = (queries.claim_batch, []) if only_type is None else (queries.claim_batch_of_type, only_type)
+    async with rolled_back(conn):
         [row] = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, last
         )
-    finally:
-        await transaction.rollback()
     plan = json.loads(row[0])[0]["Plan"]
-    assert plan["Actual Rows"] == (limit if only_type != "rare" else 0)
+    assert plan["Actual Rows"] == (limit if claimed is None else claimed)
     return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
 
@@ -66,7 +77,7 @@ async def test_a_claim_of_a_rare_type_does_not_walk_past_the_others(conn: asyncp
     await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
     await conn.execute("ANALYZE background_jobs")
     pages = await table_pages(conn)
-    touched = await touched_by_claim(conn, 10, "rare")
+    touched = await touched_by_claim(conn, 10, "rare", claimed=0)
     assert touched < pages / 4, f"a claim of a type with no job waiting touched {touched} of {pages} pages"
 
 
@@ -131,14 +142,10 @@ async def test_outcome_writes_fetch_their_own_rows_not_every_running_job(conn: a
     arguments = ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1] * 10, [11], [1], ["failed"], [0.0], ["x"], ["x"], [None], [False])
     fetched = "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'background_jobs'"
     for _ in range(2):  # the first call plans; the second runs the plan every later call runs
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
+        async with rolled_back(conn):
             before = await conn.fetchval(fetched)
             assert len(await conn.fetch(record, *arguments)) == 11
             rows_fetched = await conn.fetchval(fetched) - before
-        finally:
-            await transaction.rollback()
     # by id: each outcome's row, twice in a mixed batch (locked in id order, then updated);
     # through background_jobs_lease_idx: all 5,000 running, for each outcome
     assert rows_fetched <= 2 * 11, f"writing 11 outcomes fetched {rows_fetched} rows"
