@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -94,8 +94,10 @@ async def fresh_database(server: str, database: str = BENCH_DB) -> str:
 
 ENQUEUE_BLOCK = 100
 
+Prefetch = int | Literal["auto"]
 
-def bench_settings(url: str, concurrency: int, prefetch: int = 0) -> Settings:
+
+def bench_settings(url: str, concurrency: int, prefetch: Prefetch = "auto") -> Settings:
     return Settings(
         database_url=url,
         concurrency=concurrency,
@@ -106,7 +108,7 @@ def bench_settings(url: str, concurrency: int, prefetch: int = 0) -> Settings:
     )
 
 
-async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: int = 0) -> dict[str, Any]:
+async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: Prefetch = "auto") -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
         new_jobs = [NewJob("noop") for _ in range(jobs)]
@@ -154,7 +156,7 @@ def _difference(after: float | None, before: float | None) -> float | None:
 
 
 async def bench_backlog(
-    url: str, backlog: int, jobs: int, concurrency: int, repeat: int, prefetch: int = 0
+    url: str, backlog: int, jobs: int, concurrency: int, repeat: int, prefetch: Prefetch = "auto"
 ) -> list[dict[str, Any]]:
     """`backlog` runnable no-op jobs wait; a daemon completes the first `jobs` of them (counted
     by its committed outcomes), then stops; `repeat` times, each from what the last one left."""
@@ -389,7 +391,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=1_000_000, help="runnable jobs waiting (0: skip)")
     parser.add_argument("--history", type=int, default=1_000_000, help="finished jobs to add (0: skip)")
-    parser.add_argument("--prefetch", type=int, default=0, help="JOBRUNNER_PREFETCH of the drains")
+    parser.add_argument(
+        "--prefetch",
+        type=lambda s: s if s == "auto" else int(s),
+        default="auto",
+        help="JOBRUNNER_PREFETCH of the drains: auto (the default) or a number",
+    )
     parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="as JOBRUNNER_EVENT_LOOP"
     )

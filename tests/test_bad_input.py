@@ -449,6 +449,7 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_CONCURRENCY": ("0", "greater than or equal to 1"),
     "JOBRUNNER_BATCH_SIZE": ("20000", "less than or equal to 10000"),
     "JOBRUNNER_PREFETCH": ("-1", "greater than or equal to 0"),
+    "JOBRUNNER_PREFETCH_TTL": ("0", "greater than 0"),
     "JOBRUNNER_VACUUM": ("sometimes", "'auto', 'always' or 'never'"),
     "JOBRUNNER_EVENT_LOOP": ("trio", "'auto', 'asyncio' or 'uvloop'"),
     "JOBRUNNER_VACUUM_INTERVAL": ("0", "greater than 0"),

@@ -1,5 +1,6 @@
 """JOBRUNNER_PREFETCH: jobs claimed ahead of free slots wait in the process, start in claim
-order, and are handed back untouched at shutdown or cancelled without running."""
+order, and are handed back untouched at shutdown or after prefetch_ttl, or cancelled without
+running; `auto` claims ahead for short jobs only."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import asyncio
 import asyncpg
 
 from jobrunner import AsyncClient, GlobalLimits, JobContext, NewJob, handler
-from tests.support import running_daemon, wait_for, wait_until
+from jobrunner.daemon.worker import Daemon
+from jobrunner.dsn import parse_database_url
+from jobrunner.registry import HandlerRegistry
+from tests.support import make_settings, running_daemon, wait_for, wait_until
 
 started: list[int] = []
 release = asyncio.Event()
@@ -26,7 +30,7 @@ async def test_prefetched_jobs_wait_for_a_slot_and_go_back_untouched_at_shutdown
     started.clear()
     release.clear()
     ids = await AsyncClient(conn).enqueue_many([NewJob("held", priority=10 - i) for i in range(10)])
-    async with running_daemon(db_url, [held], concurrency=2, prefetch=6) as daemon:
+    async with running_daemon(db_url, [held], concurrency=2, prefetch=6, prefetch_ttl=60) as daemon:
         # 2 slots + 6 ahead: 8 claimed, 2 running, the other 2 left for someone else
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=8)
         await wait_until(lambda: len(started) == 2, what="two handlers started")
@@ -59,7 +63,7 @@ async def test_a_prefetched_job_cancelled_before_it_starts_never_runs(db_url: st
     started.clear()
     release.clear()
     first, waiting = await AsyncClient(conn).enqueue_many([NewJob("held", priority=1), NewJob("held")])
-    async with running_daemon(db_url, [held], concurrency=1, prefetch=1) as daemon:
+    async with running_daemon(db_url, [held], concurrency=1, prefetch=1, prefetch_ttl=60) as daemon:
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2)
         assert await conn.fetchval("SELECT cancel_job($1)", waiting) == "cancelling"
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", waiting, expect="cancelled")
@@ -75,7 +79,9 @@ async def test_a_prefetched_job_whose_lease_is_lost_is_dropped_and_claimed_afres
     started.clear()
     release.clear()
     first, waiting = await AsyncClient(conn).enqueue_many([NewJob("held", priority=1), NewJob("held")])
-    async with running_daemon(db_url, [held], concurrency=1, prefetch=1, heartbeat_interval=0.1) as daemon:
+    async with running_daemon(
+        db_url, [held], concurrency=1, prefetch=1, heartbeat_interval=0.1, prefetch_ttl=60
+    ) as daemon:
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2)
         # another replica's rescuer took it back (as after an expired lease)
         await conn.execute(
@@ -102,7 +108,7 @@ async def test_prefetch_never_takes_a_global_limit_slot_it_cannot_start(db_url: 
     release.clear()
     client = AsyncClient(conn)
     await client.enqueue_many([NewJob("limited_and_held") for _ in range(5)])
-    async with running_daemon(db_url, [limited_and_held, held], concurrency=1, prefetch=5) as daemon:
+    async with running_daemon(db_url, [limited_and_held, held], concurrency=1, prefetch=5, prefetch_ttl=60) as daemon:
         await wait_until(lambda: len(started) == 1, what="one limited job started")
         # a later job proves the fetch loop claimed again after it (with room for the prefetch)
         marker = await client.enqueue("held")
@@ -137,3 +143,63 @@ async def test_a_job_task_cancelled_before_its_first_step_is_still_settled(
         await wait_until(lambda: job.id not in daemon._held, what="the job let go")
         assert job.id not in daemon._running
     assert started == []
+
+
+async def test_a_job_that_waited_prefetch_ttl_is_handed_back_and_runs_once(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    started.clear()
+    release.clear()
+    first, *behind = await AsyncClient(conn).enqueue_many([NewJob("held", priority=1), NewJob("held"), NewJob("held")])
+    async with running_daemon(db_url, [held], concurrency=1, prefetch=2, prefetch_ttl=0.2) as daemon:
+        await wait_until(lambda: started == [first], what="the first job started")
+        # the two behind it waited 0.2 s for the busy slot: back in the table, attempt not spent
+        await wait_for(
+            conn,
+            "SELECT count(*) FROM background_jobs WHERE id = ANY($1::bigint[]) AND release_count = 1",
+            behind,
+            expect=2,
+        )
+        await wait_until(lambda: daemon.stats.released == 2, what="the hand-back counted")
+        assert await conn.fetchval("SELECT release_count FROM background_jobs WHERE id = $1", first) == 0
+        release.set()
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=3)
+    assert sorted(started) == sorted([first, *behind])  # each ran once
+    attempts = await conn.fetch("SELECT attempts FROM background_jobs ORDER BY id")
+    assert [r["attempts"] for r in attempts] == [1, 1, 1]
+
+
+async def test_auto_prefetch_claims_nothing_ahead_of_a_slow_job(db_url: str, conn: asyncpg.Connection) -> None:
+    started.clear()
+    release.clear()
+    ids = await AsyncClient(conn).enqueue_many([NewJob("held", priority=5 - i) for i in range(5)])
+    async with running_daemon(db_url, [held], concurrency=1, prefetch="auto") as daemon:
+        await wait_until(lambda: started == ids[:1], what="the first job started")
+        # the fetch loop is parked until the slot frees: what it claimed is all it claims
+        assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'running'") == 1
+        assert not daemon._waiting
+        release.set()
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=5)
+
+
+waiting_seen: list[int] = []
+draining: list[Daemon] = []
+
+
+@handler("note_waiting")
+async def note_waiting(ctx: JobContext[dict[str, object]]) -> None:
+    waiting_seen.append(len(draining[0]._waiting))
+
+
+async def test_auto_prefetch_claims_ahead_for_short_jobs(db_url: str, conn: asyncpg.Connection) -> None:
+    waiting_seen.clear()
+    draining.clear()
+    await AsyncClient(conn).enqueue_many([NewJob("note_waiting") for _ in range(3_000)])
+    settings = make_settings(db_url, concurrency=2, prefetch="auto")
+    daemon = Daemon(settings, HandlerRegistry([note_waiting]), parse_database_url(db_url), burst=True)
+    draining.append(daemon)
+    stats = await asyncio.wait_for(daemon.run(), 60)
+    assert stats.completed == 3_000
+    # at 2 slots, no job would wait without a claim ahead; measured depths put many in line
+    assert max(waiting_seen) >= 10
+    assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'") == 3_000

@@ -95,11 +95,18 @@ class Settings(BaseSettings):
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     concurrency: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Most jobs claimed per query.")
-    prefetch: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
-        description="Jobs claimed ahead of free slots, waiting in the process for one (fewer, larger claims).",
+    prefetch: Annotated[int, Field(ge=0, le=10_000)] | Literal["auto"] = Field(
+        default="auto",
+        description=(
+            "Jobs claimed ahead of free slots, waiting in the process for one: auto (as many as finish in"
+            " about two claim round trips, measured), 0 (never) or a fixed number."
+        ),
+    )
+    prefetch_ttl: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="A job claimed ahead that waited this long for a slot is handed back for any replica.",
     )
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
     listen: bool = Field(default=True, description="Wake on LISTEN/NOTIFY; False polls only.")

@@ -13,7 +13,7 @@ import signal
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import structlog
@@ -25,6 +25,7 @@ from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
 from jobrunner.daemon.maintenance import FinishedJobPruner, HotTableVacuumer, LeaseRescuer, QueueDepthSampler
 from jobrunner.daemon.ops import start_ops_endpoint
+from jobrunner.daemon.prefetch import PrefetchDepth
 from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
@@ -67,6 +68,11 @@ class DaemonStats:
     lost_leases: int = 0
 
 
+class _Waiting(NamedTuple):
+    job: Job
+    since: float  # event-loop time it was claimed
+
+
 @dataclass
 class _Running:
     job: Job
@@ -99,7 +105,13 @@ class Daemon:
         self._slot_freed = asyncio.Event()
         self._running: dict[int, _Running] = {}
         # claimed ahead of a free slot (JOBRUNNER_PREFETCH), started in claim order as slots free
-        self._waiting: dict[int, Job] = {}
+        self._waiting: dict[int, _Waiting] = {}
+        self._prefetch = PrefetchDepth(
+            settings.prefetch,
+            concurrency=settings.concurrency,
+            batch_size=settings.batch_size,
+            ttl=settings.prefetch_ttl,
+        )
         # claimed and not yet settled (outcome not committed), heartbeated: job id -> job
         self._held: dict[int, Job] = {}
         self._pool: asyncpg.Pool | None = None
@@ -277,6 +289,7 @@ class Daemon:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(self._cancel_poll_loop(), name="cancel-poll"),
+            asyncio.create_task(self._prefetch_expiry_loop(), name="prefetch-expiry"),
             asyncio.create_task(
                 LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log, self.metrics).run(),
                 name="rescuer",
@@ -330,23 +343,25 @@ class Daemon:
 
     # -- fetching ------------------------------------------------------------------------
 
-    def _free_slots(self) -> int:
+    def _free_slots(self, prefetch: int) -> int:
         """How many jobs the next claim may take: free slots plus the prefetch not yet filled."""
         s = self.settings
-        room = s.concurrency + s.prefetch - len(self._running) - len(self._waiting)
+        room = s.concurrency + prefetch - len(self._running) - len(self._waiting)
         # cap claimed-but-unsettled jobs too, so a stuck completer stops the claiming
-        return max(0, min(room, 2 * s.concurrency + s.prefetch - len(self._held)))
+        return max(0, min(room, 2 * s.concurrency + prefetch - len(self._held)))
 
     async def _fetch_loop(self) -> None:
         assert self._store is not None and self._executor is not None
         s = self.settings
         failures = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            self._last_fetch_turn = asyncio.get_running_loop().time()
-            free = self._free_slots()
+            self._last_fetch_turn = now = loop.time()
+            prefetch = self._prefetch.depth(now)
+            free = self._free_slots(prefetch)
             # with jobs still waiting, refill the prefetch only once half of it is free: fewer,
             # larger claims rather than one claim per finished job
-            if free == 0 or (self._waiting and free < (s.prefetch + 1) // 2):
+            if free == 0 or (self._waiting and free < (prefetch + 1) // 2):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -354,6 +369,7 @@ class Daemon:
             self._wakeup.clear()
             try:
                 jobs = await self._claim(limit)
+                self._prefetch.claimed(now, loop.time())
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 self.metrics.database_errors.labels("fetcher").inc()
@@ -475,7 +491,7 @@ class Daemon:
         if len(self._running) < self.settings.concurrency and not self._stopping.is_set():
             self._start(job)
         else:
-            self._waiting[job.id] = job
+            self._waiting[job.id] = _Waiting(job, asyncio.get_running_loop().time())
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
@@ -485,7 +501,7 @@ class Daemon:
     def _start_waiting(self) -> None:
         while self._waiting and len(self._running) < self.settings.concurrency and not self._stopping.is_set():
             job_id = next(iter(self._waiting))
-            self._start(self._waiting.pop(job_id))
+            self._start(self._waiting.pop(job_id).job)
 
     async def _execute(self, job: Job) -> None:
         assert self._executor is not None
@@ -518,6 +534,7 @@ class Daemon:
 
     def _settle(self, job: Job, outcome: Outcome | None) -> None:
         assert self._completer is not None
+        self._prefetch.finished()
         self._slot_freed.set()
         self._start_waiting()
         if outcome is None:
@@ -574,7 +591,7 @@ class Daemon:
                 continue
             for job_id in held.keys() - still_ours:
                 waiting = self._waiting.get(job_id)
-                if waiting is not None and waiting.attempt == held[job_id]:
+                if waiting is not None and waiting.job.attempt == held[job_id]:
                     # never started: forget it, its next holder runs it
                     del self._waiting[job_id]
                     self._held.pop(job_id, None)
@@ -604,7 +621,7 @@ class Daemon:
             return self.ready.is_set()
         idle_for = asyncio.get_running_loop().time() - self._last_fetch_turn
         # a full house legitimately parks the fetch loop until a slot frees
-        return idle_for < max(60.0, 3 * self.settings.poll_interval) or self._free_slots() == 0
+        return idle_for < max(60.0, 3 * self.settings.poll_interval) or self._free_slots(0) == 0
 
     async def _watchdog_loop(self) -> None:
         interval = self._systemd.watchdog_interval()
@@ -617,6 +634,36 @@ class Daemon:
             else:
                 self.log.error("fetch loop looks wedged: withholding the systemd watchdog beat")
 
+    # -- prefetch ----------------------------------------------------------------------------
+
+    async def _prefetch_expiry_loop(self) -> None:
+        """Hand back jobs that waited prefetch_ttl for a slot (the slots are busy with longer
+        jobs than the prefetch was sized for): any replica with a free slot may run them."""
+        if not self._prefetch.enabled:
+            return
+        assert self._completer is not None
+        ttl = self._prefetch.ttl
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ttl / 2)
+            if self._stopping.is_set():
+                return  # the drain hands back what waits
+            now = loop.time()
+            # claim order is waiting order: the expired ones are at the front
+            expired: list[Job] = []
+            for waiting in self._waiting.values():
+                if now - waiting.since < ttl:
+                    break
+                expired.append(waiting.job)
+            if not expired:
+                continue
+            for job in expired:
+                del self._waiting[job.id]
+                self._completer.submit(JobExecutor.released(job))
+            self._prefetch.handed_back(now)
+            self._slot_freed.set()
+            self.log.info("handed back jobs that waited too long for a slot", jobs=len(expired), waited_seconds=ttl)
+
     # -- cancellation ----------------------------------------------------------------------
 
     def cancel_local(self, job_id: int) -> bool:
@@ -625,8 +672,8 @@ class Daemon:
         waiting = self._waiting.pop(job_id, None)
         if waiting is not None:
             assert self._completer is not None
-            self.log.info("cancelling waiting job on request", job_id=job_id, job_type=waiting.job_type)
-            self._completer.submit(JobExecutor.cancelled(waiting))
+            self.log.info("cancelling waiting job on request", job_id=job_id, job_type=waiting.job.job_type)
+            self._completer.submit(JobExecutor.cancelled(waiting.job))
             self._slot_freed.set()
             return True
         running = self._running.get(job_id)
@@ -677,8 +724,8 @@ class Daemon:
         if self._waiting:
             # never started: hand them back at once, their attempts not spent
             self.log.info("handing back jobs that had not started", jobs=len(self._waiting))
-            for job in self._waiting.values():
-                self._completer.submit(JobExecutor.released(job))
+            for waiting in self._waiting.values():
+                self._completer.submit(JobExecutor.released(waiting.job))
             self._waiting.clear()
         running = [r.task for r in self._running.values()]
         if running and not self._stop_now.is_set():
