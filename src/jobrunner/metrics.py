@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+
+from jobrunner.job_metrics import JobMetrics
 
 # From 1 ms to 6 h: no-op jobs, interactive jobs (seconds) and batch jobs (hours) all fit.
 LATENCY_BUCKETS = (
@@ -24,29 +26,9 @@ class DaemonMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        labels = ("job_type", "queue")
-        self.claimed = Counter("jobrunner_jobs_claimed", "Jobs claimed (attempts started).", labels, registry=r)
-        self.finished = Counter(
-            "jobrunner_jobs_finished",
-            "Attempts whose outcome was committed, by outcome: completed, failed (not retryable), retried, "
-            "dead (attempts used up), released (handed back at shutdown), cancelled.",
-            (*labels, "outcome"),
-            registry=r,
-        )
-        self.duration = Histogram(
-            "jobrunner_job_duration_seconds",
-            "Handler run time of an attempt.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.start_delay = Histogram(
-            "jobrunner_job_start_delay_seconds",
-            "From the moment a job became runnable (scheduled_at) until it was claimed.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # the per-job series: updated on the hot path, so plain counts (see job_metrics.py)
+        self.jobs = JobMetrics(LATENCY_BUCKETS)
+        r.register(self.jobs)
         self.in_flight = Gauge("jobrunner_jobs_in_flight", "Handlers running now in this daemon.", registry=r)
         self.slots = Gauge("jobrunner_concurrency_slots", "Handlers this daemon may run at once.", registry=r)
         self.lost_leases = Counter(
@@ -90,13 +72,14 @@ class DaemonMetrics:
         return child
 
     def job_claimed(self, job_type: str, queue: str, waited_seconds: float) -> None:
-        self._child(self.claimed, job_type, queue).inc()
-        self._child(self.start_delay, job_type, queue).observe(max(0.0, waited_seconds))
+        key = (job_type, queue)
+        self.jobs.claimed.inc(key)
+        self.jobs.start_delay.observe(key, max(0.0, waited_seconds))
 
     def job_finished(self, job_type: str, queue: str, outcome: str, duration: float | None) -> None:
-        self._child(self.finished, job_type, queue, outcome).inc()
+        self.jobs.finished.inc((job_type, queue, outcome))
         if duration is not None:
-            self._child(self.duration, job_type, queue).observe(duration)
+            self.jobs.duration.observe((job_type, queue), duration)
 
     def usage(self, job_type: str, kind: str, amount: float) -> None:
         self._child(self.upstream_usage, job_type, kind).inc(amount)
