@@ -1,5 +1,5 @@
 """Handler deadlines grouped per tick: they fire late by at most a tick, never early, cancel
-only their own task, and leave no timer behind once their attempts have ended."""
+only their own task, and leave at most one timer behind once their attempts have ended."""
 
 from __future__ import annotations
 
@@ -35,7 +35,11 @@ async def test_a_deadline_cancels_its_task_no_earlier_than_due_and_at_most_a_tic
     assert len(deadlines) == 0
 
 
-async def test_deadlines_in_one_tick_share_a_timer_and_the_last_one_out_cancels_it() -> None:
+def live_timers(loop: asyncio.AbstractEventLoop, before: int) -> int:
+    return sum(not timer.cancelled() for timer in loop._scheduled[before:])  # type: ignore[attr-defined]
+
+
+async def test_deadlines_in_one_tick_share_a_timer_and_one_at_most_outlives_them() -> None:
     deadlines = Deadlines()
     loop = asyncio.get_running_loop()
     timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
@@ -50,7 +54,31 @@ async def test_deadlines_in_one_tick_share_a_timer_and_the_last_one_out_cancels_
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert len(deadlines) == 0
-    assert all(timer.cancelled() for timer in loop._scheduled[timers_before:])  # type: ignore[attr-defined]
+    assert live_timers(loop, timers_before) <= 1
+
+
+async def test_attempts_that_end_in_the_step_they_start_reuse_one_timer() -> None:
+    """A handler that never awaits arms and disarms its deadline in one step: the emptied group
+    and its timer are kept for the next one rather than made and cancelled per attempt."""
+    deadlines = Deadlines()
+    loop = asyncio.get_running_loop()
+    timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    for _ in range(200):
+        deadlines.disarm(deadlines.arm(600))
+    # the 200 fall in one or two ticks of 10 ms
+    assert len(loop._scheduled) - timers_before <= 2  # type: ignore[attr-defined]
+    assert live_timers(loop, timers_before) == 1
+    assert len(deadlines) == 0
+
+
+async def test_the_kept_timer_fires_on_nothing_and_a_later_deadline_still_fires() -> None:
+    deadlines = Deadlines()
+    deadlines.disarm(deadlines.arm(0.01))  # leaves its emptied group and timer behind
+    await asyncio.sleep(0.05)  # past that timer: it fired on an empty group
+    assert len(deadlines) == 0
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(wait_armed(deadlines, 0.02))
+    assert len(deadlines) == 0
 
 
 async def test_an_expired_deadline_marks_only_its_own_attempt() -> None:

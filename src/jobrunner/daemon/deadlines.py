@@ -4,7 +4,10 @@
 thousands of jobs a second that was about 3 µs of each job's ~20 µs of daemon CPU (uvloop). Here
 deadlines are grouped by the TICK they fall in, and each group has one timer, set for the
 group's end: a deadline fires up to TICK late, never early. A job that finishes takes itself
-out of its group, and the last one out cancels the group's timer.
+out of its group. The group left empty last is kept with its timer for the next deadline in
+the same tick: a handler that returns without awaiting anything (arm, run, disarm in one
+step) would otherwise start and cancel a timer of its own, 3 µs with uvloop. Any other empty
+group's timer is cancelled at once, so at most one timer outlives its deadlines.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Deadlines:
     def __init__(self) -> None:
         self._groups: dict[int, set[Deadline]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        # the slot of the one empty group kept for reuse
+        self._spare: int | None = None
 
     def arm(self, seconds: float) -> Deadline:
         """A deadline `seconds` from now for the running task."""
@@ -43,8 +48,11 @@ class Deadlines:
         slot = math.ceil((loop.time() + seconds) / TICK)
         group = self._groups.get(slot)
         if group is None:
+            self._drop_spare()
             group = self._groups[slot] = set()
             self._timers[slot] = loop.call_at(slot * TICK, self._expire, slot)
+        elif slot == self._spare:
+            self._spare = None
         deadline = Deadline(task, group, slot)
         group.add(deadline)
         return deadline
@@ -53,11 +61,19 @@ class Deadlines:
         """The attempt ended: forget its deadline (a no-op once it has fired)."""
         group = deadline._group
         group.discard(deadline)
-        if not group and self._groups.get(deadline._slot) is group:
-            del self._groups[deadline._slot]
-            self._timers.pop(deadline._slot).cancel()
+        if not group and self._groups.get(deadline._slot) is group and self._spare != deadline._slot:
+            self._drop_spare()
+            self._spare = deadline._slot
+
+    def _drop_spare(self) -> None:
+        if self._spare is not None:
+            del self._groups[self._spare]
+            self._timers.pop(self._spare).cancel()
+            self._spare = None
 
     def _expire(self, slot: int) -> None:
+        if slot == self._spare:
+            self._spare = None
         self._timers.pop(slot, None)
         for deadline in self._groups.pop(slot, ()):
             deadline.expired = True
