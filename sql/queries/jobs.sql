@@ -1,5 +1,7 @@
 -- Every statement jobrunner runs against the queue. Each starts with a `-- name: NAME` line;
 -- jobrunner.sql_files loads them by name and replaces `{schema}` with the configured schema.
+-- The three claims return their columns in the order of Job's fields: Job.from_claim_row
+-- builds the job positionally (tests/test_claim_rows.py).
 
 -- name: claim_batch
 -- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then

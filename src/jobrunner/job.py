@@ -36,19 +36,9 @@ class Job:
 
     @classmethod
     def from_claim_row(cls, row: Any) -> Job:
-        return cls(
-            id=row["id"],
-            job_type=row["job_type"],
-            queue=row["queue"],
-            payload_json=row["payload"],
-            priority=row["priority"],
-            attempt=row["attempts"],
-            max_attempts=row["max_attempts"],
-            created_at=row["created_at"],
-            scheduled_at=row["scheduled_at"],
-            dedupe_key=row["dedupe_key"],
-            waited_seconds=row["waited_seconds"],
-        )
+        # every claim query returns its columns in the order of these fields (tests/test_claim_rows.py
+        # checks all of them): positional is half the cost of eleven lookups by name
+        return cls(*row)
 
     @property
     def is_last_attempt(self) -> bool:
