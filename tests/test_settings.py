@@ -61,6 +61,20 @@ def test_numbers_and_flags_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         settings()
 
 
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("0", 0), ("250", 250)])
+def test_prefetch_is_auto_or_a_number(monkeypatch: pytest.MonkeyPatch, value: str, expected: object) -> None:
+    assert settings().prefetch == "auto"
+    monkeypatch.setenv("JOBRUNNER_PREFETCH", value)
+    assert settings().prefetch == expected
+
+
+def test_prefetch_names_what_it_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBRUNNER_PREFETCH", "sometimes")
+    with pytest.raises(ValidationError) as caught:
+        settings()
+    assert "'auto'" in str(caught.value) and "valid integer" in str(caught.value)
+
+
 def test_database_url_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://app@db/plain")
     s = settings()
