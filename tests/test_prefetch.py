@@ -123,6 +123,26 @@ async def test_prefetch_never_takes_a_global_limit_slot_it_cannot_start(db_url: 
         await wait_for(conn, "SELECT count(*) > 0 FROM background_jobs WHERE status = 'completed'")
 
 
+async def test_limited_jobs_of_a_claim_start_before_the_jobs_it_took_ahead(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """A limited job claimed for a free slot must run now: waiting, it would hold the limit's
+    slot (it is `running`) and the token it spent."""
+    started.clear()
+    release.clear()
+    client = AsyncClient(conn)
+    limited = await client.enqueue_many([NewJob("limited_and_held", priority=0) for _ in range(2)])
+    await client.enqueue_many([NewJob("held", priority=10) for _ in range(10)])
+    async with running_daemon(db_url, [limited_and_held, held], concurrency=2, prefetch=5, prefetch_ttl=60) as daemon:
+        # the first claim goes limited side first: 2 limited jobs for the 2 free slots, then 5
+        # higher-priority unlimited ones ahead; sorted by priority together, those 5 took the slots
+        await wait_until(lambda: len(started) == 2, what="two handlers started")
+        assert sorted(started) == sorted(limited)
+        assert all(w.job.job_type == "held" for w in daemon._waiting.values())
+        release.set()
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=12)
+
+
 async def test_a_job_task_cancelled_before_its_first_step_is_still_settled(
     db_url: str, conn: asyncpg.Connection
 ) -> None:

@@ -63,3 +63,11 @@ def test_a_fixed_prefetch_is_what_it_says_and_zero_is_off() -> None:
     assert off.depth(0.0) == 0 and not off.enabled
     fixed.handed_back(10.0)
     assert fixed.depth(10.5) == 0 and fixed.depth(11.0) == 6
+
+
+def test_after_a_quiet_spell_the_rate_since_then_counts() -> None:
+    depth = auto()
+    now = feed(depth, claims=60, finished_per_claim=10, round_trip=0.0005, gap=0.001)
+    assert depth.depth(now) > 0
+    # idle for a second (or slots busy with long jobs): nothing finished since the last claim
+    assert depth.depth(now + 1.0) == 0

@@ -82,7 +82,8 @@ class JobMetrics(Collector):
         self.finished = _Counter(
             "jobrunner_jobs_finished",
             "Attempts whose outcome was committed, by outcome: completed, failed (not retryable), retried, "
-            "dead (attempts used up), released (handed back at shutdown), cancelled.",
+            "dead (attempts used up), released (handed back unfinished: at shutdown, or after waiting"
+            " prefetch_ttl for a slot), cancelled.",
             (*labels, "outcome"),
         )
         self.duration = _Histogram("jobrunner_job_duration_seconds", "Handler run time of an attempt.", labels, buckets)

@@ -99,14 +99,17 @@ class Settings(BaseSettings):
         default="auto",
         description=(
             "Jobs claimed ahead of free slots, waiting in the process for one: auto (as many as finish in"
-            " about two claim round trips, measured), 0 (never) or a fixed number."
+            " about four claim round trips, measured), 0 (never) or a fixed number."
         ),
     )
     prefetch_ttl: float = Field(
         default=1.0,
         gt=0,
         le=3600,
-        description="A job claimed ahead that waited this long for a slot is handed back for any replica.",
+        description=(
+            "A job claimed ahead that waited this long for a slot is handed back for any replica"
+            " (checked every half of it)."
+        ),
     )
     poll_interval: float = Field(default=1.0, gt=0, le=3600)
     listen: bool = Field(default=True, description="Wake on LISTEN/NOTIFY; False polls only.")

@@ -20,6 +20,9 @@ SMOOTHING = 0.3
 # round trips of work claimed ahead: the fetch loop refills once half of it has started, so
 # half must still cover one round trip and its jitter
 ROUND_TRIPS_AHEAD = 4.0
+# a longer gap since the last claim means the process waited (idle, or its slots held longer
+# jobs): the finish rate since then, not the average of the busy claims before, sizes the next
+QUIET_GAP = 0.1
 
 
 class PrefetchDepth:
@@ -44,7 +47,10 @@ class PrefetchDepth:
             return 0
         if self.fixed is not None:
             return self.fixed
-        return min(self.ceiling, round(ROUND_TRIPS_AHEAD * self._finish_rate * self._round_trip))
+        rate = self._finish_rate
+        if self._last_claim_end is not None and now - self._last_claim_end > QUIET_GAP:
+            rate = min(rate, self._finished_since_claim / (now - self._last_claim_end))
+        return min(self.ceiling, round(ROUND_TRIPS_AHEAD * rate * self._round_trip))
 
     def finished(self) -> None:
         """A job's handler returned (its slot is free)."""

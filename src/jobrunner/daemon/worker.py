@@ -411,20 +411,23 @@ class Daemon:
         """One fast claim for the queues and job types without limits, and one claim per limited
         part: per limited type (per-process max_concurrency, global limits) in the queues
         without limits, per limited queue for its other types, and per limited type within each
-        limited queue. Which side goes first alternates, so neither can starve the other."""
+        limited queue. Which side goes first alternates, so neither can starve the other.
+        Returned in the order to start them: limited jobs first, each part in claim order."""
         s = self.settings
         self._limited_first = not self._limited_first
         # limited parts take only slots free now: a job waiting in the prefetch would hold a
         # global slot (it is `running` in the database) and a spent token before it starts
         free_now = max(0, s.concurrency - len(self._running) - len(self._waiting))
         if self._limited_first:
-            jobs = await self._claim_limited(min(limit, free_now))
-            jobs += await self._claim_unlimited(limit - len(jobs))
+            limited = await self._claim_limited(min(limit, free_now))
+            unlimited = await self._claim_unlimited(limit - len(limited))
         else:
-            jobs = await self._claim_unlimited(limit)
-            jobs += await self._claim_limited(min(limit, free_now) - len(jobs))
-        jobs.sort(key=claim_order)
-        return jobs
+            unlimited = await self._claim_unlimited(limit)
+            limited = await self._claim_limited(min(limit, free_now) - len(unlimited))
+        # the limited ones first: they fit the free slots and start now, the prefetch waits
+        limited.sort(key=claim_order)
+        unlimited.sort(key=claim_order)
+        return limited + unlimited
 
     async def _claim_unlimited(self, limit: int) -> list[Job]:
         if limit <= 0 or not self._free_queues:
