@@ -117,3 +117,32 @@ async def test_heartbeats_lock_rows_in_id_order(db_url: str, conn: asyncpg.Conne
 
     locked, below = await rows_locked_by_a_blocked_write(db_url, conn, heartbeat)
     assert locked == below
+
+
+async def test_a_released_job_keeps_its_place_and_a_cancel_requested_meanwhile_ends_it(
+    conn: asyncpg.Connection,
+) -> None:
+    """Released: handed back unfinished (shutdown, or a prefetch that waited too long)."""
+    handed_back, cancelled_meanwhile = await AsyncClient(conn).enqueue_many([NewJob("t"), NewJob("t")])
+    await conn.execute("UPDATE background_jobs SET scheduled_at = now() - interval '1 hour'")
+    became_runnable = await conn.fetchval("SELECT scheduled_at FROM background_jobs WHERE id = $1", handed_back)
+    store = JobStore(conn, "public")  # type: ignore[arg-type]
+    claimed = {job.id: job for job in await store.claim_batch(["default"], "w", 2, 30.0)}
+    assert await conn.fetchval("SELECT cancel_job($1)", cancelled_meanwhile) == "cancelling"
+    written = await store.record_outcomes(
+        [Outcome(job_id, 1, "t", "default", "pending", retry_in=0.0, released=True) for job_id in claimed]
+    )
+    assert written == {handed_back, cancelled_meanwhile}
+    rows = {
+        r["id"]: r
+        for r in await conn.fetch(
+            "SELECT id, status, attempts, release_count, scheduled_at, finished_at FROM background_jobs"
+        )
+    }
+    back = rows[handed_back]
+    assert (back["status"], back["attempts"], back["release_count"]) == ("pending", 0, 1)
+    assert back["scheduled_at"] == became_runnable  # not sent behind every job of its priority
+    assert back["finished_at"] is None
+    ended = rows[cancelled_meanwhile]
+    assert (ended["status"], ended["attempts"], ended["release_count"]) == ("cancelled", 0, 0)
+    assert ended["finished_at"] is not None
