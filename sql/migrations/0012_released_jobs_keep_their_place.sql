@@ -1,4 +1,4 @@
--- A job handed back without running (released: at shutdown, or after waiting
+-- A job handed back unfinished (released: at shutdown, or after waiting
 -- JOBRUNNER_PREFETCH_TTL for a slot in a process that claimed it ahead) now
 -- - keeps its scheduled_at: it goes back to the place in the queue it had, and its start delay
 --   and the oldest-runnable age still count from when it became runnable (0011 set now(),
@@ -7,7 +7,7 @@
 --   neither running nor waiting in the process (the hand-back was on its way), and 0011 put it
 --   back to pending with the request still set, to run again. (The daemon's stats and metrics
 --   count it as released: record_outcomes returns only the ids it wrote.)
--- Otherwise record_outcomes is 0011's.
+-- Otherwise record_outcomes is 0011's, and so are its privileges (CREATE OR REPLACE keeps them).
 CREATE OR REPLACE FUNCTION {schema}.record_outcomes(
     p_completed_ids      bigint[],
     p_completed_attempts integer[],
@@ -71,23 +71,5 @@ BEGIN
         WHERE j.id = o.id AND j.attempts = o.attempt AND CASE j.status WHEN 'running' THEN true ELSE false END
         RETURNING j.id;
     END IF;
-END
-$$;
-
-REVOKE ALL ON FUNCTION {schema}.record_outcomes(bigint[], integer[], bigint[], integer[], text[], float8[], text[],
-                                                text[], jsonb[], boolean[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION {schema}.record_outcomes(bigint[], integer[], bigint[], integer[], text[], float8[], text[],
-                                                   text[], jsonb[], boolean[]) TO jobrunner_worker;
-
-DO $$
-DECLARE
-    r text;
-BEGIN
-    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
-        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.record_outcomes(bigint[], integer[], bigint[], integer[], '
-                           'text[], float8[], text[], text[], jsonb[], boolean[]) FROM %I', r);
-        END IF;
-    END LOOP;
 END
 $$;
