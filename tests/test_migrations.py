@@ -231,6 +231,21 @@ async def test_supabase_roles_get_no_access(supabase_like: asyncpg.Connection, r
         await as_role(conn, role, "SELECT enqueue_job('x')")
 
 
+async def test_only_the_worker_role_may_write_outcomes(supabase_like: asyncpg.Connection) -> None:
+    """record_outcomes was replaced by later migrations (0012): its grants must still be 0011's,
+    even where anon/authenticated get every new function by default."""
+    allowed = {
+        r["role"]: r["allowed"]
+        for r in await supabase_like.fetch(
+            "SELECT role, has_function_privilege(role, p.oid, 'EXECUTE') AS allowed"
+            " FROM pg_proc AS p, unnest($1::text[]) AS role"
+            " WHERE p.pronamespace = 'public'::regnamespace AND p.proname = 'record_outcomes'",
+            ["jobrunner_worker", "jobrunner_enqueuer", "anon", "authenticated"],
+        )
+    }
+    assert allowed == {"jobrunner_worker": True, "jobrunner_enqueuer": False, "anon": False, "authenticated": False}
+
+
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
 async def test_row_security_hides_rows_even_when_granted(supabase_like: asyncpg.Connection, role: str) -> None:
     conn = supabase_like
