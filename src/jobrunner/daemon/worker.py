@@ -424,9 +424,9 @@ class Daemon:
         else:
             unlimited = await self._claim_unlimited(limit)
             limited = await self._claim_limited(min(limit, free_now) - len(unlimited))
-        # the limited ones first: they fit the free slots and start now, the prefetch waits
+        # the limited ones first: they fit the free slots and start now, the prefetch waits.
+        # The unlimited part is one claim, which the store returns in claim order already.
         limited.sort(key=claim_order)
-        unlimited.sort(key=claim_order)
         return limited + unlimited
 
     async def _claim_unlimited(self, limit: int) -> list[Job]:
