@@ -100,9 +100,4 @@ class JobMetrics(Collector):
         yield self.duration.family()
         yield self.start_delay.family()
 
-    def describe(self) -> Iterator[Metric]:
-        # the names, for the registry's duplicate check, without samples
-        yield CounterMetricFamily(self.claimed.name, self.claimed.help, labels=self.claimed.labels)
-        yield CounterMetricFamily(self.finished.name, self.finished.help, labels=self.finished.labels)
-        yield HistogramMetricFamily(self.duration.name, self.duration.help, labels=self.duration.labels)
-        yield HistogramMetricFamily(self.start_delay.name, self.start_delay.help, labels=self.start_delay.labels)
+    # no describe(): the daemon's registry (auto_describe) takes the names from collect()
