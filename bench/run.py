@@ -262,29 +262,27 @@ async def bench_enqueue(url: str, single: int, bulk: int) -> dict[str, Any]:
 
 
 async def bench_pickup(url: str, samples: int) -> dict[str, Any]:
-    # from a vacuumed table, as every drain starts: the enqueue workload before it deletes its
-    # rows, and their dead index entries (and the daemon's own VACUUM of them, where autovacuum
-    # is off) are not what idle pick-up measures
     conn = await asyncpg.connect(url)
     try:
+        # from a vacuumed table, as every drain starts: the enqueue workload before it deletes
+        # its rows, and their dead index entries (and the daemon's own VACUUM of them, where
+        # autovacuum is off) are not what idle pick-up measures
         await conn.execute("VACUUM ANALYZE background_jobs")
+        settings = bench_settings(url, 10).model_copy(update={"poll_interval": 30.0})
+        daemon = Daemon(settings, HandlerRegistry([pickup]), parse_database_url(url))
+        task = asyncio.create_task(daemon.run())
+        try:
+            await daemon.ready.wait()
+            # a short spin rather than an event: the bench must not change the daemon it measures
+            while daemon.listener is None or not daemon.listener.listening:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            insert = await conn.prepare("INSERT INTO background_jobs (job_type) VALUES ('pickup') RETURNING id")
+            latencies = await sample_pickups(insert.fetchval, _pickups, samples, task)
+        finally:
+            daemon.request_stop()
+            await task
     finally:
         await conn.close()
-    settings = bench_settings(url, 10).model_copy(update={"poll_interval": 30.0})
-    daemon = Daemon(settings, HandlerRegistry([pickup]), parse_database_url(url))
-    task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
-    conn = await asyncpg.connect(url)
-    try:
-        # a short spin rather than an event: the bench must not change the daemon it measures
-        while daemon.listener is None or not daemon.listener.listening:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        insert = await conn.prepare("INSERT INTO background_jobs (job_type) VALUES ('pickup') RETURNING id")
-        latencies = await sample_pickups(insert.fetchval, _pickups, samples, task)
-    finally:
-        await conn.close()
-        daemon.request_stop()
-        await task
     return {
         **latency_summary(latencies),
         "note": "measured in the daemon's own process (insert and handler share one event loop)",
