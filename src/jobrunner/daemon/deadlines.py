@@ -34,7 +34,12 @@ class Deadline:
 
 
 class Deadlines:
+    """Serves one event loop, the one it is first armed in (its timers are that loop's)."""
+
     def __init__(self) -> None:
+        # asyncio.get_running_loop(), and current_task() without a loop, look the loop up on
+        # every call (a getpid() each): 0.42 of arm+disarm's 1.07 us (uvloop)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._groups: dict[int, set[Deadline]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
         # the slot of the one empty group kept for reuse
@@ -42,8 +47,10 @@ class Deadlines:
 
     def arm(self, seconds: float) -> Deadline:
         """A deadline `seconds` from now for the running task."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None, "a deadline needs a running task"
         slot = math.ceil((loop.time() + seconds) / TICK)
         group = self._groups.get(slot)

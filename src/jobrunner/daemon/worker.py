@@ -114,6 +114,9 @@ class Daemon:
         )
         # claimed and not yet settled (outcome not committed), heartbeated: job id -> job
         self._held: dict[int, Job] = {}
+        # the loop run() runs in: asyncio.create_task() and get_running_loop() look it up on
+        # every call (a getpid() each), twice per job on the hot path
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: asyncpg.Pool | None = None
         self._store: JobStore | None = None
         self._completer: BatchCompleter | None = None
@@ -169,6 +172,7 @@ class Daemon:
     async def run(self) -> DaemonStats:
         """Run until stopped (or, in burst mode, until nothing is runnable). Returns the stats."""
         init_error_reporting(self.settings)  # Sentry, when SENTRY_DSN is set
+        self._loop = asyncio.get_running_loop()
         pool = await self._connect()
         if pool is None:
             return self.stats
@@ -494,10 +498,12 @@ class Daemon:
         if len(self._running) < self.settings.concurrency and not self._stopping.is_set():
             self._start(job)
         else:
-            self._waiting[job.id] = _Waiting(job, asyncio.get_running_loop().time())
+            assert self._loop is not None
+            self._waiting[job.id] = _Waiting(job, self._loop.time())
 
     def _start(self, job: Job) -> None:
-        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        assert self._loop is not None
+        task = self._loop.create_task(self._execute(job), name=f"job-{job.id}")
         running = self._running[job.id] = _Running(job, task)
         task.add_done_callback(functools.partial(self._task_done, running))
 
