@@ -149,3 +149,30 @@ async def test_outcome_writes_fetch_their_own_rows_not_every_running_job(conn: a
     # by id: each outcome's row, twice in a mixed batch (locked in id order, then updated);
     # through background_jobs_lease_idx: all 5,000 running, for each outcome
     assert rows_fetched <= 2 * 11, f"writing 11 outcomes fetched {rows_fetched} rows"
+
+
+@pytest.mark.parametrize("shape", ["many waiting", "much history"])
+async def test_the_queue_depth_sample_reads_the_partial_indexes_not_the_table(
+    conn: asyncpg.Connection, shape: str
+) -> None:
+    # one statement over status IN ('pending', 'running') had no partial index to use: the
+    # planner read the whole table (in parallel, when many jobs waited); the sample counts each
+    # status through its own index (migration 0013) however the statistics look
+    waiting, finished = (BACKLOG, 0) if shape == "many waiting" else (100, BACKLOG)
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {waiting})")
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, status, attempts, started_at, finished_at) "
+        f"SELECT 'old', 'completed', 1, now(), now() FROM generate_series(1, {finished})"
+    )
+    await conn.execute(
+        "UPDATE background_jobs SET status = 'running', attempts = 1, lease_expires_at = now() + interval '1 hour' "
+        "WHERE id IN (SELECT id FROM background_jobs WHERE status = 'pending' ORDER BY id LIMIT 7)"
+    )
+    await conn.execute("VACUUM ANALYZE background_jobs")
+    sample = JobStore(conn, "public").queries.sample_queue_depth
+    scans = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'background_jobs'"
+    async with rolled_back(conn):
+        before = await conn.fetchval(scans)
+        rows = {(row["queue"], row["status"]): row["jobs"] for row in await conn.fetch(sample)}
+        assert await conn.fetchval(scans) == before, "the queue-depth sample scanned the table"
+    assert rows == {("default", "pending"): waiting - 7, ("default", "running"): 7}

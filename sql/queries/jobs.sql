@@ -263,15 +263,10 @@ RETURNING l.holder;
 DELETE FROM {schema}.jobrunner_leaders WHERE name = $1 AND holder = $2;
 
 -- name: sample_queue_depth
--- Only live rows (pending, running): both are served by partial indexes, so sampling costs
--- the same however much history the table holds. Finished jobs are counted by the counters.
-SELECT queue, status,
-       count(*) AS jobs,
-       coalesce(extract(epoch FROM now() - least(greatest(min(scheduled_at) FILTER (WHERE scheduled_at <= now()), '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz)), 0)::float8
-           AS oldest_runnable_seconds
-FROM {schema}.background_jobs
-WHERE status IN ('pending', 'running')
-GROUP BY queue, status;
+-- Only live rows (pending, running), each status through its own partial index, so sampling
+-- costs the same however much history the table holds (the function is migration 0013's).
+-- Finished jobs are counted by the counters.
+SELECT queue, status, jobs, oldest_runnable_seconds FROM {schema}.sample_queue_depth();
 
 -- name: database_ready
 SELECT 1;
