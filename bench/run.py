@@ -11,6 +11,8 @@ Workloads (each on a fresh database `jobrunner_bench`):
 - drain with history: the same after 1M finished jobs were added to the table.
 - µs of CPU per job: the daemon's process, and every process of the PostgreSQL server
   (bench/db_cpu.py); WAL bytes per job.
+- claim cost: the daemon's claim statement for 100 jobs, timed in the database's state of each
+  drain workload (N waiting, 1M waiting, N waiting beside 1M finished), rolled back.
 - enqueue: one by one (AsyncClient.enqueue, one commit each) against a bare INSERT, and bulk
   (enqueue_many, one statement).
 - idle pick-up latency: a daemon waits idle; a job is INSERTed and committed; the time until
@@ -48,6 +50,7 @@ from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
+from jobrunner.sql_files import Queries
 
 BENCH_DB = "jobrunner_bench"
 _pickups: dict[int, float] = {}
@@ -93,6 +96,9 @@ async def fresh_database(server: str, database: str = BENCH_DB) -> str:
 
 
 ENQUEUE_BLOCK = 100
+# the claim-cost probe: claims of CLAIM_PROBE_BATCH jobs, after one that plans the statement
+CLAIM_PROBES = 20
+CLAIM_PROBE_BATCH = 100
 
 Prefetch = int | Literal["auto"]
 
@@ -166,6 +172,7 @@ async def bench_backlog(
         for start in range(0, backlog, batch):
             await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(min(batch, backlog - start))])
         await conn.execute("VACUUM ANALYZE background_jobs")
+        cost = await claim_cost(conn)
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         runs = []
         for _ in range(repeat):
@@ -197,11 +204,56 @@ async def bench_backlog(
                     "daemon_cpu_us_per_job": round(cpu / completed * 1e6, 1),
                     "database_cpu_us_per_job": None if db_cpu is None else round(db_cpu / completed * 1e6, 1),
                     "verified_completed": done,
+                    "claim_cost": cost,
                 }
             )
         await conn.execute("DELETE FROM background_jobs")
         await conn.execute("VACUUM ANALYZE background_jobs")
         return runs
+    finally:
+        await conn.close()
+
+
+async def claim_cost(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Milliseconds the daemon's claim of CLAIM_PROBE_BATCH jobs takes in the database as the
+    table stands: its own statement, each in a transaction that is rolled back, so nothing is
+    claimed and no commit is timed (the probes re-claim the same jobs; their aborted row
+    versions are a few thousand beside the table's rows)."""
+    query = Queries("public").claim_batch
+    times: list[float] = []
+    for probe in range(CLAIM_PROBES + 1):
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            started = time.perf_counter()
+            rows = await conn.fetch(query, ["default"], "claim-probe", CLAIM_PROBE_BATCH, 60.0, [])
+            elapsed = time.perf_counter() - started
+        finally:
+            await transaction.rollback()
+        if len(rows) != CLAIM_PROBE_BATCH:
+            raise RuntimeError(f"claim probe took {len(rows)} jobs, not {CLAIM_PROBE_BATCH}: too few waiting")
+        if probe:  # the first one also planned the statement on this connection
+            times.append(elapsed * 1000)
+    times.sort()
+    return {
+        "batch": CLAIM_PROBE_BATCH,
+        "probes": len(times),
+        "p50_ms": round(statistics.median(times), 3),
+        "p90_ms": round(times[int(len(times) * 0.9) - 1], 3),
+    }
+
+
+async def claim_cost_with(url: str, waiting: int) -> dict[str, Any]:
+    """claim_cost with `waiting` runnable no-op jobs added to the table as it is (and taken
+    out again after)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(waiting)])
+        await conn.execute("VACUUM ANALYZE background_jobs")
+        cost = await claim_cost(conn)
+        await conn.execute("DELETE FROM background_jobs WHERE status = 'pending' AND job_type = 'noop'")
+        await conn.execute("VACUUM ANALYZE background_jobs")
+        return cost
     finally:
         await conn.close()
 
@@ -328,6 +380,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "drain_with_backlog": [],
             "drain_with_history": [],
         }
+        report["claim_cost"] = await claim_cost_with(url, args.jobs)
         for concurrency in args.concurrency:
             runs = [await bench_drain(url, args.jobs, concurrency, args.prefetch) for _ in range(args.repeat)]
             report["drain"].append(median_run(runs))
@@ -341,6 +394,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if args.history:
             report["history_rows"] = args.history
             report["history_insert_seconds"] = round(await add_history(url, args.history), 1)
+            report["claim_cost_with_history"] = await claim_cost_with(url, args.jobs)
             for concurrency in args.concurrency:
                 runs = [await bench_drain(url, args.jobs, concurrency, args.prefetch) for _ in range(args.repeat)]
                 report["drain_with_history"].append(median_run(runs))
@@ -382,6 +436,15 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"(backlog: the first {report['drain'][0]['jobs']:,} of {report['backlog_rows']:,} runnable jobs)")
     if report.get("history_rows"):
         print(f"(history: {report['history_rows']:,} finished jobs in the table)")
+    costs = [(f"{report['drain'][0]['jobs']:,} waiting", report["claim_cost"])]
+    if report["drain_with_backlog"]:
+        costs.append((f"{report['backlog_rows']:,} waiting", report["drain_with_backlog"][0]["claim_cost"]))
+    if report.get("claim_cost_with_history"):
+        costs.append((f"beside {report['history_rows']:,} finished", report["claim_cost_with_history"]))
+    print(
+        f"claim of {CLAIM_PROBE_BATCH} jobs in the database, p50 / p90 ms: "
+        + "; ".join(f"{label} {c['p50_ms']} / {c['p90_ms']}" for label, c in costs)
+    )
     e = report["enqueue"]
     client, bare = e["single_client_per_second"], e["single_bare_insert_per_second"]
     print(f"\nenqueue one by one: {client:,}/s via AsyncClient, {bare:,}/s bare INSERT (ratio {client / bare:.2f})")
