@@ -4,8 +4,17 @@ prometheus_client's own Counter and Histogram would for the same observations.""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import pytest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
 
 from jobrunner.job_metrics import JobMetrics
 from jobrunner.metrics import LATENCY_BUCKETS
@@ -37,7 +46,7 @@ def reference_exposition() -> bytes:
     return generate_latest(registry)
 
 
-def test_the_exposition_matches_prometheus_clients_own_metrics() -> None:
+def our_exposition() -> bytes:
     registry = CollectorRegistry()
     jobs = JobMetrics(LATENCY_BUCKETS)
     registry.register(jobs)
@@ -48,12 +57,33 @@ def test_the_exposition_matches_prometheus_clients_own_metrics() -> None:
         jobs.finished.inc((*key, "completed"))
         jobs.duration.observe(key, value)
     jobs.finished.inc(("a", "other", "released"))
-    ours = without_created_times(generate_latest(registry))
+    return generate_latest(registry)
+
+
+@pytest.fixture
+def created_series_off() -> Iterator[None]:
+    # what PROMETHEUS_DISABLE_CREATED_SERIES=true does when prometheus_client is imported
+    disable_created_metrics()
+    try:
+        yield
+    finally:
+        enable_created_metrics()
+
+
+def test_the_exposition_matches_prometheus_clients_own_metrics() -> None:
+    ours = without_created_times(our_exposition())
     assert ours == without_created_times(reference_exposition())
     # a value on a bound is in that bound's bucket: a saw 0.001, b saw 0.0 and 0.0011
     assert 'jobrunner_job_duration_seconds_bucket{job_type="a",le="0.001",queue="default"} 1.0' in ours
     assert 'jobrunner_job_duration_seconds_bucket{job_type="b",le="0.0025",queue="default"} 2.0' in ours
     assert 'jobrunner_jobs_claimed_total{job_type="a",queue="default"} 3.0' in ours
+    assert any(line.startswith("jobrunner_jobs_claimed_created{") for line in ours)
+
+
+def test_without_created_series_neither_exposes_them(created_series_off: None) -> None:
+    ours = our_exposition().decode()
+    assert "_created" not in ours
+    assert sorted(ours.splitlines()) == sorted(reference_exposition().decode().splitlines())
 
 
 def test_nothing_observed_exposes_the_families_without_series() -> None:

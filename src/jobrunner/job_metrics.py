@@ -13,11 +13,19 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 LabelValues = tuple[str, ...]
+
+
+def _created_series() -> bool:
+    """Whether prometheus_client's own metrics expose `_created` now: not once
+    PROMETHEUS_DISABLE_CREATED_SERIES is set or disable_created_metrics() was called. The flag
+    is private to prometheus_client; should it go, the series are exposed, as by default."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
 
 
 class _Counter:
@@ -38,8 +46,9 @@ class _Counter:
 
     def family(self) -> Metric:
         family = CounterMetricFamily(self.name, self.help, labels=self.labels)
+        created = _created_series()
         for key, value in self.values.items():
-            family.add_metric(key, value, created=self.created[key])
+            family.add_metric(key, value, created=self.created[key] if created else None)
         return family
 
 
@@ -64,6 +73,7 @@ class _Histogram:
 
     def family(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        created = _created_series()
         for key, series in self.series.items():
             buckets: list[tuple[str, float]] = []
             cumulative = 0.0
@@ -71,7 +81,8 @@ class _Histogram:
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
             family.add_metric(list(key), buckets, series[-1])
-            family.add_sample(self.name + "_created", dict(zip(self.labels, key, strict=True)), self.created[key])
+            if created:
+                family.add_sample(self.name + "_created", dict(zip(self.labels, key, strict=True)), self.created[key])
         return family
 
 
