@@ -84,3 +84,5 @@ async def test_queue_depth_is_sampled_by_one_replica_only(db_url: str, conn: asy
         assert [d.worker_id for d in leaders] == [holder]
         depth = _samples(leaders[0].metrics.exposition().decode())
         assert depth[("jobrunner_queue_jobs", frozenset({("queue", "default"), ("status", "pending")}))] == 1
+        # only a later job waits: nothing is runnable, so nothing has waited (not 1970's age)
+        assert depth[("jobrunner_queue_oldest_runnable_age_seconds", frozenset({("queue", "default")}))] == 0

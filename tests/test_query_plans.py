@@ -176,3 +176,20 @@ async def test_the_queue_depth_sample_reads_the_partial_indexes_not_the_table(
         rows = {(row["queue"], row["status"]): row["jobs"] for row in await conn.fetch(sample)}
         assert await conn.fetchval(scans) == before, "the queue-depth sample scanned the table"
     assert rows == {("default", "pending"): waiting - 7, ("default", "running"): 7}
+
+
+async def test_the_oldest_runnable_age_is_zero_when_only_later_jobs_wait(conn: asyncpg.Connection) -> None:
+    sample = JobStore(conn, "public").queries.sample_queue_depth
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, queue, scheduled_at) VALUES ('later', 'q', now() + interval '1 hour')"
+    )
+    [row] = await conn.fetch(sample)
+    assert (row["queue"], row["status"], row["jobs"], row["oldest_runnable_seconds"]) == ("q", "pending", 1, 0.0)
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, queue, scheduled_at) VALUES"
+        " ('due', 'q', now() - interval '90 seconds'), ('ancient', 'r', '-infinity')"
+    )
+    ages = {row["queue"]: row["oldest_runnable_seconds"] for row in await conn.fetch(sample)}
+    assert 90 <= ages["q"] < 120
+    # clamped to the age since 1970 rather than an infinite interval that breaks the sample
+    assert ages["r"] > 50 * 365 * 86_400

@@ -7,6 +7,8 @@
 -- an index-only walk of background_jobs_claim_idx (92 ms for the same 939,200, one process;
 -- no history is read), the running ones through background_jobs_lease_idx.
 -- The SET clauses keep the planner to those walks: its costs preferred the parallel scan.
+-- oldest_runnable_seconds is 0 where only later-scheduled jobs wait: the statement before
+-- clamped the age with greatest(), which ignores a NULL, and reported 1970's age there.
 CREATE OR REPLACE FUNCTION {schema}.sample_queue_depth()
 RETURNS TABLE (queue text, status text, jobs bigint, oldest_runnable_seconds float8)
 LANGUAGE sql STABLE
@@ -16,9 +18,11 @@ SET max_parallel_workers_per_gather = 0
 SET jit = off
 AS $$
     SELECT b.queue, 'pending'::text, count(*),
-           coalesce(extract(epoch FROM now() - least(greatest(
-               min(b.scheduled_at) FILTER (WHERE b.scheduled_at <= now()),
-               '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz)), 0)::float8
+           CASE WHEN min(b.scheduled_at) FILTER (WHERE b.scheduled_at <= now()) IS NULL THEN 0
+                -- clamped: a row written with scheduled_at = '-infinity' has no age in seconds
+                ELSE extract(epoch FROM now() - greatest(
+                    min(b.scheduled_at) FILTER (WHERE b.scheduled_at <= now()), '1970-01-01+00'::timestamptz))
+           END::float8
     FROM {schema}.background_jobs AS b
     WHERE b.status = 'pending'
     GROUP BY b.queue
