@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -41,6 +40,7 @@ import asyncpg
 from bench.db_cpu import postgres_cpu_seconds
 from bench.latency import latency_summary, sample_pickups
 from bench.noop_handlers import noop
+from bench.settle import settle_writes
 from jobrunner import JobContext, NewJob, event_loop, handler
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.worker import Daemon
@@ -115,16 +115,6 @@ def bench_settings(url: str, concurrency: int, prefetch: Prefetch = "auto") -> S
     )
 
 
-async def settle_writes(conn: asyncpg.Connection) -> None:
-    """Write out what the set-up just wrote (rows enqueued, a VACUUM) before a timed run: a
-    CHECKPOINT, then the kernel's dirty pages. Otherwise the write-back of a 1,000,000-row set-up
-    goes on under the run, and every commit's WAL flush waits behind it. Untimed; skipped where
-    this role may not CHECKPOINT (the kernel's pages are this machine's, flushed anyway)."""
-    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-        await conn.execute("CHECKPOINT")
-    await asyncio.to_thread(os.sync)
-
-
 async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: Prefetch = "auto") -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
@@ -189,9 +179,9 @@ async def bench_backlog(
         cost = await claim_cost(conn)
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         runs = []
-        for run in range(repeat):
-            if run:
-                await conn.execute("VACUUM background_jobs")
+        for _ in range(repeat):
+            # also before the first run: the claim probe's aborted row versions go
+            await conn.execute("VACUUM background_jobs")
             await settle_writes(conn)
             done_before = await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'")
             settings = bench_settings(url, concurrency, prefetch)
@@ -231,11 +221,11 @@ async def bench_backlog(
         await conn.close()
 
 
-async def claim_cost(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Milliseconds the daemon's claim of CLAIM_PROBE_BATCH jobs takes in the database as the
-    table stands: its own statement, each in a transaction that is rolled back, so nothing is
-    claimed and no commit is timed (the probes re-claim the same jobs; their aborted row
-    versions are a few thousand beside the table's rows)."""
+async def claim_cost(conn: asyncpg.Connection, batch: int = CLAIM_PROBE_BATCH) -> dict[str, Any]:
+    """Milliseconds the daemon's claim of `batch` jobs takes in the database as the table
+    stands: its own statement, each in a transaction that is rolled back, so nothing is claimed
+    and no commit is timed (the probes re-claim the same jobs; their aborted row versions are a
+    few thousand beside the table's rows)."""
     query = Queries("public").claim_batch
     times: list[float] = []
     for probe in range(CLAIM_PROBES + 1):
@@ -243,17 +233,17 @@ async def claim_cost(conn: asyncpg.Connection) -> dict[str, Any]:
         await transaction.start()
         try:
             started = time.perf_counter()
-            rows = await conn.fetch(query, ["default"], "claim-probe", CLAIM_PROBE_BATCH, 60.0, [])
+            rows = await conn.fetch(query, ["default"], "claim-probe", batch, 60.0, [])
             elapsed = time.perf_counter() - started
         finally:
             await transaction.rollback()
-        if len(rows) != CLAIM_PROBE_BATCH:
-            raise RuntimeError(f"claim probe took {len(rows)} jobs, not {CLAIM_PROBE_BATCH}: too few waiting")
+        if len(rows) != batch:
+            raise RuntimeError(f"claim probe took {len(rows)} jobs, not {batch}: too few waiting")
         if probe:  # the first one also planned the statement on this connection
             times.append(elapsed * 1000)
     times.sort()
     return {
-        "batch": CLAIM_PROBE_BATCH,
+        "batch": batch,
         "probes": len(times),
         "p50_ms": round(statistics.median(times), 3),
         "p90_ms": round(times[int(len(times) * 0.9) - 1], 3),
@@ -267,7 +257,7 @@ async def claim_cost_with(url: str, waiting: int) -> dict[str, Any]:
     try:
         await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(waiting)])
         await conn.execute("VACUUM ANALYZE background_jobs")
-        cost = await claim_cost(conn)
+        cost = await claim_cost(conn, min(CLAIM_PROBE_BATCH, waiting))
         await conn.execute("DELETE FROM background_jobs WHERE status = 'pending' AND job_type = 'noop'")
         await conn.execute("VACUUM ANALYZE background_jobs")
         return cost
@@ -459,7 +449,7 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("claim_cost_with_history"):
         costs.append((f"beside {report['history_rows']:,} finished", report["claim_cost_with_history"]))
     print(
-        f"claim of {CLAIM_PROBE_BATCH} jobs in the database, p50 / p90 ms: "
+        f"claim of {costs[0][1]['batch']} jobs in the database, p50 / p90 ms: "
         + "; ".join(f"{label} {c['p50_ms']} / {c['p90_ms']}" for label, c in costs)
     )
     e = report["enqueue"]

@@ -15,6 +15,7 @@ from prometheus_client import (
     enable_created_metrics,
     generate_latest,
 )
+from prometheus_client import metrics as prometheus_metrics
 
 from jobrunner.job_metrics import JobMetrics
 from jobrunner.metrics import LATENCY_BUCKETS
@@ -62,12 +63,15 @@ def our_exposition() -> bytes:
 
 @pytest.fixture
 def created_series_off() -> Iterator[None]:
-    # what PROMETHEUS_DISABLE_CREATED_SERIES=true does when prometheus_client is imported
+    # what PROMETHEUS_DISABLE_CREATED_SERIES=true does when prometheus_client is imported;
+    # afterwards, back to what the process had
+    was_on = prometheus_metrics._use_created
     disable_created_metrics()
     try:
         yield
     finally:
-        enable_created_metrics()
+        if was_on:
+            enable_created_metrics()
 
 
 def test_the_exposition_matches_prometheus_clients_own_metrics() -> None:
@@ -77,7 +81,8 @@ def test_the_exposition_matches_prometheus_clients_own_metrics() -> None:
     assert 'jobrunner_job_duration_seconds_bucket{job_type="a",le="0.001",queue="default"} 1.0' in ours
     assert 'jobrunner_job_duration_seconds_bucket{job_type="b",le="0.0025",queue="default"} 2.0' in ours
     assert 'jobrunner_jobs_claimed_total{job_type="a",queue="default"} 3.0' in ours
-    assert any(line.startswith("jobrunner_jobs_claimed_created{") for line in ours)
+    if prometheus_metrics._use_created:  # unless PROMETHEUS_DISABLE_CREATED_SERIES is set
+        assert any(line.startswith("jobrunner_jobs_claimed_created{") for line in ours)
 
 
 def test_without_created_series_neither_exposes_them(created_series_off: None) -> None:

@@ -195,6 +195,20 @@ async def as_role(conn: asyncpg.Connection, role: str, sql: str, *args: Any) -> 
         return await conn.fetch(sql, *args)
 
 
+# every function the migrations create that reads or writes the queue (the trigger function
+# aside): none may be callable by Supabase's anon/authenticated roles
+QUEUE_FUNCTIONS = [
+    "enqueue_job",
+    "enqueue_jobs",
+    "cancel_job",
+    "claim_jobs",
+    "claim_limited_jobs",
+    "claim_jobs_within_limits",
+    "record_outcomes",
+    "sample_queue_depth",
+]
+
+
 @pytest.fixture
 async def supabase_like(empty_conn: asyncpg.Connection) -> asyncpg.Connection:
     """A migrated database where, as on Supabase, anon/authenticated get everything created in public."""
@@ -219,12 +233,14 @@ async def test_supabase_roles_get_no_access(supabase_like: asyncpg.Connection, r
     conn = supabase_like
     for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
         assert not await conn.fetchval("SELECT has_table_privilege($1, 'background_jobs', $2)", role, privilege)
-    executable = await conn.fetch(
-        "SELECT has_function_privilege($1, p.oid, 'EXECUTE') AS allowed FROM pg_proc AS p"
-        " WHERE p.pronamespace = 'public'::regnamespace AND p.proname = 'enqueue_job'",
+    functions = await conn.fetch(
+        "SELECT p.proname, has_function_privilege($1, p.oid, 'EXECUTE') AS allowed FROM pg_proc AS p"
+        " WHERE p.pronamespace = 'public'::regnamespace AND p.proname = ANY($2::text[])",
         role,
+        QUEUE_FUNCTIONS,
     )
-    assert [r["allowed"] for r in executable] == [False]
+    assert {f["proname"] for f in functions} == set(QUEUE_FUNCTIONS)
+    assert [f["proname"] for f in functions if f["allowed"]] == []
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await as_role(conn, role, "SELECT * FROM background_jobs")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
