@@ -40,7 +40,6 @@ import asyncpg
 from bench.db_cpu import postgres_cpu_seconds
 from bench.latency import latency_summary, sample_pickups
 from bench.noop_handlers import noop
-from bench.settle import settle_writes
 from jobrunner import JobContext, NewJob, event_loop, handler
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.worker import Daemon
@@ -123,7 +122,6 @@ async def bench_drain(url: str, jobs: int, concurrency: int, prefetch: Prefetch 
         await AsyncClient(conn).enqueue_many(new_jobs)
         enqueue_seconds = time.perf_counter() - enqueue_started
         await conn.execute("VACUUM ANALYZE background_jobs")
-        await settle_writes(conn)
         settings = bench_settings(url, concurrency, prefetch)
         daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url), burst=True)
         wal_before = await conn.fetchval("SELECT pg_current_wal_lsn()")
@@ -182,7 +180,6 @@ async def bench_backlog(
         for _ in range(repeat):
             # also before the first run: the claim probe's aborted row versions go
             await conn.execute("VACUUM background_jobs")
-            await settle_writes(conn)
             done_before = await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'")
             settings = bench_settings(url, concurrency, prefetch)
             daemon = Daemon(settings, HandlerRegistry([noop]), parse_database_url(url))

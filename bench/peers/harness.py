@@ -27,7 +27,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from bench.latency import latency_summary
-from bench.settle import settle_writes
 
 
 @dataclass(frozen=True)
@@ -100,12 +99,10 @@ async def _drain_run(peer: Peer, server: str, jobs: int, concurrency: int) -> di
 
 
 async def _vacuum(url: str) -> None:
-    # as bench/run.py does before a drain: fresh statistics, the planner sees N runnable rows,
-    # and the set-up's writes written out (bench/settle.py)
+    # as bench/run.py does before a drain: fresh statistics, the planner sees N runnable rows
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("VACUUM ANALYZE")
-        await settle_writes(conn)
     finally:
         await conn.close()
 
