@@ -174,7 +174,7 @@ async def bench_backlog(
         for start in range(0, backlog, batch):
             await AsyncClient(conn).enqueue_many([NewJob("noop") for _ in range(min(batch, backlog - start))])
         await conn.execute("VACUUM ANALYZE background_jobs")
-        cost = await claim_cost(conn)
+        cost = await claim_cost(conn, min(CLAIM_PROBE_BATCH, backlog))
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         runs = []
         for _ in range(repeat):

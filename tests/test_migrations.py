@@ -197,7 +197,7 @@ async def as_role(conn: asyncpg.Connection, role: str, sql: str, *args: Any) -> 
 
 # every function the migrations create that reads or writes the queue (the trigger function
 # aside): none may be callable by Supabase's anon/authenticated roles
-QUEUE_FUNCTIONS = [
+QUEUE_FUNCTION_NAMES = [
     "enqueue_job",
     "enqueue_jobs",
     "cancel_job",
@@ -237,9 +237,9 @@ async def test_supabase_roles_get_no_access(supabase_like: asyncpg.Connection, r
         "SELECT p.proname, has_function_privilege($1, p.oid, 'EXECUTE') AS allowed FROM pg_proc AS p"
         " WHERE p.pronamespace = 'public'::regnamespace AND p.proname = ANY($2::text[])",
         role,
-        QUEUE_FUNCTIONS,
+        QUEUE_FUNCTION_NAMES,
     )
-    assert {f["proname"] for f in functions} == set(QUEUE_FUNCTIONS)
+    assert {f["proname"] for f in functions} == set(QUEUE_FUNCTION_NAMES)
     assert [f["proname"] for f in functions if f["allowed"]] == []
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await as_role(conn, role, "SELECT * FROM background_jobs")
