@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote as percent_encode
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -112,3 +113,22 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0, wh
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def url_as(url: str, user: str, password: str | None = None) -> str:
+    """The same server and database as another login. Keeps a Unix-socket host (`?host=/dir`,
+    the embedded server's form), which has no hostname to rebuild the netloc from."""
+    parts = urlsplit(url)
+    login = f"{quote_url_part(user)}:{quote_url_part(password)}" if password else quote_url_part(user)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
+
+
+def url_with_query(url: str, extra: str) -> str:
+    """`url` with `extra` (`name=value&...`) appended to whatever query it already has."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+
+
+def quote_url_part(text: str) -> str:
+    return percent_encode(text, safe="")

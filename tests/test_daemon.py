@@ -19,7 +19,7 @@ from jobrunner import JobContext, PermanentError, RetryLater, RetryPolicy, handl
 from jobrunner.daemon.worker import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.registry import HandlerRegistry
-from tests.support import job_row, make_settings, running_daemon, wait_for, wait_until
+from tests.support import job_row, make_settings, running_daemon, url_with_query, wait_for, wait_until
 
 STATUS = "SELECT status FROM background_jobs WHERE id = $1"
 UNFINISHED = "SELECT count(*) FROM background_jobs WHERE status IN ('pending', 'running')"
@@ -477,7 +477,7 @@ async def test_poll_only_mode_runs_jobs(db_url: str, conn: asyncpg.Connection) -
 
 
 async def test_pgbouncer_url_polls_without_statement_cache(db_url: str, conn: asyncpg.Connection) -> None:
-    async with running_daemon(f"{db_url}?pgbouncer=true", [noop], poll_interval=0.05) as daemon:
+    async with running_daemon(url_with_query(db_url, "pgbouncer=true"), [noop], poll_interval=0.05) as daemon:
         assert daemon.database_url.behind_pooler
         assert "pgbouncer" not in daemon.database_url.url
         assert daemon.listener is None

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from tests.support import job_row, jobrunner_process, wait_for, wait_until
+from tests.support import job_row, jobrunner_process, url_as, wait_for, wait_until
 
 RUN = ("run", "--handlers", "tests.process_handlers")
 
@@ -489,9 +489,7 @@ async def test_the_database_password_never_reaches_the_logs(
     password = "S3cr3t-pw-xyz"
     parts = urlsplit(db_url)
     # the local server trusts 127.0.0.1, so it accepts any password: the URL just has to carry one
-    secret_url = urlunsplit(
-        parts._replace(netloc=f"{parts.username or 'postgres'}:{password}@{parts.hostname}:{parts.port or 5432}")
-    )
+    secret_url = url_as(db_url, parts.username or "postgres", password)
     await insert_job(conn, "noop")
     await insert_job(conn, "fail_permanently")
     await insert_job(conn, "no_such_type")

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -26,7 +26,7 @@ import pytest
 
 from jobrunner import AsyncClient, NewJob
 from jobrunner.migrate import migrate
-from tests.support import jobrunner_process, wait_for, wait_until
+from tests.support import database_url_for, jobrunner_process, url_as, wait_for, wait_until
 from tests.test_migrations import ENSURE_SUPABASE_ROLES
 
 # table -> a text column to try to write
@@ -50,9 +50,7 @@ RUN = ("run", "--handlers", "tests.process_handlers")
 
 
 def as_user(db_url: str, user: str, password: str | None = None) -> str:
-    parts = urlsplit(db_url)
-    auth = f"{user}:{password}" if password else user
-    return urlunsplit(parts._replace(netloc=f"{auth}@{parts.hostname}:{parts.port or 5432}"))
+    return url_as(db_url, user, password)
 
 
 @pytest.fixture
@@ -109,7 +107,7 @@ async def login_role(admin_url: str) -> AsyncIterator[Any]:
                 except asyncpg.DependentObjectsStillRemainError:
                     # privileges granted in a test database: revoke them there first
                     for db in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'jobrunner_%'"):
-                        with_db = await asyncpg.connect(as_user(admin_url, "postgres").rsplit("/", 1)[0] + "/" + db[0])
+                        with_db = await asyncpg.connect(database_url_for(admin_url, db[0]))
                         try:
                             await with_db.execute(f"DROP OWNED BY {name}")
                         finally:
