@@ -19,6 +19,7 @@ from rich.table import Table
 from jobrunner import event_loop
 from jobrunner.client import AsyncClient
 from jobrunner.database import connect_kwargs
+from jobrunner.display import literal, printable
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
 from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from jobrunner.gc_freeze import freeze_startup_heap
@@ -165,7 +166,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for column in ("queue", "jobs", "oldest waiting"):
             runnable.add_column(column)
         for row in oldest:
-            runnable.add_row(row["queue"], str(row["runnable"]), f"{row['age_seconds']:.1f}s")
+            runnable.add_row(literal(row["queue"]), str(row["runnable"]), f"{row['age_seconds']:.1f}s")
         console.print(runnable)
         if dead:
             failures = Table(title="Recent failed and dead jobs")
@@ -174,11 +175,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             for row in dead:
                 failures.add_row(
                     str(row["id"]),
-                    row["job_type"],
-                    row["status"],
+                    literal(row["job_type"]),
+                    literal(row["status"]),
                     str(row["attempts"]),
                     str(row["finished_at"]),
-                    (row["last_error"] or "")[:120],
+                    literal((row["last_error"] or "")[:120]),
                 )
             console.print(failures)
         return EXIT_OK
@@ -199,7 +200,7 @@ def _job_status(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
-            table.add_row(name, "" if value is None else str(value))
+            table.add_row(name, literal(value))
         Console().print(table)
         return EXIT_OK
 
@@ -216,7 +217,7 @@ def status_table(counts: list[Any], title: str = "Jobs by type and status") -> T
     for status in statuses:
         table.add_column(status, justify="right")
     for job_type, per_status in sorted(by_type.items()):
-        table.add_row(job_type, *(str(per_status.get(s, 0)) for s in statuses))
+        table.add_row(literal(job_type), *(str(per_status.get(s, 0)) for s in statuses))
     return table
 
 
@@ -294,7 +295,10 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 schedule = row.schedule()
             except ValidationError as exc:
-                print(f"jobrunner: schedule {row.name!r} in the database cannot be read: {exc}", file=sys.stderr)
+                print(
+                    printable(f"jobrunner: schedule {row.name!r} in the database cannot be read: {exc}"),
+                    file=sys.stderr,
+                )
                 continue
             due = schedule.due(row.handled_until, now, grace)
             mine = declared.get(row.name)
@@ -340,12 +344,12 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             elif item["declared_here"] == "not registered yet":
                 name += " (not registered yet)"
             table_out.add_row(
-                name,
-                item["cron"],
-                item["timezone"],
-                item["job_type"],
-                item["queue"],
-                item["missed"],
+                literal(name),
+                literal(item["cron"]),
+                literal(item["timezone"]),
+                literal(item["job_type"]),
+                literal(item["queue"]),
+                literal(item["missed"]),
                 last,
                 "" if item["last_job_id"] is None else str(item["last_job_id"]),
                 next_run,
