@@ -16,9 +16,7 @@ HOSTILE_SCHEDULE = "nightly[/]\x1b[31m"
 
 
 def run_cli(db_url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
-    proc = jobrunner_process(
-        db_url, *args, env={"COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    proc = jobrunner_process(db_url, *args, env={"COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
