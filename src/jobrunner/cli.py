@@ -6,6 +6,8 @@ import argparse
 import json
 import re
 import sys
+import traceback
+import types
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +28,7 @@ from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import MigrationError, migrate
 from jobrunner.new_job import InvalidJob
+from jobrunner.redaction import redact_text, register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry, RegistryError
 from jobrunner.settings import Settings, describe_settings_error
 from jobrunner.sql_files import Queries
@@ -443,32 +446,45 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _complain(message: str) -> None:
+    """An error on stderr, with secrets masked and control characters written out."""
+    print("\n".join(printable(line) for line in redact_text(message).splitlines()), file=sys.stderr)
+
+
+def _redacting_excepthook(kind: type[BaseException], value: BaseException, trace: types.TracebackType | None) -> None:
+    """A crash's traceback, with secrets masked: a URL or a key may be in any message."""
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, trace))))
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.excepthook = _redacting_excepthook
+    register_environment_secrets()
     args = build_parser().parse_args(argv)
     try:
         settings = _settings_from(args)
     except ValidationError as exc:
-        print(f"jobrunner: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
+        _complain(f"jobrunner: invalid settings:\n{describe_settings_error(exc)}")
         return EXIT_USAGE
     except SettingsError as exc:  # e.g. JSON that does not parse in JOBRUNNER_LIMITS
         field = re.search(r'field "(\w+)"', str(exc))
         variable = f"JOBRUNNER_{field.group(1).upper()}: " if field else ""
-        print(f"jobrunner: invalid settings: {variable}{exc} (values given as JSON must parse)", file=sys.stderr)
+        _complain(f"jobrunner: invalid settings: {variable}{exc} (values given as JSON must parse)")
         return EXIT_USAGE
+    register_settings_secrets(settings)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.func(args, settings)
     except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError) as exc:
-        print(f"jobrunner: {exc}", file=sys.stderr)
+        _complain(f"jobrunner: {exc}")
         return EXIT_USAGE
     except asyncpg.UndefinedTableError as exc:
-        print(f"jobrunner: the database is not migrated ({exc}); run `jobrunner migrate` first", file=sys.stderr)
+        _complain(f"jobrunner: the database is not migrated ({exc}); run `jobrunner migrate` first")
         return EXIT_USAGE
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
-        print(f"jobrunner: cannot connect to the database: {exc}", file=sys.stderr)
+        _complain(f"jobrunner: cannot connect to the database: {exc}")
         return EXIT_USAGE
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
-        print(f"jobrunner: the database refused the login: {exc}", file=sys.stderr)
+        _complain(f"jobrunner: the database refused the login: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
