@@ -115,11 +115,37 @@ def test_the_cores_own_credentials_are_masked(secrets: None) -> None:
 def test_plugins_register_more_and_the_pattern_is_rebuilt_only_on_change(secrets: None) -> None:
     assert mask_secrets("nothing registered") == "nothing registered"
     register_secret("vault-held-credential")
-    pattern = redaction._secrets._pattern
+    pattern = redaction._secrets._matcher
     register_secret("vault-held-credential")
     register_secret("abc")  # too short to be told from ordinary text
-    assert redaction._secrets._pattern is pattern
+    assert redaction._secrets._matcher is pattern
     assert redact_text("got vault-held-credential and abc") == "got [redacted] and abc"
     # a longer secret containing a shorter one is masked whole
     register_secret("vault-held-credential-v2")
     assert mask_secrets("vault-held-credential-v2") == "[redacted]"
+
+
+async def test_status_masks_secrets_in_rows_stored_before_masking(db_url: str, conn: asyncpg.Connection) -> None:
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, status, attempts, last_error, finished_at)"
+        " VALUES ('echo_env_key', 'dead', 1, $1, now()) RETURNING id",
+        f"401: bad key {OPENAI_KEY}",
+    )
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("status", "--job", str(job_id)),
+        ("status", "--json", "--job", str(job_id)),
+    ):
+        proc = jobrunner_process(
+            db_url,
+            *args,
+            env={"OPENAI_API_KEY": OPENAI_KEY, "COLUMNS": "400"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = proc.communicate(timeout=60)
+        shown = (out + err).decode(errors="replace")
+        assert proc.returncode == 0, shown
+        assert "401: bad key [redacted]" in shown, shown
+        assert OPENAI_KEY not in shown

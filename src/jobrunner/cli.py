@@ -76,6 +76,11 @@ def _with_database(
         return event_loop.run(body(url, listen), settings.event_loop)
 
 
+def _print_json(value: Any) -> None:
+    """Job data as JSON: control characters escaped (ensure_ascii), secrets masked."""
+    print(redact_text(json.dumps(value, default=str, indent=2)))
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -151,16 +156,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             oldest = await conn.fetch(queries.oldest_runnable)
             dead = await conn.fetch(queries.recent_dead, args.dead)
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "counts": [dict(r) for r in counts],
-                        "runnable": [dict(r) for r in oldest],
-                        "recent_failures": [dict(r) for r in dead],
-                    },
-                    default=str,
-                    indent=2,
-                )
+            _print_json(
+                {
+                    "counts": [dict(r) for r in counts],
+                    "runnable": [dict(r) for r in oldest],
+                    "recent_failures": [dict(r) for r in dead],
+                }
             )
             return EXIT_OK
         console = Console()
@@ -199,7 +200,7 @@ def _job_status(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILURE
         fields = vars(record)
         if args.json:
-            print(json.dumps(fields, default=str, indent=2))
+            _print_json(fields)
             return EXIT_OK
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
@@ -333,7 +334,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 }
             )
         if args.json:
-            print(json.dumps(listed, default=str, indent=2))
+            _print_json(listed)
             return EXIT_OK
         table_out = Table(title="Cron schedules")
         for column in ("name", "cron", "timezone", "job_type", "queue", "missed", "last run", "job", "next run"):

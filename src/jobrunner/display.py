@@ -3,6 +3,7 @@
 Job types, queues, errors and schedule names are written by anyone who can insert a job. Shown
 as they are, rich would read `[...]` as markup (and fail on a stray `[/]`), and the terminal
 would obey ESC/OSC sequences in them (clear the screen, retitle the window, plant a hyperlink).
+An error stored before a secret was registered would show it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
+
+from jobrunner.redaction import redact_text
 
 # C0 (tab and newline too: a table cell is one line), DEL, C1 (0x9b is a one-byte CSI), and the
 # bidirectional overrides that make a terminal show text in another order than it is stored
@@ -27,5 +30,6 @@ def printable(value: object) -> str:
 
 
 def literal(value: object) -> Text:
-    """A rich cell that shows `value` literally: no markup, no emoji codes, no control characters."""
-    return Text(printable(value))
+    """A rich cell that shows `value` literally: no markup, no emoji codes, no control characters,
+    and no secret (rows written before masking existed, or by other writers, may hold one)."""
+    return Text(printable(redact_text("" if value is None else str(value))))

@@ -4,8 +4,9 @@ An upstream that echoes the API key it was sent (a gateway's 401 body, a proxy's
 would otherwise put that key into `last_error`, the logs, `jobrunner status` and Sentry. The
 values to mask are the core's own credentials, every environment variable whose name marks it
 as a secret, and whatever a plugin registers with `register_secret`. They are matched as one
-compiled alternation, rebuilt only when the set changes; masking text that holds none of them
-is one regex scan, and nothing is scanned for a job that succeeds.
+compiled alternation, rebuilt only when the set changes; text that holds none of them costs one
+substring search per written form (C speed: a few microseconds for a log line), and nothing is
+scanned for a job that succeeds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MIN_SECRET_LENGTH = 4
 SECRET_ENV_NAME = re.compile(
     r"(?:_KEY|_TOKEN|_SECRET|_DSN|_CREDENTIALS?|_PASS|_PWD|_PASSPHRASE)$|PASSWORD|SECRET", re.IGNORECASE
 )
+_NOTHING = re.compile(r"(?!)")
 
 
 class SecretValues:
@@ -41,7 +43,9 @@ class SecretValues:
 
     def __init__(self) -> None:
         self._forms: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        # the forms longest first (a secret that contains another is masked whole) and their
+        # alternation, replaced together in one assignment: readers take no lock
+        self._matcher: tuple[tuple[str, ...], re.Pattern[str]] = ((), _NOTHING)
         self._lock = threading.Lock()
 
     def add(self, values: Iterable[str], min_length: int = MIN_SECRET_LENGTH) -> None:
@@ -51,24 +55,26 @@ class SecretValues:
                 if len(value) >= min_length:
                     forms.update(_written_forms(value))
             if forms != self._forms:
+                ordered = tuple(sorted(forms, key=len, reverse=True))
+                self._matcher = (ordered, re.compile("|".join(re.escape(form) for form in ordered)))
                 self._forms = forms
-                # longest first: a secret that contains another is masked whole
-                alternation = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-                self._pattern = re.compile(alternation)
 
     def clear(self) -> None:
         with self._lock:
             self._forms = set()
-            self._pattern = None
+            self._matcher = ((), _NOTHING)
 
     def __len__(self) -> int:
         return len(self._forms)
 
     def mask(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None:
-            return text
-        return pattern.sub(MASK, text)
+        forms, pattern = self._matcher
+        # `in` is a C substring search, several times faster than the alternation's scan of
+        # text that holds none of the forms (the common case); the regex then masks them all
+        for form in forms:
+            if form in text:
+                return pattern.sub(MASK, text)
+        return text
 
 
 def _written_forms(value: str) -> set[str]:
