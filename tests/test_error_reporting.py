@@ -276,7 +276,7 @@ async def test_sentry_events_carry_none_of_the_secrets(
 ) -> None:
     payload = {
         "auth": LEAKS["auth"],
-        "session": {"jwt": LEAKS["jwt"]},
+        "user": {"jwt": LEAKS["jwt"]},
         "login": [{"pwd": LEAKS["pwd"]}],
         "private": LEAKS["private"],
         "photo_url": SIGNED_URL,
