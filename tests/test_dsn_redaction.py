@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -124,3 +125,19 @@ def test_a_password_with_an_unencoded_at_sign_is_read_as_the_server_would_connec
     parsed = parse_database_url(f"postgresql://postgres:{LEFT}@{RIGHT}@db:5432/app")
     assert urlsplit(parsed.url).hostname == "db"
     assert urlsplit(parsed.url).password == f"{LEFT}%40{RIGHT}"
+
+
+def test_redact_takes_linear_time_on_hostile_text() -> None:
+    """Error text is the attacker's: no input may make the scan quadratic (a 50 kB message
+    took seconds with an unanchored query pattern)."""
+    hostile = [
+        "x= http://h/?" + "a" * 50_000,
+        "x= " + "a" * 50_000 + " ://",
+        "x= http://h/?" + "&a" * 25_000 + "=",
+        "x= http://" + "@" * 50_000,
+        "password= '" + "\\'" * 25_000,
+    ]
+    started = time.perf_counter()
+    for text in hostile:
+        redact(text)
+    assert time.perf_counter() - started < 1.0

@@ -14,14 +14,15 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _SCHEMES = ("postgresql://", "postgres://")
 MASK = "***"
 
-# scheme://rest-of-the-url, as far as it goes in free text
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s\"'<>]+)")
+# scheme://rest-of-the-url, as far as it goes in free text (the scheme starts where a run of
+# scheme characters starts and is short: no text makes the search quadratic)
+_URL = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<rest>[^\s\"'<>]+)")
 # a query parameter whose name says it holds a credential: password, sslpassword, and the
 # signatures, tokens and keys of signed or authenticated URLs (sig, X-Amz-Signature, api_key...)
 _SECRET_PARAM_NAME = re.compile(r"pass|pwd|secret|token|sig|key|auth|credential|session|jwt", re.IGNORECASE)
-# name=value pairs of a query; a value runs to the next "&name=" (an unencoded "&" in a password
-# stays inside it) or the end
-_QUERY_PARAM = re.compile(r"(?P<name>[^=&?#]*)=(?P<value>.*?)(?=&[A-Za-z_][A-Za-z0-9_.-]*=|$)", re.DOTALL)
+# what starts the next query parameter after a secret one: up to it, an unencoded "&" is taken
+# for part of the secret
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 # key=value conninfo (libpq): password=secret, password = 'quoted \' value', sslpassword=...
 # (at the start or after white space: in a URL the query rules above apply)
 _CONNINFO_PASSWORD = re.compile(
@@ -136,12 +137,17 @@ def _redact_url(match: re.Match[str]) -> str:
         rest = f"{userinfo}@{rest}"
     head, question, query = rest.partition("?")
     if question:
-        query = _QUERY_PARAM.sub(_redact_param, query)
+        query = _redact_query(query)
     return match.group("scheme") + head + question + query
 
 
-def _redact_param(match: re.Match[str]) -> str:
-    name = match.group("name")
-    if _SECRET_PARAM_NAME.search(name) and match.group("value"):
-        return f"{name}={MASK}"
-    return match.group()
+def _redact_query(query: str) -> str:
+    kept: list[str] = []
+    in_secret = False
+    for piece in query.split("&"):
+        name, equals, value = piece.partition("=")
+        if in_secret and not (equals and _PARAM_NAME.fullmatch(name)):
+            continue  # the rest of a secret cut at an unencoded &: masked with it
+        in_secret = bool(equals and value and _SECRET_PARAM_NAME.search(name))
+        kept.append(f"{name}={MASK}" if in_secret else piece)
+    return "&".join(kept)
