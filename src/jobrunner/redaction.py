@@ -5,8 +5,7 @@ would otherwise put that key into `last_error`, the logs, `jobrunner status` and
 values to mask are the core's own credentials, every environment variable whose name marks it
 as a secret, and whatever a plugin registers with `register_secret`. They are matched as one
 compiled alternation, rebuilt only when the set changes; text that holds none of them costs one
-substring search per written form (C speed: a few microseconds for a log line), and nothing is
-scanned for a job that succeeds.
+C substring search per written form, and nothing is scanned for a job that succeeds.
 """
 
 from __future__ import annotations
