@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 import sentry_sdk
 
-from jobrunner import JobContext, PermanentError, RetryLater, handler
+from jobrunner import JobContext, PermanentError, RetryLater, handler, register_secret
 from jobrunner.error_reporting import REDACTED, scrub, shutdown_error_reporting
+from jobrunner.redaction import forget_secrets
 from tests.support import running_daemon, wait_for
 
 SECRET = "sk-live-123"
@@ -233,3 +234,66 @@ def test_scrub_masks_secret_keys_at_any_depth_and_keeps_the_rest() -> None:
         "url": "postgres://u:***@h/db",
         "deep": {"Password": REDACTED, "count": 3},
     }
+
+
+# values that must not reach Sentry, each under a key or in a place the old scrubbing missed
+LEAKS = {
+    "auth": "auth-value-7f3a",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.jwt-value-91c2",
+    "pwd": "pwd-value-55d1",
+    "private": "private-value-0be4",
+    "sig": "sig-value-c0ffee",
+    "x_amz": "amz-signature-value-d00d",
+    "access_token": "access-token-value-a11ce",
+    "breadcrumb": "breadcrumb-secret-value-b4d",
+    "extra": "extra-secret-value-e47",
+    "registered": "registered-secret-value-f00d",
+}
+SIGNED_URL = (
+    f"https://storage.example/o/photo.jpg?sig={LEAKS['sig']}&X-Amz-Signature={LEAKS['x_amz']}"
+    f"&access_token={LEAKS['access_token']}&width=200"
+)
+
+
+@handler("report_leaky")
+async def report_leaky(ctx: JobContext[dict[str, Any]]) -> None:
+    sentry_sdk.add_breadcrumb(category="http", message="GET upstream", data={"authorization": LEAKS["breadcrumb"]})
+    sentry_sdk.set_extra("upstream", {"response": [{"headers": {"x-private-header": LEAKS["extra"]}}]})
+    raise RuntimeError(f"upstream said no to {SIGNED_URL} (echoed {LEAKS['registered']})")
+
+
+@pytest.fixture
+def registered_leak() -> Iterator[None]:
+    register_secret(LEAKS["registered"])  # as a plugin would, for a key it read from a vault
+    try:
+        yield
+    finally:
+        forget_secrets()
+
+
+async def test_sentry_events_carry_none_of_the_secrets(
+    db_url: str, conn: asyncpg.Connection, sentry_endpoint: SentryEndpoint, registered_leak: None
+) -> None:
+    payload = {
+        "auth": LEAKS["auth"],
+        "user": {"jwt": LEAKS["jwt"]},
+        "login": [{"pwd": LEAKS["pwd"]}],
+        "private": LEAKS["private"],
+        "photo_url": SIGNED_URL,
+        "user_id": "u1",
+    }
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, max_attempts) VALUES ('report_leaky', $1, 1) RETURNING id",
+        json.dumps(payload),
+    )
+    async with running_daemon(db_url, [report_leaky], sentry_dsn=sentry_endpoint.dsn):
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="dead")
+    sentry_sdk.flush(timeout=10)
+
+    events = sentry_endpoint.events()
+    assert [event["tags"]["job_id"] for event in events] == [str(job_id)]
+    assert events[0]["contexts"]["job"]["payload"]["user_id"] == "u1"
+    assert "width=200" in events[0]["contexts"]["job"]["payload"]["photo_url"]
+    received = b"".join(sentry_endpoint.raw)
+    leaked = [name for name, value in LEAKS.items() if value.encode() in received]
+    assert not leaked, leaked

@@ -7,6 +7,7 @@ from jobrunner.handler import Handler, handler
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.new_job import NewJob
+from jobrunner.redaction import register_secret
 from jobrunner.retry import RetryPolicy
 from jobrunner.settings import Settings
 
@@ -29,4 +30,5 @@ __all__ = [
     "Settings",
     "UpstreamRateLimited",
     "handler",
+    "register_secret",
 ]

@@ -6,6 +6,8 @@ import argparse
 import json
 import re
 import sys
+import traceback
+import types
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,12 +21,14 @@ from rich.table import Table
 from jobrunner import event_loop
 from jobrunner.client import AsyncClient
 from jobrunner.database import connect_kwargs
+from jobrunner.display import literal, printable
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
 from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import MigrationError, migrate
 from jobrunner.new_job import InvalidJob
+from jobrunner.redaction import redact_text, register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry, RegistryError
 from jobrunner.settings import Settings, describe_settings_error
 from jobrunner.sql_files import Queries
@@ -70,6 +74,11 @@ def _with_database(
 ) -> int:
     with DatabaseTarget(settings) as (url, listen):
         return event_loop.run(body(url, listen), settings.event_loop)
+
+
+def _print_json(value: Any) -> None:
+    """Job data as JSON: control characters escaped (ensure_ascii), secrets masked."""
+    print(redact_text(json.dumps(value, default=str, indent=2)))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -147,16 +156,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             oldest = await conn.fetch(queries.oldest_runnable)
             dead = await conn.fetch(queries.recent_dead, args.dead)
         if args.json:
-            print(
-                json.dumps(
-                    {
-                        "counts": [dict(r) for r in counts],
-                        "runnable": [dict(r) for r in oldest],
-                        "recent_failures": [dict(r) for r in dead],
-                    },
-                    default=str,
-                    indent=2,
-                )
+            _print_json(
+                {
+                    "counts": [dict(r) for r in counts],
+                    "runnable": [dict(r) for r in oldest],
+                    "recent_failures": [dict(r) for r in dead],
+                }
             )
             return EXIT_OK
         console = Console()
@@ -165,7 +170,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         for column in ("queue", "jobs", "oldest waiting"):
             runnable.add_column(column)
         for row in oldest:
-            runnable.add_row(row["queue"], str(row["runnable"]), f"{row['age_seconds']:.1f}s")
+            runnable.add_row(literal(row["queue"]), str(row["runnable"]), f"{row['age_seconds']:.1f}s")
         console.print(runnable)
         if dead:
             failures = Table(title="Recent failed and dead jobs")
@@ -174,11 +179,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             for row in dead:
                 failures.add_row(
                     str(row["id"]),
-                    row["job_type"],
-                    row["status"],
+                    literal(row["job_type"]),
+                    literal(row["status"]),
                     str(row["attempts"]),
                     str(row["finished_at"]),
-                    (row["last_error"] or "")[:120],
+                    literal((row["last_error"] or "")[:120]),
                 )
             console.print(failures)
         return EXIT_OK
@@ -195,11 +200,11 @@ def _job_status(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILURE
         fields = vars(record)
         if args.json:
-            print(json.dumps(fields, default=str, indent=2))
+            _print_json(fields)
             return EXIT_OK
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
-            table.add_row(name, "" if value is None else str(value))
+            table.add_row(name, literal(value))
         Console().print(table)
         return EXIT_OK
 
@@ -216,7 +221,7 @@ def status_table(counts: list[Any], title: str = "Jobs by type and status") -> T
     for status in statuses:
         table.add_column(status, justify="right")
     for job_type, per_status in sorted(by_type.items()):
-        table.add_row(job_type, *(str(per_status.get(s, 0)) for s in statuses))
+        table.add_row(literal(job_type), *(str(per_status.get(s, 0)) for s in statuses))
     return table
 
 
@@ -294,7 +299,10 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 schedule = row.schedule()
             except ValidationError as exc:
-                print(f"jobrunner: schedule {row.name!r} in the database cannot be read: {exc}", file=sys.stderr)
+                print(
+                    printable(f"jobrunner: schedule {row.name!r} in the database cannot be read: {exc}"),
+                    file=sys.stderr,
+                )
                 continue
             due = schedule.due(row.handled_until, now, grace)
             mine = declared.get(row.name)
@@ -326,7 +334,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 }
             )
         if args.json:
-            print(json.dumps(listed, default=str, indent=2))
+            _print_json(listed)
             return EXIT_OK
         table_out = Table(title="Cron schedules")
         for column in ("name", "cron", "timezone", "job_type", "queue", "missed", "last run", "job", "next run"):
@@ -340,12 +348,12 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
             elif item["declared_here"] == "not registered yet":
                 name += " (not registered yet)"
             table_out.add_row(
-                name,
-                item["cron"],
-                item["timezone"],
-                item["job_type"],
-                item["queue"],
-                item["missed"],
+                literal(name),
+                literal(item["cron"]),
+                literal(item["timezone"]),
+                literal(item["job_type"]),
+                literal(item["queue"]),
+                literal(item["missed"]),
                 last,
                 "" if item["last_job_id"] is None else str(item["last_job_id"]),
                 next_run,
@@ -439,32 +447,45 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _complain(message: str) -> None:
+    """An error on stderr, with secrets masked and control characters written out."""
+    print("\n".join(printable(line) for line in redact_text(message).splitlines()), file=sys.stderr)
+
+
+def _redacting_excepthook(kind: type[BaseException], value: BaseException, trace: types.TracebackType | None) -> None:
+    """A crash's traceback, with secrets masked: a URL or a key may be in any message."""
+    sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, trace))))
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.excepthook = _redacting_excepthook
+    register_environment_secrets()
     args = build_parser().parse_args(argv)
     try:
         settings = _settings_from(args)
     except ValidationError as exc:
-        print(f"jobrunner: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
+        _complain(f"jobrunner: invalid settings:\n{describe_settings_error(exc)}")
         return EXIT_USAGE
     except SettingsError as exc:  # e.g. JSON that does not parse in JOBRUNNER_LIMITS
         field = re.search(r'field "(\w+)"', str(exc))
         variable = f"JOBRUNNER_{field.group(1).upper()}: " if field else ""
-        print(f"jobrunner: invalid settings: {variable}{exc} (values given as JSON must parse)", file=sys.stderr)
+        _complain(f"jobrunner: invalid settings: {variable}{exc} (values given as JSON must parse)")
         return EXIT_USAGE
+    register_settings_secrets(settings)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = args.func(args, settings)
     except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError) as exc:
-        print(f"jobrunner: {exc}", file=sys.stderr)
+        _complain(f"jobrunner: {exc}")
         return EXIT_USAGE
     except asyncpg.UndefinedTableError as exc:
-        print(f"jobrunner: the database is not migrated ({exc}); run `jobrunner migrate` first", file=sys.stderr)
+        _complain(f"jobrunner: the database is not migrated ({exc}); run `jobrunner migrate` first")
         return EXIT_USAGE
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
-        print(f"jobrunner: cannot connect to the database: {exc}", file=sys.stderr)
+        _complain(f"jobrunner: cannot connect to the database: {exc}")
         return EXIT_USAGE
     except asyncpg.InvalidAuthorizationSpecificationError as exc:
-        print(f"jobrunner: the database refused the login: {exc}", file=sys.stderr)
+        _complain(f"jobrunner: the database refused the login: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

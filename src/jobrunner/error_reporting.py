@@ -3,9 +3,12 @@
 What is reported: an attempt that raised an exception jobrunner did not expect (not
 PermanentError, RetryLater or a timeout), and every job that ends `dead` (no attempts left).
 Each event is tagged with job_type, job_id, attempt and queue and carries the payload with
-secrets scrubbed; a `before_send` hook scrubs the whole event again, so values that reach it
-another way (extra data, breadcrumbs, request data) are covered too. Local variables of
-stack frames are never sent: a handler's locals can hold anything.
+secrets scrubbed. Every event is scrubbed twice before it leaves: by the SDK's own
+`EventScrubber` (its denylist plus ours, recursive, no default PII), then by our `before_send`,
+which walks the whole event (extra, contexts, breadcrumbs, exception values, at any depth),
+drops the values of secret-named keys, and masks registered secret values and credentials in
+URLs (userinfo, password, sig, token, X-Amz-Signature, key, ... query values) in every string.
+Local variables of stack frames are never sent: a handler's locals can hold anything.
 
 Sentry's client is process-global, so this module is too: `init_error_reporting` once at
 daemon start; `report_job_error` is a no-op until then, or when no DSN is set.
@@ -21,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+
+from jobrunner.redaction import redact_text
 
 if TYPE_CHECKING:
     from sentry_sdk.types import Event, Hint
@@ -30,10 +36,19 @@ if TYPE_CHECKING:
 
 REDACTED = "[redacted]"
 # a key naming any of these holds a credential, whatever the nesting (api_key, x-auth-token,
-# DATABASE_URL's password, Set-Cookie, ...)
-SECRET_KEY = re.compile(r"token|secret|passw|key|authorization|dsn|cookie|credential|session", re.IGNORECASE)
-# credentials inside URLs in free text: scheme://user:password@host
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+# DATABASE_URL's password, Set-Cookie, jwt, pwd, private_key, X-Amz-Signature, ...)
+SECRET_KEY = re.compile(
+    r"token|secret|passw|pwd|passphrase|key|auth|jwt|bearer|private|credential|cookie|session|dsn|signature"
+    r"|(?<![a-z])(?:sig|otp)(?![a-z])",
+    re.IGNORECASE,
+)
+# the SDK's own scrubber matches whole key names (case-insensitive): its list plus the names
+# our payloads and upstreams use
+_SDK_DENYLIST = [
+    *DEFAULT_DENYLIST,
+    *("jwt", "pwd", "pass", "private", "sig", "signature", "x-amz-signature", "x_amz_signature", "access_token"),
+    *("refresh_token", "id_token", "client_secret", "bearer", "dsn", "database_url", "service_role_key"),
+]
 _MAX_DEPTH = 20
 
 _enabled = False
@@ -41,7 +56,7 @@ _enabled = False
 
 def scrub(value: Any, depth: int = 0) -> Any:
     """A copy of `value` with the values of secret-looking keys replaced, recursively, and
-    passwords in URLs masked."""
+    registered secrets and credentials in URLs masked in every string."""
     if depth > _MAX_DEPTH:
         return REDACTED
     if isinstance(value, Mapping):
@@ -52,7 +67,7 @@ def scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [scrub(item, depth + 1) for item in value]
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(r"\g<head>***@", value)
+        return redact_text(value)
     return value
 
 
@@ -70,6 +85,8 @@ def init_error_reporting(settings: Settings) -> bool:
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_environment,
         include_local_variables=False,
+        # send_default_pii stays unset, i.e. off (setting it at all is deprecated since 2.x)
+        event_scrubber=EventScrubber(denylist=_SDK_DENYLIST, recursive=True, send_default_pii=False),
         # only what this module reports: no events from log records, no performance tracing,
         # no integrations that would record queries (with parameters) behind our back
         integrations=[LoggingIntegration(level=None, event_level=None)],

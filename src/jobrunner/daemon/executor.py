@@ -22,6 +22,7 @@ from jobrunner.error_reporting import report_job_error
 from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job, JobStatus
+from jobrunner.redaction import redact_text
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore, Outcome
@@ -46,7 +47,7 @@ def storable_json(value: Any) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    text = storable_text(text)
+    text = storable_text(redact_text(text))
     return text if len(text) <= limit else text[: limit - 20] + "… [truncated]"
 
 
@@ -154,7 +155,7 @@ class JobExecutor:
         except UpstreamRateLimited as exc:
             if self._store is not None:
                 try:
-                    await self._store.pause_job_type(job.job_type, exc.seconds, str(exc))
+                    await self._store.pause_job_type(job.job_type, exc.seconds, redact_text(str(exc)))
                     context.log.warning(
                         "upstream rate limit: job type paused on every replica", pause_seconds=exc.seconds
                     )
