@@ -38,6 +38,15 @@ async def inner_task_cancelled(_ctx: JobContext[dict[str, Any]]) -> None:
     await inner
 
 
+@handler("cancels_own_task", retry=QUICK_RETRY)
+async def cancels_own_task(_ctx: JobContext[dict[str, Any]]) -> None:
+    """Cancel the task it runs in: a cancellation, but not one jobrunner asked for."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(3600)
+
+
 async def _ignore_cancellation() -> None:
     while True:
         try:

@@ -22,11 +22,12 @@ RUN = ("run", "--handlers", "tests.ending_process_handlers", "--handlers", "test
 STATUS = "SELECT status FROM background_jobs WHERE id = $1"
 
 
+@pytest.mark.parametrize("job_type", ["inner_task_cancelled", "cancels_own_task"])
 async def test_a_cancelled_error_of_the_handlers_own_is_a_failed_attempt(
-    db_url: str, conn: asyncpg.Connection, children: Children
+    db_url: str, conn: asyncpg.Connection, children: Children, job_type: str
 ) -> None:
-    # an inner task cancelled under the handler: not a hand-back (that hot-looped, attempts 0)
-    job_id = await insert_job(conn, "inner_task_cancelled", max_attempts=2)
+    # a cancellation jobrunner did not ask for: not a hand-back (that hot-looped, attempts 0)
+    job_id = await insert_job(conn, job_type, max_attempts=2)
     daemon = children.start(db_url, *RUN)
     await wait_for(conn, STATUS, job_id, expect="dead", timeout=10)
     row = await job_row(conn, job_id)
@@ -101,5 +102,26 @@ async def test_a_cancel_request_that_the_handler_swallows_still_cancels_the_job(
     await wait_for(conn, STATUS, job_id, expect="cancelled", timeout=5)
     later = await insert_job(conn, "noop")
     await wait_for(conn, STATUS, later, expect="completed", timeout=10)
+    daemon.send(signal.SIGTERM)
+    assert await daemon.wait(10) == 0
+
+
+async def test_a_lost_lease_that_the_handler_swallows_frees_the_slot_and_writes_nothing(
+    db_url: str, conn: asyncpg.Connection, children: Children
+) -> None:
+    job_id = await insert_job(conn, "swallow_cancel")
+    daemon = children.start(db_url, *RUN, env=daemon_env(concurrency=1, cancel_grace=0.5, lease_seconds=1.5))
+    await wait_for(conn, STATUS, job_id, expect="running", timeout=30)
+    # another worker took the job over (its next attempt): our next heartbeat finds it gone
+    await conn.execute(
+        "UPDATE background_jobs SET attempts = attempts + 1, worker_id = 'other',"
+        " lease_expires_at = now() + interval '1 hour' WHERE id = $1",
+        job_id,
+    )
+    later = await insert_job(conn, "noop")
+    await wait_for(conn, STATUS, later, expect="completed", timeout=10)
+    row = await job_row(conn, job_id)
+    assert (row["status"], row["attempts"], row["worker_id"]) == ("running", 2, "other")
+    assert "handler did not stop after it was cancelled" in daemon.event_names()
     daemon.send(signal.SIGTERM)
     assert await daemon.wait(10) == 0

@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
+import structlog
+
 T = TypeVar("T")
 
 EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
@@ -46,8 +48,13 @@ def _close(runner: asyncio.Runner) -> None:
     if not stuck:
         runner.close()
         return
+    structlog.get_logger("jobrunner").warning(
+        "exiting with tasks that ignore cancellation still running", tasks=sorted(t.get_name() for t in stuck)
+    )
     with contextlib.suppress(Exception):
         loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), LEFTOVER_TASK_WAIT))
+    # said once above: not again for each such task when it is collected
+    loop.set_exception_handler(lambda _loop, _context: None)
     asyncio.set_event_loop(None)
     loop.close()
 

@@ -55,6 +55,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 20] + "… [truncated]"
 
 
+def _closed_from_outside(exc: BaseException) -> bool:
+    """GeneratorExit thrown in by coroutine.close() with no loop running: the handler was left
+    behind (it ignored cancellation) and is being collected, not ending on its own."""
+    if not isinstance(exc, GeneratorExit):
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
 def describe_validation_error(job_type: str, exc: ValidationError) -> str:
     problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}" for err in exc.errors())
     return f"invalid payload for {job_type}: {problems}"
@@ -199,6 +211,8 @@ class JobExecutor:
             # SystemExit, KeyboardInterrupt, GeneratorExit, a library's own BaseException: they
             # would stop the event loop (or leave the job running under our heartbeat); here
             # they end this attempt like any other error
+            if _closed_from_outside(exc):
+                raise
             if not job.is_last_attempt:
                 report_job_error(job, exc, dead=False)
             message = f"{type(exc).__name__} raised by the handler (a BaseException, not an Exception): {exc}"

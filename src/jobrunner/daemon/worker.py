@@ -553,7 +553,12 @@ class Daemon:
         try:
             outcome = await self._executor.execute(job)
         except asyncio.CancelledError:
-            outcome = self._interrupted(running)
+            outcome = None if running.abandoned else self._interrupted(running)
+        except GeneratorExit:
+            if running.abandoned:
+                raise  # closed by the garbage collector: a task left behind when the loop closed
+            self.log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
+            outcome = self._executor.crashed(job, GeneratorExit())
         except BaseException as exc:  # whatever escapes the executor (a payload model's SystemExit…)
             self.log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
             outcome = self._executor.crashed(job, exc)
