@@ -94,7 +94,8 @@ async def test_a_flood_of_cancel_hints_costs_a_bounded_number_of_checks(db_url: 
             await flooder.close()
         await wait_until(lambda: bool(checks) and time.monotonic() - checks[-1] > 0.1, what="the last check")
         print(f"{len(checks)} checks for 1,500 hints over {flooded_for:.2f}s")
-        assert 1 <= len(checks) <= flooded_for / 0.05 + 3
+        # one per interval (the unbounded version cancelled on each notification, no check at all)
+        assert 1 <= len(checks) <= flooded_for / 0.05 + 5
         assert (await job_row(conn, job_id))["status"] == "running"
         assert daemon.stats.cancelled == 0
 
@@ -130,6 +131,7 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
         row = await job_row(conn, job_id)
         picked_up_after = (row["started_at"] - row["created_at"]).total_seconds()
         print(f"{len(claims)} claims in a {flooded_for:.2f}s flood; the real job started after {picked_up_after:.3f}s")
-        assert len(claims) <= flooded_for / 0.05 + 4
+        # one claim per interval, plus two unspaced ones at the start and after the real job's
+        assert len(claims) <= flooded_for / 0.05 + 8
         # far within the 30 s poll: the notification of the real insert was acted on
         assert picked_up_after < 0.5
