@@ -480,6 +480,8 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_SCHEDULE_MISFIRE_GRACE": ("-1", "greater than or equal to 0"),
     "JOBRUNNER_LOG_FORMAT": ("xml", "'auto', 'json' or 'console'"),
     "JOBRUNNER_LOG_LEVEL": ("verbose", "'debug', 'info', 'warning' or 'error'"),
+    "JOBRUNNER_NOTIFY_MIN_INTERVAL": ("11", "less than or equal to 10"),
+    "JOBRUNNER_CANCEL_GRACE": ("0", "greater than 0"),
 }
 
 

@@ -212,6 +212,27 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     embedded_data_dir: Path = Field(default_factory=_default_embedded_dir)
 
+    # -- notifications are hints; handlers that do not stop (daemon) -------------------------
+    notify_min_interval: float = Field(
+        default=0.05,
+        ge=0,
+        le=10,
+        description=(
+            "Least time (s) between two database checks that notifications alone set off: a claim after"
+            " two claims in a row that a NOTIFY triggered and that found nothing, and a check of cancel"
+            " hints. Bounds what a flood of NOTIFYs costs; 0 turns the spacing off."
+        ),
+    )
+    cancel_grace: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "How long a cancelled handler (timeout, cancel request, lost lease, end of the shutdown grace)"
+            " may take to stop before the daemon stops waiting for it and settles its job without it."
+        ),
+    )
+
     @field_validator("schema_name")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:

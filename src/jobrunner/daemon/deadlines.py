@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
+from typing import Any
 
 # how late a deadline may fire
 TICK = 0.01
@@ -36,7 +38,10 @@ class Deadline:
 class Deadlines:
     """Serves one event loop, the one it is first armed in (its timers are that loop's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_expired: Callable[[asyncio.Task[Any]], object] | None = None) -> None:
+        # told each task whose deadline passed, after it was cancelled (the daemon then waits a
+        # bounded time for it to stop)
+        self._on_expired = on_expired
         # asyncio.get_running_loop(), and current_task() without a loop, look the loop up on
         # every call (a getpid() each): 0.42 of arm+disarm's 1.07 us (uvloop)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +90,8 @@ class Deadlines:
         for deadline in self._groups.pop(slot, ()):
             deadline.expired = True
             deadline.task.cancel()
+            if self._on_expired is not None:
+                self._on_expired(deadline.task)
 
     def __len__(self) -> int:
         """Deadlines armed and not yet passed."""

@@ -30,6 +30,11 @@ from jobrunner.store import JobStore, Outcome
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
 
+UNREQUESTED_CANCEL = (
+    "handler raised CancelledError that jobrunner did not request"
+    " (an inner task or future it awaited was cancelled, or it cancelled its own task)"
+)
+
 
 def storable_text(text: str) -> str:
     """Text PostgreSQL can store: no NUL, no lone surrogates (both make the write fail)."""
@@ -51,6 +56,18 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 20] + "… [truncated]"
 
 
+def _closed_from_outside(exc: BaseException) -> bool:
+    """GeneratorExit thrown in by coroutine.close() with no loop running: the handler was left
+    behind (it ignored cancellation) and is being collected, not ending on its own."""
+    if not isinstance(exc, GeneratorExit):
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
 def describe_validation_error(job_type: str, exc: ValidationError) -> str:
     problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}" for err in exc.errors())
     return f"invalid payload for {job_type}: {problems}"
@@ -67,6 +84,7 @@ class JobExecutor:
         usage_sink: Callable[[str, str, float], None] | None = None,
         store: JobStore | None = None,
         settings: Settings | None = None,
+        on_timeout: Callable[[asyncio.Task[Any]], object] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -83,7 +101,8 @@ class JobExecutor:
             if (h := registry.get(job_type)) and h.max_concurrency
         }
         self._type_limits = {job_type: asyncio.Semaphore(n) for job_type, n in self.local_limits.items()}
-        self._deadlines = Deadlines()
+        # on_timeout: told the task whose deadline passed, once it has been cancelled
+        self._deadlines = Deadlines(on_timeout)
 
     async def execute(self, job: Job) -> Outcome:
         handler = self._registry.get(job.job_type)
@@ -144,11 +163,19 @@ class JobExecutor:
                     if deadline.expired and deadline.task.uncancel() > deadline.base_cancelling:
                         deadline = None
         except asyncio.CancelledError:
-            if deadline is None or not deadline.expired:
+            if deadline is not None and deadline.expired:
+                message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
+                return self._retry_or_dead(
+                    job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+                )
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
                 raise  # shutdown, a lost lease, a cancel request: the daemon decides
-            message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
+            # nobody cancelled this task: the handler's own code raised it (an inner task or
+            # future it awaited was cancelled). Taken for a hand-back it would run again at
+            # once, attempt not counted, for ever.
             return self._retry_or_dead(
-                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+                job, handler.retry.delay_for(job.attempt), UNREQUESTED_CANCEL, traceback.format_exc(), context.log
             )
         except PermanentError as exc:
             return self._failed(job, f"{type(exc).__name__}: {exc}", context.log, with_traceback=True)
@@ -178,6 +205,18 @@ class JobExecutor:
             if not job.is_last_attempt:  # the dead path below reports the last one
                 report_job_error(job, exc, dead=False)
             message = f"{type(exc).__name__}: {exc}"
+            return self._retry_or_dead(
+                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
+            )
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt, GeneratorExit, a library's own BaseException: they
+            # would stop the event loop (or leave the job running under our heartbeat); here
+            # they end this attempt like any other error
+            if _closed_from_outside(exc):
+                raise
+            if not job.is_last_attempt:
+                report_job_error(job, exc, dead=False)
+            message = f"{type(exc).__name__} raised by the handler (a BaseException, not an Exception): {exc}"
             return self._retry_or_dead(
                 job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
             )
@@ -237,6 +276,25 @@ class JobExecutor:
         """The executor itself failed on this job (a bug, or input nothing else caught): fail that job
         alone rather than leave it running under a heartbeat forever."""
         return self._failed(job, f"jobrunner could not run this job: {type(exc).__name__}: {exc}", self._job_log(job))
+
+    def unrequested_cancel(self, job: Job) -> Outcome:
+        """The job's task was cancelled by someone other than jobrunner (e.g. the handler cancelled
+        its own task): a failed attempt, retried per the handler's policy."""
+        handler = self._registry.get(job.job_type)
+        delay = handler.retry.delay_for(job.attempt) if handler is not None else 0.0
+        return self._retry_or_dead(job, delay, UNREQUESTED_CANCEL, traceback.format_exc(), self._job_log(job))
+
+    def timed_out_without_stopping(self, job: Job, waited: float) -> Outcome:
+        """The handler passed its timeout and did not stop within `waited` seconds of being cancelled:
+        the attempt ends as a timeout while the handler's coroutine may still run."""
+        handler = self._registry.get(job.job_type)
+        timeout = handler.timeout if handler is not None and handler.timeout is not None else self._default_timeout
+        delay = handler.retry.delay_for(job.attempt) if handler is not None else 0.0
+        message = (
+            f"timed out after {timeout or 0:g}s (handler timeout) and did not stop within {waited:g}s of being"
+            " cancelled: jobrunner stopped waiting for it (it may still be running in the background)"
+        )
+        return self._retry_or_dead(job, delay, message, "", self._job_log(job))
 
     @staticmethod
     def cancelled(job: Job) -> Outcome:

@@ -2,6 +2,10 @@
 
 Polling always runs underneath: while this connection is down (or LISTEN is impossible behind
 a transaction pooler) jobs are still found, only later.
+
+Any role that can log in can NOTIFY on any channel, so nothing heard here is trusted: a wake-up
+makes the fetcher claim (spaced, see wakeups.py), a cancel notification makes the daemon ask the
+table whether the job was really flagged (see cancel_requests.py). Neither acts on its payload.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncpg
 import structlog
 
 from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.cancel_requests import job_id_from_payload
 from jobrunner.database import TRANSIENT_ERRORS, connect_kwargs
 from jobrunner.dsn import DatabaseUrl
 
@@ -36,12 +41,13 @@ class NotificationListener:
         stopping: asyncio.Event,
         connect_timeout: float,
         log: structlog.typing.FilteringBoundLogger,
-        on_cancel: Callable[[int], object] | None = None,
+        # told the id a cancel notification names: a hint to check, never a request to obey
+        on_cancel_hint: Callable[[int], object] | None = None,
     ) -> None:
         self._url = url
         self._channel = channel_for(schema)
         self._cancel_channel = cancel_channel_for(schema)
-        self._on_cancel = on_cancel
+        self._on_cancel_hint = on_cancel_hint
         self._queues = set(queues)
         self._wakeup = wakeup
         self._stopping = stopping
@@ -53,9 +59,9 @@ class NotificationListener:
         if not queue or queue in self._queues:
             self._wakeup.set()
 
-    def _on_cancel_notify(self, _conn: Any, _pid: int, _channel: str, job_id: str) -> None:
-        if self._on_cancel is not None and job_id.isdigit():
-            self._on_cancel(int(job_id))
+    def _on_cancel_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_cancel_hint is not None and (job_id := job_id_from_payload(payload)) is not None:
+            self._on_cancel_hint(job_id)
 
     async def run(self) -> None:
         failures = 0

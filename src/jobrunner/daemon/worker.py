@@ -12,14 +12,15 @@ import functools
 import signal
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 import structlog
 
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.cancel_requests import CancelRequests
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
@@ -27,6 +28,7 @@ from jobrunner.daemon.maintenance import FinishedJobPruner, HotTableVacuumer, Le
 from jobrunner.daemon.ops import start_ops_endpoint
 from jobrunner.daemon.prefetch import PrefetchDepth
 from jobrunner.daemon.scheduler import SchedulerService
+from jobrunner.daemon.wakeups import WakeupSpacing
 from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.error_reporting import init_error_reporting
@@ -73,12 +75,18 @@ class _Waiting(NamedTuple):
     since: float  # event-loop time it was claimed
 
 
+# a job's task is named after it (the deadline of a timed-out handler finds it by name)
+_TASK_PREFIX = "job-"
+
+
 @dataclass
 class _Running:
     job: Job
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] = field(init=False)
     # why we cancelled it, when we did: "shutdown" hands it back, "lease" drops it
     cancel_reason: str | None = None
+    # it did not stop within cancel_grace of being cancelled: its job was settled without it
+    abandoned: bool = False
 
 
 class Daemon:
@@ -142,6 +150,10 @@ class Daemon:
         self._limited_queues = [q for q in settings.queues if q in settings.queue_limits]
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
+        self._wakeups = WakeupSpacing(settings.notify_min_interval)
+        self._cancel_requests: CancelRequests | None = None
+        # handlers that did not stop when cancelled, still running after their jobs were settled
+        self._abandoned: list[asyncio.Task[None]] = []
 
     # -- control -------------------------------------------------------------------------
 
@@ -205,6 +217,7 @@ class Daemon:
                 self.metrics.usage,
                 self._store,
                 self.settings,
+                on_timeout=self._on_timeout,
             )
             self._limited_types = sorted(set(self._executor.local_limits) | set(self._limits))
             self._completer = BatchCompleter(
@@ -242,6 +255,9 @@ class Daemon:
                     task.cancel()
                 await asyncio.gather(*services, return_exceptions=True)
         finally:
+            if any(not task.done() for task in self._abandoned):
+                # a handler that ignores cancellation may hold a connection for good
+                handler_pool.terminate()
             await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
         self.log.info("daemon stopped", **vars(self.stats))
         return self.stats
@@ -288,11 +304,21 @@ class Daemon:
     def _start_services(self) -> list[asyncio.Task[None]]:
         assert self._store is not None and self._completer is not None
         s = self.settings
+        self._cancel_requests = CancelRequests(
+            self._store,
+            self._held_ids,
+            self._holds,
+            self.cancel_local,
+            poll_interval=s.cancel_poll_interval,
+            min_interval=s.notify_min_interval,
+            log=self.log,
+            error_counter=self.metrics.database_errors.labels("cancel_poll"),
+        )
         services = [
             asyncio.create_task(self._completer.run(), name="completer"),
+            asyncio.create_task(self._cancel_requests.run(), name="cancel-requests"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
-            asyncio.create_task(self._cancel_poll_loop(), name="cancel-poll"),
             asyncio.create_task(self._prefetch_expiry_loop(), name="prefetch-expiry"),
             asyncio.create_task(
                 LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log, self.metrics).run(),
@@ -335,7 +361,7 @@ class Daemon:
                 self._stopping,
                 s.connect_timeout,
                 self.log,
-                on_cancel=self.cancel_local,
+                on_cancel_hint=self._cancel_requests.hint,
             )
             services.append(asyncio.create_task(self.listener.run(), name="listener"))
         elif s.listen:
@@ -359,6 +385,8 @@ class Daemon:
         s = self.settings
         failures = 0
         loop = asyncio.get_running_loop()
+        # the claim about to be made was asked for by a wake-up notification
+        notified = False
         while not self._stopping.is_set():
             self._last_fetch_turn = now = loop.time()
             prefetch = self._prefetch.depth(now)
@@ -368,6 +396,7 @@ class Daemon:
             if free == 0 or (self._waiting and free < (prefetch + 1) // 2):
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
+                notified = False
                 continue
             limit = min(free, s.batch_size)
             self._wakeup.clear()
@@ -389,6 +418,8 @@ class Daemon:
             if failures:
                 self.log.info("database reachable again")
                 failures = 0
+            self._wakeups.claimed(bool(jobs), notified, now)
+            notified = False
             for job in jobs:
                 self._hold(job)
             if len(jobs) == limit:
@@ -409,7 +440,10 @@ class Daemon:
                 self._slot_freed.clear()
                 await sleep_unless(self._slot_freed, s.poll_interval)
                 continue
-            await sleep_unless(self._wakeup, s.poll_interval)
+            notified = await sleep_unless(self._wakeup, s.poll_interval)
+            if notified and (delay := self._wakeups.delay(loop.time())) > 0:
+                # a NOTIFY only says "look": a flood of them must not become a claim storm
+                await sleep_unless(self._stopping, delay)
 
     async def _claim(self, limit: int) -> list[Job]:
         """One fast claim for the queues and job types without limits, and one claim per limited
@@ -503,8 +537,8 @@ class Daemon:
 
     def _start(self, job: Job) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._execute(job), name=f"job-{job.id}")
-        running = self._running[job.id] = _Running(job, task)
+        running = self._running[job.id] = _Running(job)
+        task = running.task = self._loop.create_task(self._execute(running), name=f"{_TASK_PREFIX}{job.id}")
         task.add_done_callback(functools.partial(self._task_done, running))
 
     def _start_waiting(self) -> None:
@@ -512,18 +546,32 @@ class Daemon:
             job_id = next(iter(self._waiting))
             self._start(self._waiting.pop(job_id).job)
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, running: _Running) -> None:
         assert self._executor is not None
+        job = running.job
         outcome: Outcome | None
         try:
             outcome = await self._executor.execute(job)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            outcome = None if running.abandoned else self._interrupted(running)
+        except GeneratorExit:
+            if running.abandoned:
+                raise  # closed by the garbage collector: a task left behind when the loop closed
+            self.log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
+            outcome = self._executor.crashed(job, GeneratorExit())
+        except BaseException as exc:  # whatever escapes the executor (a payload model's SystemExit…)
             self.log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
             outcome = self._executor.crashed(job, exc)
-        except asyncio.CancelledError:
-            outcome = self._interrupted(self._running[job.id])
-        finally:
-            self._running.pop(job.id, None)
+        if running.abandoned:
+            # its job was settled when it did not stop: how it ended at last changes nothing
+            self.log.warning(
+                "a handler jobrunner had stopped waiting for has ended",
+                job_id=job.id,
+                job_type=job.job_type,
+                attempt=job.attempt,
+            )
+            return
+        self._running.pop(job.id, None)
         self._settle(job, outcome)
 
     def _task_done(self, running: _Running, _task: asyncio.Task[None]) -> None:
@@ -533,13 +581,61 @@ class Daemon:
             del self._running[running.job.id]
             self._settle(running.job, self._interrupted(running))
 
-    @staticmethod
-    def _interrupted(running: _Running) -> Outcome | None:
+    def _interrupted(self, running: _Running) -> Outcome | None:
+        """The outcome of a job whose task was cancelled, by the reason the daemon cancelled it."""
         if running.cancel_reason == "lease":
             return None  # the job is someone else's now: write nothing
         if running.cancel_reason == "cancel":
             return JobExecutor.cancelled(running.job)
-        return JobExecutor.released(running.job)
+        if running.cancel_reason == "shutdown":
+            return JobExecutor.released(running.job)
+        # not cancelled by the daemon (the handler cancelled its own task): a failed attempt
+        assert self._executor is not None
+        return self._executor.unrequested_cancel(running.job)
+
+    # -- handlers that do not stop -------------------------------------------------------------
+
+    def _on_timeout(self, task: asyncio.Task[object]) -> None:
+        """A deadline cancelled this job's task: give the handler cancel_grace to stop."""
+        job_id = task.get_name().removeprefix(_TASK_PREFIX)
+        running = self._running.get(int(job_id)) if job_id.isdigit() else None
+        if running is not None and running.task is task:
+            self._stop_waiting_later(running, "timeout")
+
+    def _stop_waiting_later(self, running: _Running, reason: str) -> None:
+        assert self._loop is not None
+        self._loop.call_later(self.settings.cancel_grace, self._abandon, running, reason)
+
+    def _abandon(self, running: _Running, reason: str) -> None:
+        """The handler did not stop within cancel_grace of being cancelled (it swallows
+        CancelledError, or its cleanup hangs): settle its job without it and free its slot. Its
+        coroutine goes on in the background: asyncio cannot stop a coroutine that ignores
+        cancellation. The job is no longer heartbeated once its outcome is written, and whatever
+        the handler does later is never written (outcomes are fenced on id, attempt, running)."""
+        job = running.job
+        if running.task.done() or self._running.get(job.id) is not running:
+            return
+        assert self._executor is not None
+        running.abandoned = True
+        del self._running[job.id]
+        self._abandoned = [task for task in self._abandoned if not task.done()]
+        self._abandoned.append(running.task)
+        outcome: Outcome | None
+        if reason == "timeout":
+            outcome = self._executor.timed_out_without_stopping(job, self.settings.cancel_grace)
+        else:
+            outcome = self._interrupted(running)
+        self.log.error(
+            "handler did not stop after it was cancelled",
+            job_id=job.id,
+            job_type=job.job_type,
+            attempt=job.attempt,
+            reason=reason,
+            waited_seconds=self.settings.cancel_grace,
+            outcome=outcome.status if outcome is not None else "dropped (lease lost)",
+            still_running_in_background=len(self._abandoned),
+        )
+        self._settle(job, outcome)
 
     def _settle(self, job: Job, outcome: Outcome | None) -> None:
         assert self._completer is not None
@@ -623,6 +719,7 @@ class Daemon:
                 self.metrics.lost_leases.inc()
                 running.cancel_reason = "lease"
                 running.task.cancel()
+                self._stop_waiting_later(running, "lease")
 
     def is_healthy(self) -> bool:
         """The event loop runs and the fetch loop is not wedged (it turns at least every poll)."""
@@ -677,7 +774,7 @@ class Daemon:
 
     def cancel_local(self, job_id: int) -> bool:
         """Stop the handler of job_id if it runs here (or drop it if it waits for a slot here);
-        the job then ends `cancelled`."""
+        the job then ends `cancelled`. Only for a request the table confirmed (CancelRequests)."""
         waiting = self._waiting.pop(job_id, None)
         if waiting is not None:
             assert self._completer is not None
@@ -691,23 +788,15 @@ class Daemon:
         self.log.info("cancelling running job on request", job_id=job_id, job_type=running.job.job_type)
         running.cancel_reason = "cancel"
         running.task.cancel()
+        self._stop_waiting_later(running, "cancel")
         return True
 
-    async def _cancel_poll_loop(self) -> None:
-        """The fallback when a NOTIFY is missed (LISTEN down, pooler): ask the database."""
-        assert self._store is not None
-        while True:
-            await asyncio.sleep(self.settings.cancel_poll_interval)
-            if not self._running and not self._waiting:
-                continue
-            try:
-                requested = await self._store.cancel_requested([*self._running, *self._waiting])
-            except Exception as exc:
-                self.metrics.database_errors.labels("cancel_poll").inc()
-                self.log.warning("checking for cancellations failed, will retry", error=repr(exc))
-                continue
-            for job_id in requested:
-                self.cancel_local(job_id)
+    def _held_ids(self) -> list[int]:
+        """The jobs a cancel request can reach here: running, or waiting for a slot."""
+        return [*self._running, *self._waiting]
+
+    def _holds(self, job_id: int) -> bool:
+        return job_id in self._running or job_id in self._waiting
 
     # -- readiness ---------------------------------------------------------------------------
 
@@ -736,24 +825,28 @@ class Daemon:
             for waiting in self._waiting.values():
                 self._completer.submit(JobExecutor.released(waiting.job))
             self._waiting.clear()
-        running = [r.task for r in self._running.values()]
-        if running and not self._stop_now.is_set():
+        if self._running and not self._stop_now.is_set():
             self.log.info(
-                "waiting for running jobs to finish", running=len(running), grace_seconds=self.settings.shutdown_grace
+                "waiting for running jobs to finish",
+                running=len(self._running),
+                grace_seconds=self.settings.shutdown_grace,
             )
-            finished: asyncio.Future[Any] = asyncio.gather(*running, return_exceptions=True)
-            stop_now: asyncio.Future[Any] = asyncio.ensure_future(self._stop_now.wait())
-            await asyncio.wait(
-                {finished, stop_now}, timeout=self.settings.shutdown_grace, return_when=asyncio.FIRST_COMPLETED
-            )
-            stop_now.cancel()
+            loop = asyncio.get_running_loop()
+            grace_ends = loop.time() + self.settings.shutdown_grace
+            # every settled (or abandoned) job and a second signal set _slot_freed
+            while self._running and not self._stop_now.is_set() and (left := grace_ends - loop.time()) > 0:
+                self._slot_freed.clear()
+                await sleep_unless(self._slot_freed, left)
         leftover = list(self._running.values())
         for item in leftover:
             item.cancel_reason = item.cancel_reason or "shutdown"
             item.task.cancel()
         if leftover:
             self.log.warning("handing back unfinished jobs", jobs=len(leftover))
-            await asyncio.gather(*(item.task for item in leftover), return_exceptions=True)
+            # a handler that ignores its cancellation gets cancel_grace, then is left behind
+            await asyncio.wait([item.task for item in leftover], timeout=self.settings.cancel_grace)
+            for item in leftover:
+                self._abandon(item, item.cancel_reason or "shutdown")
         # the outcomes must be committed before we close; retries reconnect on their own
         try:
             await asyncio.wait_for(self._completer.wait_idle(), timeout=max(5.0, self.settings.shutdown_grace))

@@ -1,0 +1,137 @@
+"""A NOTIFY is only a hint to look: any role that can log in may send one on any channel.
+
+A forged `jobrunner_cancel_<schema>` notification cancels nothing (the daemon asks the table
+whether `cancel_job()` flagged the job), a flood of them costs a bounded number of queries, and a
+flood on the wake-up channel `jobrunner_<schema>` cannot turn into a claim storm, while real jobs
+and real cancel requests are still acted on at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+
+from jobrunner import AsyncClient
+from jobrunner.job import Job
+from tests import test_processes, test_security
+from tests.process_handlers import sleep
+from tests.support import job_row, running_daemon, wait_for, wait_until
+from tests.test_migrations import ENSURE_SUPABASE_ROLES
+from tests.test_processes import Children, daemon_env, insert_job
+from tests.test_security import as_user
+
+children = test_processes.children
+login_role = test_security.login_role
+
+RUN = ("run", "--handlers", "tests.process_handlers")
+STATUS = "SELECT status FROM background_jobs WHERE id = $1"
+
+
+async def _attacker(conn: asyncpg.Connection, db_url: str, login_role: Any) -> asyncpg.Connection:
+    """A login role with nothing but Supabase's `authenticated` membership: it cannot touch the queue."""
+    await conn.execute(ENSURE_SUPABASE_ROLES)
+    name = await login_role("authenticated")
+    attacker = await asyncpg.connect(as_user(db_url, name))
+    assert await attacker.fetchval("SELECT has_table_privilege('background_jobs', 'UPDATE')") is False
+    return attacker
+
+
+async def test_a_forged_cancel_notification_cancels_nothing(
+    db_url: str, conn: asyncpg.Connection, children: Children, login_role: Any
+) -> None:
+    target = await insert_job(conn, "sleep", {"seconds": 600})
+    witness = await insert_job(conn, "sleep", {"seconds": 600})
+    # polling every 30 s: within this test only a notification can make the daemon look
+    daemon = children.start(db_url, *RUN, env=daemon_env(concurrency=2, cancel_poll_interval=30))
+    await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2, timeout=30)
+    attacker = await _attacker(conn, db_url, login_role)
+    try:
+        for _ in range(50):
+            await attacker.execute("SELECT pg_notify('jobrunner_cancel_public', $1)", str(target))
+        await attacker.execute("SELECT pg_notify('jobrunner_cancel_public', g::text) FROM generate_series(1, 500) g")
+        await attacker.execute("SELECT pg_notify('jobrunner_cancel_public', repeat('9', 7000))")
+    finally:
+        await attacker.close()
+    # a real request after the forged ones: notifications arrive in commit order, so once the
+    # witness is cancelled the daemon has seen (and judged) every forged one
+    assert await conn.fetchval("SELECT cancel_job($1)", witness) == "cancelling"
+    await wait_for(conn, STATUS, witness, expect="cancelled", timeout=5)
+    row = await job_row(conn, target)
+    assert (row["status"], row["cancel_requested_at"]) == ("running", None)
+    # and a real request for the target still stops it promptly
+    asked = time.monotonic()
+    assert await conn.fetchval("SELECT cancel_job($1)", target) == "cancelling"
+    await wait_for(conn, STATUS, target, expect="cancelled", timeout=5)
+    assert time.monotonic() - asked < 2.0
+    assert daemon.proc.poll() is None
+
+
+async def test_a_flood_of_cancel_hints_costs_a_bounded_number_of_checks(db_url: str, conn: asyncpg.Connection) -> None:
+    job_id = await AsyncClient(conn).enqueue("sleep", {"seconds": 600})
+    async with running_daemon(db_url, [sleep], cancel_poll_interval=30.0, notify_min_interval=0.05) as daemon:
+        await wait_for(conn, STATUS, job_id, expect="running")
+        assert daemon._store is not None
+        checks: list[float] = []
+        real_check = daemon._store.cancel_requested
+
+        async def counted(job_ids: Any) -> set[int]:
+            checks.append(time.monotonic())
+            return await real_check(job_ids)
+
+        daemon._store.cancel_requested = counted  # type: ignore[method-assign]
+        flooder = await asyncpg.connect(db_url)
+        try:
+            started = time.monotonic()
+            for n in range(1500):
+                # the held job, and ids this daemon does not hold (those cost no query at all)
+                payload = str(job_id) if n % 2 else str(10**9 + n)
+                await flooder.execute("SELECT pg_notify('jobrunner_cancel_public', $1)", payload)
+            await flooder.execute("SELECT pg_notify('jobrunner_cancel_public', $1)", str(job_id))
+            flooded_for = time.monotonic() - started
+        finally:
+            await flooder.close()
+        await wait_until(lambda: bool(checks) and time.monotonic() - checks[-1] > 0.1, what="the last check")
+        print(f"{len(checks)} checks for 1,500 hints over {flooded_for:.2f}s")
+        # one per interval (the unbounded version cancelled on each notification, no check at all)
+        assert 1 <= len(checks) <= flooded_for / 0.05 + 5
+        assert (await job_row(conn, job_id))["status"] == "running"
+        assert daemon.stats.cancelled == 0
+
+
+async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at_once(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    # polling every 30 s: every claim in this test is one a notification triggered
+    async with running_daemon(db_url, [sleep], poll_interval=30.0, notify_min_interval=0.05) as daemon:
+        assert daemon._store is not None
+        claims: list[float] = []
+        real_claim = daemon._store.claim_batch
+
+        async def counted(*args: Any, **kwargs: Any) -> list[Job]:
+            claims.append(time.monotonic())
+            return await real_claim(*args, **kwargs)
+
+        daemon._store.claim_batch = counted  # type: ignore[method-assign]
+        flooder = await asyncpg.connect(db_url)
+        client = AsyncClient(conn)
+        try:
+            started = time.monotonic()
+            job_id: int | None = None
+            while time.monotonic() - started < 1.0:
+                await flooder.execute("SELECT pg_notify('jobrunner_public', 'default')")
+                if job_id is None and time.monotonic() - started > 0.5:
+                    job_id = await client.enqueue("sleep", {"seconds": 0})
+            flooded_for = time.monotonic() - started
+        finally:
+            await flooder.close()
+        assert job_id is not None
+        await wait_for(conn, STATUS, job_id, expect="completed", timeout=5)
+        row = await job_row(conn, job_id)
+        picked_up_after = (row["started_at"] - row["created_at"]).total_seconds()
+        print(f"{len(claims)} claims in a {flooded_for:.2f}s flood; the real job started after {picked_up_after:.3f}s")
+        # one claim per interval, plus two unspaced ones at the start and after the real job's
+        assert len(claims) <= flooded_for / 0.05 + 8
+        # far within the 30 s poll: the notification of the real insert was acted on
+        assert picked_up_after < 0.5
