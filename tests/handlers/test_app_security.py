@@ -179,7 +179,7 @@ async def test_the_worker_cannot_aim_partition_functions_at_other_tables(
     # by oid, as the attack did: the worker has no USAGE on schema auth, so no name resolves there
     call = call.format(auth_users=await conn.fetchval("SELECT 'auth.users'::regclass::oid"))
     acl_before = await conn.fetch("SELECT oid, relacl::text, relrowsecurity FROM pg_class ORDER BY oid")
-    with pytest.raises(asyncpg.PostgresError, match="is not a (month )?partition|is not one of the app's partitioned"):
+    with pytest.raises(asyncpg.PostgresError, match=r"is not a (month )?partition|is not one of the app's partitioned"):
         await worker.fetch(call)
     assert await conn.fetch("SELECT oid, relacl::text, relrowsecurity FROM pg_class ORDER BY oid") == acl_before
     assert await conn.fetchval("SELECT count(*) FROM auth.users") == 1
