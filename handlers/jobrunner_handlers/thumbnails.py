@@ -103,7 +103,7 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
 
 def _small_upright(image: Image.Image, largest: int) -> Image.Image:
     """The decoded image reduced to about REDUCING_GAP x the largest thumbnail, upright, in RGB
-    or RGBA. The full-size pixels are released before this returns."""
+    or RGBA. A full-size image is closed (its pixels freed) as soon as a smaller one replaces it."""
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     target_mode = "RGBA" if has_alpha else "RGB"
     if image.format in ("JPEG", "MPO"):
