@@ -56,6 +56,7 @@ INSERT_PHOTO = "INSERT INTO progress_photos (user_id, bucket, storage_path) VALU
         ("uploads", f"/{ALICE}/a.jpg"),  # absolute
         ("uploads", f"{ALICE}//a.jpg"),
         ("uploads", f"{ALICE}\\..\\{BOB}\\a.jpg"),
+        ("uploads", f"{ALICE}/..\\{BOB}\\a.jpg"),  # a backslash inside the folder
         ("uploads", f"{ALICE}/a\nb.jpg"),
         ("uploads", f"{ALICE}"),  # the folder itself, i.e. everything in it
         ("uploads", ""),
