@@ -89,7 +89,7 @@ class AnalyzePayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: UUID
     # an object path in the uploads bucket (`<user id>/...`), or a Storage object URL on the
-    # configured Supabase host
+    # configured Supabase host in the uploads or thumbnails bucket
     image: str = Field(min_length=1, max_length=2048)
     kind: Kind
 
@@ -340,10 +340,19 @@ def _job_outcome(exc: openai.APIStatusError, settings: AppSettings) -> Exception
     return PermanentError(f"OpenAI refused the request ({status}{code}): {message}")
 
 
-def _image_location(storage: StorageClient, image: str, uploads_bucket: str) -> tuple[str, str]:
-    if "://" in image:
-        return storage.parse_object_url(image)
-    return uploads_bucket, check_object_path(image)
+def _image_location(storage: StorageClient, image: str, settings: AppSettings) -> tuple[str, str]:
+    """(bucket, path) of the image: a path in the uploads bucket, or a Storage URL naming one of
+    the buckets users' photos are in (uploads, thumbnails). The URL form must not let a payload
+    read the archive or any other bucket with the service key."""
+    if "://" not in image:
+        return settings.uploads_bucket, check_object_path(image)
+    bucket, path = storage.parse_object_url(image)
+    readable = sorted({settings.uploads_bucket, settings.thumbnails_bucket or settings.uploads_bucket})
+    if bucket not in readable:
+        raise PermanentError(
+            f"image URL refused: the bucket {bucket!r} is not one analyze_image reads from ({', '.join(readable)})"
+        )
+    return bucket, path
 
 
 @handler(
@@ -361,7 +370,7 @@ async def analyze_image(ctx: JobContext[AnalyzePayload]) -> dict[str, Any]:
     settings.require_storage()
     user_id, kind = ctx.payload.user_id, ctx.payload.kind
     async with StorageClient.from_settings(settings) as storage:
-        bucket, path = _image_location(storage, ctx.payload.image, settings.uploads_bucket)
+        bucket, path = _image_location(storage, ctx.payload.image, settings)
         if path.split("/", 1)[0] != str(user_id):
             raise PermanentError(f"image {bucket}/{path} is not in the user's folder {user_id}/")
         image = await storage.download(bucket, path, content_types=OPENAI_IMAGE_TYPES)

@@ -2,7 +2,9 @@
 
 1. uploads older than upload_retention_days: their Storage objects (original and thumbnails) are
    deleted through the Storage API a batch at a time, then their rows (objects first: a failure
-   in between leaves rows pointing at nothing, which the next run deletes, never orphaned objects);
+   in between leaves rows pointing at nothing, which the next run deletes, never orphaned objects).
+   Only objects in the row owner's folder of an upload bucket (jobrunner_handlers.ownership): a
+   row naming anything else is logged and kept, with all of its objects;
 2. expired ai_response_cache rows;
 3. api_metrics partitions past metrics_retention_days (and old rows in its default partition);
 4. the next months' partitions of every partitioned table, created ahead of time;
@@ -25,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from jobrunner import JobContext, handler
 from jobrunner import Settings as JobrunnerSettings
+from jobrunner_handlers.ownership import upload_objects
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import AppSettings, app_settings, storage_startup_check
 from jobrunner_handlers.storage import StorageClient
@@ -42,34 +45,54 @@ class CleanupPayload(BaseModel):
     max_batches: int | None = Field(default=None, ge=1)
 
 
-def upload_objects(row: asyncpg.Record) -> list[tuple[str, str]]:
-    """(bucket, path) of an upload's original and its thumbnails."""
-    objects = [(row["bucket"], row["storage_path"])]
-    for thumb in json.loads(row["thumbnails"] or "[]"):
-        if isinstance(thumb, dict) and thumb.get("path"):
-            objects.append((str(thumb.get("bucket") or row["bucket"]), str(thumb["path"])))
-    return objects
-
-
 async def delete_old_uploads(
-    ctx: JobContext[CleanupPayload], storage: StorageClient, retention_days: int, batch: int, max_batches: int
+    ctx: JobContext[CleanupPayload],
+    storage: StorageClient,
+    settings: AppSettings,
+    retention_days: int,
+    max_batches: int,
 ) -> dict[str, Any]:
-    rows_deleted = objects_deleted = 0
+    """Rows past the retention, oldest first, a batch at a time; a row naming any object outside
+    its owner's folder of an upload bucket is logged and kept, and none of its objects deleted."""
+    batch = settings.cleanup_batch_size
+    buckets = {settings.uploads_bucket, settings.thumbnails_bucket or settings.uploads_bucket}
+    rows_deleted = objects_deleted = skipped = 0
+    after: tuple[Any, Any] = (None, None)
     for _ in range(max_batches):
-        rows = await ctx.pool.fetch(sql("old_uploads"), retention_days, batch)
+        rows = await ctx.pool.fetch(sql("old_uploads"), retention_days, batch, *after)
         if not rows:
-            return {"rows": rows_deleted, "objects": objects_deleted, "more_remaining": False}
+            break
+        after = (rows[-1]["created_at"], rows[-1]["id"])
         by_bucket: dict[str, list[str]] = {}
+        deletable = []
         for row in rows:
-            for bucket, path in upload_objects(row):
+            checked = upload_objects(row, buckets)
+            if checked.refused:
+                skipped += 1
+                ctx.log.warning(
+                    "upload row skipped: it names objects outside its owner's folder",
+                    photo_id=str(row["id"]),
+                    user_id=str(row["user_id"]),
+                    bucket=row["bucket"],
+                    path=row["storage_path"],
+                    reason=checked.refused,
+                )
+                continue
+            deletable.append(row)
+            for bucket, path in checked.objects:
                 by_bucket.setdefault(bucket, []).append(path)
         for bucket, paths in sorted(by_bucket.items()):
             objects_deleted += len(await storage.remove(bucket, paths))
-        status = await ctx.pool.execute(sql("delete_uploads"), [r["id"] for r in rows], [r["created_at"] for r in rows])
-        rows_deleted += int(status.split()[-1])
+        if deletable:
+            status = await ctx.pool.execute(
+                sql("delete_uploads"), [r["id"] for r in deletable], [r["created_at"] for r in deletable]
+            )
+            rows_deleted += int(status.split()[-1])
         if len(rows) < batch:
-            return {"rows": rows_deleted, "objects": objects_deleted, "more_remaining": False}
-    return {"rows": rows_deleted, "objects": objects_deleted, "more_remaining": True}
+            break
+    else:
+        return {"rows": rows_deleted, "objects": objects_deleted, "skipped_rows": skipped, "more_remaining": True}
+    return {"rows": rows_deleted, "objects": objects_deleted, "skipped_rows": skipped, "more_remaining": False}
 
 
 async def purge_cache(pool: asyncpg.Pool, max_batches: int) -> int:
@@ -144,11 +167,7 @@ async def cleanup_old_data(ctx: JobContext[CleanupPayload]) -> dict[str, Any]:
             result: dict[str, Any] = {}
             async with StorageClient.from_settings(settings) as storage:
                 result["uploads"] = await delete_old_uploads(
-                    ctx,
-                    storage,
-                    payload.upload_retention_days or settings.upload_retention_days,
-                    settings.cleanup_batch_size,
-                    max_batches,
+                    ctx, storage, settings, payload.upload_retention_days or settings.upload_retention_days, max_batches
                 )
                 result["expired_cache_rows"] = await purge_cache(ctx.pool, max_batches)
                 metrics = await ctx.pool.fetchval(

@@ -73,7 +73,17 @@ class AppSettings(BaseSettings):
 
     # -- images ---------------------------------------------------------------------------
     thumbnail_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [256, 1024])
-    max_image_pixels: int = Field(default=40_000_000, ge=1, description="Larger images are refused unopened.")
+    # at most Pillow's own guard in thumbnails.py (40 Mpx)
+    max_image_pixels: int = Field(
+        default=24_000_000,
+        ge=1,
+        le=40_000_000,
+        description="Larger images are refused from their header, before any pixel is decoded.",
+    )
+    # images decoded at once per process: each takes up to ~5-6 bytes x max_image_pixels at its
+    # peak (~140 MB at the defaults); 1 keeps the daemon near 230 MB, well under the shipped
+    # 512Mi, at any JOBRUNNER_CONCURRENCY (the other jobs wait holding only their download)
+    image_concurrency: int = Field(default=1, ge=1, le=64, description="Images process_upload decodes at once.")
 
     # -- retention and cleanup ------------------------------------------------------------
     upload_retention_days: int = Field(default=90, ge=1)

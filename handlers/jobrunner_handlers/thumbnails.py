@@ -1,29 +1,60 @@
-"""WebP thumbnails with Pillow, refusing what is not a plain, reasonably sized image.
+"""WebP thumbnails with Pillow, refusing what is not a plain, reasonably sized image, within a
+memory budget.
 
 Decompression bombs (a few KB of PNG that decode to gigapixels) are refused from the header,
 before any pixel is decoded: the declared size must be under `max_pixels`. Pillow's own guard is
-set to the same limit (our check never allows more than it), and its warning is turned into an
-error too, so nothing bigger is decoded even through a path we did not foresee.
+set too (our check never allows more than it), and its warning is turned into an error, so
+nothing bigger is decoded even through a path we did not foresee.
+
+Memory: the full-size image is decoded once and never copied at full size. A JPEG is decoded
+at the smallest DCT scale that still covers twice the largest thumbnail (`draft`), which for a
+phone photo is a quarter or an eighth of its pixels. Other formats are decoded whole, then
+box-reduced (`reduce`) to at most about twice the largest thumbnail and the full image released
+before anything else is done; rotation, colour conversion and the resampling to each size work on
+that small image. The peak is about one decoded image plus a fraction of it, and at most
+`image_concurrency` images are decoded at once per process (make_thumbnails_in_budget).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from jobrunner import PermanentError
 
 # Only these decoders may run on uploaded bytes (Pillow knows many more, rarely exercised ones).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # JPEG covers MPO (multi-picture JPEG)
-DEFAULT_MAX_PIXELS = 40_000_000
+# 24 Mpx: a 6000x4000 camera photo. A 4-byte-a-pixel image of that size is ~96 MB decoded.
+DEFAULT_MAX_PIXELS = 24_000_000
+# Pillow's own guard, a hard ceiling for the setting (it errors at twice this, warns above it)
+PILLOW_MAX_PIXELS = 40_000_000
+# reduce to at most this many times the largest thumbnail before resampling (as Pillow's
+# `reducing_gap`: below 2 the box filter's blur would show, above it memory and time grow)
+REDUCING_GAP = 2
 
 Image.init()  # register every decoder now: `formats=` only accepts registered ones
-Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = PILLOW_MAX_PIXELS
 warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+# EXIF orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose)
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ORIENTATION_TAG = 0x0112
+# modes `reduce` and the LANCZOS resampling take as they are; others are converted first
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA")
 
 
 class NotAnAcceptedImage(PermanentError):
@@ -46,6 +77,56 @@ class ImageSummary:
     thumbnails: list[Thumbnail]
 
 
+def fit(width: int, height: int, box: int) -> tuple[int, int]:
+    """The size of width x height scaled into a box x box square, never enlarged."""
+    if width <= box and height <= box:
+        return width, height
+    if width >= height:
+        return box, max(1, round(height * box / width))
+    return max(1, round(width * box / height)), box
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Box-reduce by `factor`. Pillow's own reduce premultiplies LA/RGBA through a full-size copy
+    (twice the decoded size at the peak); reduced a band at a time, the extra is one band. Without
+    premultiplication, colour under fully transparent pixels can tint the edges of opaque ones by
+    a fraction of a thumbnail pixel, which is not worth a second full-size image."""
+    if image.mode not in ("LA", "RGBA"):
+        return image.reduce(factor)
+    bands = []
+    for band in range(len(image.getbands())):
+        channel = image.getchannel(band)
+        bands.append(channel.reduce(factor))
+        channel.close()
+    return Image.merge(image.mode, bands)
+
+
+def _small_upright(image: Image.Image, largest: int) -> Image.Image:
+    """The decoded image reduced to about REDUCING_GAP x the largest thumbnail, upright, in RGB
+    or RGBA. A full-size image is closed (its pixels freed) as soon as a smaller one replaces it."""
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    target_mode = "RGBA" if has_alpha else "RGB"
+    if image.format in ("JPEG", "MPO"):
+        # decode at the smallest DCT scale (1/2, 1/4, 1/8) still covering this size
+        image.draft(None, fit(image.width, image.height, largest * REDUCING_GAP))
+    image.load()
+    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    working = image
+    if working.mode not in _REDUCIBLE_MODES or (has_alpha and working.mode in ("L", "RGB")):
+        working = working.convert(target_mode)  # palette, 1-bit, 16-bit, CMYK: one full-size conversion
+        image.close()
+    target_width, target_height = fit(working.width, working.height, largest)
+    factor = min(working.width // (target_width * REDUCING_GAP), working.height // (target_height * REDUCING_GAP))
+    if factor > 1:
+        reduced = _reduce(working, factor)
+        working.close()
+        image.close()
+        working = reduced
+    if orientation in _UPRIGHT:
+        working = working.transpose(_UPRIGHT[orientation])
+    return working.convert(target_mode) if working.mode != target_mode else working
+
+
 def make_thumbnails(data: bytes, sizes: Sequence[int], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSummary:
     """WebP thumbnails fitting in size x size boxes (never upscaled). CPU-bound: run it in a thread."""
     try:
@@ -61,16 +142,14 @@ def make_thumbnails(data: bytes, sizes: Sequence[int], max_pixels: int = DEFAULT
                 )
             image_format = str(image.format)
             image.seek(0)  # the first frame of an animation
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            source = upright.convert("RGBA" if "A" in upright.getbands() or "transparency" in image.info else "RGB")
+            # inside the `with`: the source may be the opened image itself (a small one)
+            source = _small_upright(image, max(sizes))
             thumbnails: list[Thumbnail] = []
             for size in sizes:
-                copy = source.copy()
-                copy.thumbnail((size, size), Image.Resampling.LANCZOS)
+                thumb = source.resize(fit(source.width, source.height, size), Image.Resampling.LANCZOS)
                 out = io.BytesIO()
-                copy.save(out, format="WEBP", quality=80, method=4)
-                thumbnails.append(Thumbnail(size, copy.width, copy.height, out.getvalue()))
+                thumb.save(out, format="WEBP", quality=80, method=4)
+                thumbnails.append(Thumbnail(size, thumb.width, thumb.height, out.getvalue()))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise NotAnAcceptedImage(f"image refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -82,3 +161,20 @@ def make_thumbnails(data: bytes, sizes: Sequence[int], max_pixels: int = DEFAULT
         # untrusted input (OSError, SyntaxError, ValueError for truncated files, ...) is permanent
         raise NotAnAcceptedImage(f"the image could not be decoded: {type(exc).__name__}: {exc}") from exc
     return ImageSummary(image_format, width, height, thumbnails)
+
+
+# one semaphore per event loop (a process has one; tests start several)
+_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+async def make_thumbnails_in_budget(
+    data: bytes, sizes: Sequence[int], max_pixels: int, concurrency: int
+) -> ImageSummary:
+    """make_thumbnails in a thread, at most `concurrency` at once in this process: the other
+    jobs wait here (holding only their downloaded bytes), not in memory-hungry decoders."""
+    loop = asyncio.get_running_loop()
+    slots = _decode_slots.get(loop)
+    if slots is None:
+        slots = _decode_slots[loop] = asyncio.Semaphore(concurrency)
+    async with slots:
+        return await asyncio.to_thread(make_thumbnails, data, sizes, max_pixels)

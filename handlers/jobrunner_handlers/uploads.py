@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import posixpath
 from typing import Any
@@ -14,7 +13,7 @@ from jobrunner import JobContext, PermanentError, handler
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import app_settings, storage_startup_check
 from jobrunner_handlers.storage import StorageClient, check_object_path
-from jobrunner_handlers.thumbnails import make_thumbnails
+from jobrunner_handlers.thumbnails import make_thumbnails_in_budget
 
 
 class UploadPayload(BaseModel):
@@ -41,8 +40,8 @@ async def process_upload(ctx: JobContext[UploadPayload]) -> dict[str, Any]:
     thumbnails_bucket = settings.thumbnails_bucket or bucket
     async with StorageClient.from_settings(settings) as storage:
         original = await storage.download(bucket, path)
-        summary = await asyncio.to_thread(
-            make_thumbnails, original.data, settings.thumbnail_sizes, settings.max_image_pixels
+        summary = await make_thumbnails_in_budget(
+            original.data, settings.thumbnail_sizes, settings.max_image_pixels, settings.image_concurrency
         )
         recorded: list[dict[str, Any]] = []
         for thumb in summary.thumbnails:

@@ -325,6 +325,35 @@ async def test_an_image_given_by_storage_url(
     assert openai_env.requests[0].image_bytes == jpeg()
 
 
+@pytest.mark.parametrize("bucket", ["archive", "private-documents", "avatars"])
+async def test_a_storage_url_may_name_only_the_configured_buckets(
+    db_url: str, conn: asyncpg.Connection, openai_env: FakeOpenAI, app_env: FakeStorage, bucket: str
+) -> None:
+    # the object exists, in the user's own folder, on the Storage host: only the bucket is wrong
+    app_env.put(bucket, IMAGE_PATH, jpeg())
+    url = f"{app_env.url}/storage/v1/object/authenticated/{bucket}/{IMAGE_PATH}"
+    job = await run(db_url, conn, await enqueue(conn, {**GLOW, "image": url}))
+    assert (job["status"], job["attempts"]) == ("failed", 1)
+    assert f"the bucket {bucket!r} is not one analyze_image reads from (uploads)" in job["last_error"]
+    assert not [request for request in app_env.requests if request[0] == "GET"]
+    assert openai_env.requests == []
+
+
+async def test_a_storage_url_in_the_configured_thumbnails_bucket_is_read(
+    db_url: str,
+    conn: asyncpg.Connection,
+    openai_env: FakeOpenAI,
+    app_env: FakeStorage,
+    clean_app_env: pytest.MonkeyPatch,
+) -> None:
+    clean_app_env.setenv("JOBRUNNER_APP_THUMBNAILS_BUCKET", "thumbs")
+    app_env.put("thumbs", IMAGE_PATH, jpeg())
+    url = f"{app_env.url}/storage/v1/object/public/thumbs/{IMAGE_PATH}"
+    job = await run(db_url, conn, await enqueue(conn, {**GLOW, "image": url}))
+    assert job["status"] == "completed", job["last_error"]
+    assert openai_env.requests[0].image_bytes == jpeg()
+
+
 async def test_without_an_openai_key_jobs_fail_naming_it_and_the_daemon_starts(
     db_url: str, conn: asyncpg.Connection, app_env: FakeStorage
 ) -> None:

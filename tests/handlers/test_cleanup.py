@@ -9,10 +9,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
 from jobrunner_handlers.cleanup import cleanup_old_data
 from tests.handlers.fake_storage import FakeStorage
-from tests.handlers.test_schema import ALICE, add_analysis
+from tests.handlers.test_schema import ALICE, BOB, add_analysis
 from tests.support import job_row, running_daemon
 
 NOW = datetime.now(UTC)
@@ -60,7 +61,7 @@ async def test_cleanup_removes_what_is_past_retention_and_reports_it(
     job = await run_cleanup(db_url, conn)
     assert job["status"] == "completed", job["last_error"]
     result = json.loads(job["result"])
-    assert result["uploads"] == {"rows": 5, "objects": 10, "more_remaining": False}
+    assert result["uploads"] == {"rows": 5, "objects": 10, "skipped_rows": 0, "more_remaining": False}
     assert result["expired_cache_rows"] == 1
     assert result["metrics"]["dropped_partitions"] == [f"api_metrics_p{old_month:%Y_%m}"]
     assert result["finished_jobs_pruned"] == 1
@@ -119,3 +120,58 @@ async def test_archiving_writes_verified_gzip_json_lines_then_drops_the_partitio
     assert lines[0]["area_scores"] == {"hydration": 40}
     assert await conn.fetchval("SELECT to_regclass($1)", partition) is None
     assert await conn.fetchval("SELECT array_agg(id) FROM glow_analyses") == [recent]
+
+
+async def test_cleanup_deletes_only_objects_in_the_rows_owners_folder_of_a_known_bucket(
+    db_url: str, conn: asyncpg.Connection, app_env: FakeStorage, clean_app_env: pytest.MonkeyPatch
+) -> None:
+    """Rows written before the schema checked them (or by the admin key) that name another user's
+    objects, another bucket or a path that climbs out: skipped and logged, never deleted."""
+    bob_files = [f"{BOB}/selfie.jpg", f"{BOB}/selfie.thumb_256.webp"]
+    for path in bob_files:
+        app_env.put("uploads", path, b"bob's")
+    app_env.put("archive", f"{ALICE}/a.jpg", b"an archive")
+    app_env.put("archive", "glow_analyses/glow_analyses_p2024_01.jsonl.gz", b"an archive")
+
+    def thumbs(*objects: tuple[str, str]) -> str:
+        return json.dumps([{"size": 256, "bucket": b, "path": p} for b, p in objects])
+
+    forged = [
+        ("uploads", f"{BOB}/selfie.jpg", "[]"),
+        ("uploads", f"{ALICE}/../{BOB}/selfie.jpg", "[]"),
+        ("uploads", f"{ALICE}/%2e%2e/{BOB}/selfie.jpg", "[]"),
+        ("uploads", f"/{BOB}/selfie.jpg", "[]"),
+        ("archive", f"{ALICE}/a.jpg", "[]"),
+        ("uploads", f"{ALICE}/mine.jpg", thumbs(("uploads", f"{BOB}/selfie.thumb_256.webp"))),
+        ("uploads", f"{ALICE}/mine2.jpg", thumbs(("archive", "glow_analyses/glow_analyses_p2024_01.jsonl.gz"))),
+        ("uploads", f"{ALICE}/mine3.jpg", json.dumps([{"path": f"{ALICE}/x/../../{BOB}/selfie.jpg"}])),
+    ]
+    for index, (bucket, path, thumbnails) in enumerate(forged):
+        await conn.execute(
+            "INSERT INTO progress_photos (user_id, bucket, storage_path, thumbnails, created_at) "
+            "VALUES ($1, $2, $3, $4::jsonb, $5)",
+            ALICE,
+            bucket,
+            path,
+            thumbnails,
+            NOW - timedelta(days=200 + index),
+        )
+    await add_upload(conn, app_env, "old", age_days=95)  # Alice's own, after all the forged ones
+    clean_app_env.setenv("JOBRUNNER_APP_CLEANUP_BATCH_SIZE", "3")  # skipped rows must not stall the batches
+    with structlog.testing.capture_logs() as logs:
+        job = await run_cleanup(db_url, conn)
+    assert job["status"] == "completed", job["last_error"]
+    assert json.loads(job["result"])["uploads"] == {
+        "rows": 1,
+        "objects": 2,
+        "skipped_rows": len(forged),
+        "more_remaining": False,
+    }
+    assert app_env.paths("uploads") == sorted(bob_files)
+    assert app_env.paths("archive") == sorted([f"{ALICE}/a.jpg", "glow_analyses/glow_analyses_p2024_01.jsonl.gz"])
+    assert await conn.fetchval("SELECT count(*) FROM progress_photos") == len(forged)
+    skipped = [
+        entry for entry in logs if entry["event"] == "upload row skipped: it names objects outside its owner's folder"
+    ]
+    assert len(skipped) == len(forged)
+    assert all(entry["log_level"] == "warning" and entry["user_id"] == str(ALICE) for entry in skipped)

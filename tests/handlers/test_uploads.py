@@ -78,11 +78,12 @@ async def test_thumbnails_are_stored_next_to_the_original_and_recorded(
     ("data", "content_type", "error"),
     [
         (png_claiming(30_000, 30_000), "image/png", "decompression bomb"),
+        (png_claiming(6_300, 6_300), "image/png", "over the 24000000-pixel limit"),
         (b"%PDF-1.7 not an image at all", "image/jpeg", "not an image in an accepted format"),
         (b"<html>hello</html>", "text/html", "content type 'text/html' is not an accepted image type"),
         (b"\xff\xd8\xff" + b"\0" * (5 * 1024 * 1024), "image/jpeg", "over the 5242880-byte limit"),
     ],
-    ids=["decompression-bomb", "not-an-image", "html", "over-5-mb"],
+    ids=["decompression-bomb", "over-the-pixel-cap", "not-an-image", "html", "over-5-mb"],
 )
 async def test_unacceptable_uploads_fail_without_retry(
     db_url: str, conn: asyncpg.Connection, app_env: FakeStorage, data: bytes, content_type: str, error: str
@@ -123,3 +124,57 @@ async def test_paths_outside_the_users_folder_and_missing_configuration(
     app_settings.cache_clear()  # settings are read once per process
     job = await run_upload(db_url, conn, "someone-else/x.jpg")
     assert "is not in the user's folder" in job["last_error"]
+
+
+def _thumb(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("mode", "image_format", "size", "expected_mode"),
+    [
+        ("RGB", "JPEG", (4000, 3000), "RGB"),  # decoded at a reduced DCT scale
+        ("RGBA", "PNG", (3000, 2000), "RGBA"),  # reduced a band at a time
+        ("RGB", "PNG", (3000, 2000), "RGB"),
+        ("L", "PNG", (2000, 3000), "RGB"),
+        ("P", "GIF", (2100, 1400), "RGB"),
+        ("1", "PNG", (800, 600), "RGB"),  # smaller than the largest box: never enlarged
+    ],
+)
+def test_thumbnails_of_every_mode_keep_the_shape_and_the_alpha(
+    mode: str, image_format: str, size: tuple[int, int], expected_mode: str
+) -> None:
+    image = Image.new("RGBA" if mode == "RGBA" else "RGB", size, (200, 120, 90, 255)[: 4 if mode == "RGBA" else 3])
+    if mode == "RGBA":
+        image.putpixel((0, 0), (0, 0, 0, 0))
+    out = io.BytesIO()
+    image.convert(mode).save(out, format=image_format)
+    summary = make_thumbnails(out.getvalue(), [256, 1024])
+    assert (summary.format, summary.width, summary.height) == (image_format, *size)
+    for thumb in summary.thumbnails:
+        expected = (size[0], size[1]) if max(size) <= thumb.size else None
+        decoded = _thumb(thumb.data)
+        assert decoded.format == "WEBP" and decoded.mode == expected_mode
+        assert (decoded.width, decoded.height) == (thumb.width, thumb.height)
+        assert max(decoded.size) == (max(size) if expected else thumb.size)
+        ratio = size[0] / size[1]
+        assert abs(decoded.width / decoded.height - ratio) < 0.02
+        # the colour survives the reduction
+        got = decoded.convert("RGB").getpixel((decoded.width // 2, decoded.height // 2))
+        want = _thumb(out.getvalue()).convert("RGB").getpixel((size[0] // 2, size[1] // 2))
+        assert isinstance(got, tuple) and isinstance(want, tuple)
+        if mode not in ("1", "P"):  # dithered: a single source pixel is not the average colour
+            assert all(abs(a - b) < 8 for a, b in zip(got, want, strict=True)), (got, want)
+
+
+def test_thumbnails_are_turned_upright_by_the_exif_orientation() -> None:
+    image = Image.new("RGB", (4000, 3000), (200, 120, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif)
+    summary = make_thumbnails(out.getvalue(), [256, 1024])
+    assert (summary.width, summary.height) == (4000, 3000)
+    assert [(t.width, t.height) for t in summary.thumbnails] == [(192, 256), (768, 1024)]

@@ -51,10 +51,12 @@ SELECT pg_try_advisory_lock(hashtext('jobrunner_app:cleanup_old_data'));
 SELECT pg_advisory_unlock(hashtext('jobrunner_app:cleanup_old_data'));
 
 -- name: old_uploads
--- The oldest uploads past the retention (walks idx_progress_photos_created).
-SELECT id, created_at, bucket, storage_path, thumbnails::text AS thumbnails
+-- The oldest uploads past the retention after the key ($3, $4) of the previous batch (NULL: from
+-- the start), so rows cleanup keeps do not come back in every batch (walks idx_progress_photos_created).
+SELECT id, created_at, user_id, bucket, storage_path, thumbnails::text AS thumbnails
 FROM public.progress_photos
 WHERE created_at < now() - make_interval(days => $1::int)
+  AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
 ORDER BY created_at, id
 LIMIT $2;
 
