@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 
-from jobrunner import Settings, redaction, register_secret
+from jobrunner import JobContext, Settings, handler, redaction, register_secret
 from jobrunner.redaction import (
     forget_secrets,
     mask_secrets,
@@ -17,7 +18,7 @@ from jobrunner.redaction import (
     register_settings_secrets,
 )
 from tests.secret_process_handlers import PLUGIN_TOKEN
-from tests.support import jobrunner_process, wait_for
+from tests.support import jobrunner_process, running_daemon, wait_for
 
 OPENAI_KEY = "sk-proj-Env7Secret9Value"
 SECRET_VALUES = (OPENAI_KEY, PLUGIN_TOKEN)
@@ -149,3 +150,24 @@ async def test_status_masks_secrets_in_rows_stored_before_masking(db_url: str, c
         assert proc.returncode == 0, shown
         assert "401: bad key [redacted]" in shown, shown
         assert OPENAI_KEY not in shown
+
+
+async def test_a_daemon_embedded_without_the_cli_masks_the_environments_secrets(
+    db_url: str, conn: asyncpg.Connection, secrets: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application that runs `Daemon` in its own process gets the same masking as `jobrunner run`."""
+    monkeypatch.setenv("EMBEDDING_APP_API_KEY", "sk-embed-Secret7Value")
+
+    @handler("echo_embedded_key")
+    async def echo_embedded_key(ctx: JobContext[Any]) -> None:
+        raise RuntimeError("upstream said: bad key sk-embed-Secret7Value")
+
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, max_attempts) VALUES ('echo_embedded_key', 1) RETURNING id"
+    )
+    async with running_daemon(db_url, [echo_embedded_key]):
+        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="dead")
+    row = await conn.fetchrow("SELECT last_error, last_error_traceback FROM background_jobs WHERE id = $1", job_id)
+    assert row is not None
+    assert "[redacted]" in row["last_error"], row["last_error"]
+    assert "sk-embed-Secret7Value" not in row["last_error"] + row["last_error_traceback"]

@@ -37,6 +37,7 @@ from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits
 from jobrunner.metrics import DaemonMetrics
 from jobrunner.migrate import pending_migrations
+from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore, Outcome, claim_order
@@ -184,6 +185,10 @@ class Daemon:
     async def run(self) -> DaemonStats:
         """Run until stopped (or, in burst mode, until nothing is runnable). Returns the stats."""
         init_error_reporting(self.settings)  # Sentry, when SENTRY_DSN is set
+        # masked from errors, logs and events; `jobrunner run` registered them already, an
+        # application embedding the daemon has not
+        register_environment_secrets()
+        register_settings_secrets(self.settings)
         self._loop = asyncio.get_running_loop()
         pool = await self._connect()
         if pool is None:
