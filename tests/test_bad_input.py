@@ -234,7 +234,7 @@ async def both_clients(db_url: str) -> Any:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ({"blob": "x" * TEN_MB}, "the limit is 1000000"),
+        ({"blob": "x" * TEN_MB}, "the limit is 1048576 bytes"),
         ({"nan": math.nan}, "not JSON-serialisable"),
         ({"inf": -math.inf}, "not JSON-serialisable"),
         ({"text": "a\x00b"}, "NUL character"),

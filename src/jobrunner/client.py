@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import psycopg
 
-from jobrunner.new_job import InvalidJob, NewJob, bulk_columns
+from jobrunner.new_job import InvalidJob, NewJob, bulk_columns, payload_limit_error
 from jobrunner.sql_files import Queries
 
 __all__ = ["AsyncClient", "Client", "InvalidJob", "JobRecord", "NewJob"]
@@ -57,6 +57,14 @@ class JobRecord:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
+def _raise_payload_refusal(constraint_name: str | None, message: str, exc: Exception) -> None:
+    """The database refused a payload over its limit: raise it as the InvalidJob the clients'
+    own check raises."""
+    refused = payload_limit_error(constraint_name, message)
+    if refused is not None:
+        raise refused from exc
+
+
 class AsyncClient:
     """asyncpg client. `db` is a pool or a connection; every method also takes `connection=`
     to run inside a transaction you hold."""
@@ -92,7 +100,12 @@ class AsyncClient:
             concurrency_key,
         )
         db = connection or self._db
-        job_id: int = await db.fetchval(self._queries.enqueue, *job.validated().enqueue_args())
+        args = job.validated().enqueue_args()
+        try:
+            job_id: int = await db.fetchval(self._queries.enqueue, *args)
+        except asyncpg.CheckViolationError as exc:
+            _raise_payload_refusal(exc.constraint_name, exc.message, exc)
+            raise
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
@@ -101,7 +114,11 @@ class AsyncClient:
         if not validated:
             return []
         db = connection or self._db
-        rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+        try:
+            rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+        except asyncpg.CheckViolationError as exc:
+            _raise_payload_refusal(exc.constraint_name, exc.message, exc)
+            raise
         return [row["id"] for row in rows]
 
     async def get(self, job_id: int, *, connection: AsyncConnection | None = None) -> JobRecord | None:
@@ -149,7 +166,11 @@ class Client:
         self, sql: str, values: Iterable[Any], connection: psycopg.Connection[Any] | None
     ) -> list[tuple[Any, ...]]:
         with (connection or self._conn).cursor() as cur:
-            cur.execute(sql, _params(values))  # rendered from sql/, not user input
+            try:
+                cur.execute(sql, _params(values))  # rendered from sql/, not user input
+            except psycopg.errors.CheckViolation as exc:
+                _raise_payload_refusal(exc.diag.constraint_name, exc.diag.message_primary or str(exc), exc)
+                raise
             return cur.fetchall() if cur.description else []
 
     def enqueue(

@@ -194,7 +194,7 @@ class Daemon:
                 raise NotMigrated(
                     f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
                 )
-            self._store = JobStore(pool, schema)
+            self._store = JobStore(pool, schema, claim_max_bytes=self.settings.claim_max_bytes)
             client = AsyncClient(handler_pool, schema)
             self._executor = JobExecutor(
                 self.registry,
