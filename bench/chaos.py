@@ -29,6 +29,10 @@ Then it waits for the queue to drain and checks, with SQL over `background_jobs`
 - the paused worker's late outcomes are refused: every job it held when paused and someone else
   re-ran shows up in its log as `outcome discarded` (fenced by the attempt number) or `lease
   lost` (cancelled by its heartbeat); the job's recorded outcome is the later attempt's;
+- a dead worker's jobs keep their place: the wait from each SIGKILL to the next start of the jobs
+  it was running is reported (p50, p99, max) with the backlog of runnable jobs at each kill, and
+  its 99th percentile must stay within lease + 2 × rescue interval (the lease runs out, a
+  rescuer on some replica sees it, the next claim takes the job first) however long the backlog;
 - the global limit holds: at most 3 `chaos_limited` executions overlap. An execution occupies a
   slot from its start until the earliest of: its recorded end, its worker's SIGKILL, its worker's
   SIGSTOP (a paused process runs nothing, and the pause outlasts the lease, so the slot is given
@@ -151,6 +155,8 @@ class ChaosLog:
     connection_cuts: list[int] = field(default_factory=list)
     unexpected_exits: list[dict[str, Any]] = field(default_factory=list)
     max_overdue_lease_seconds: float = 0.0
+    # runnable jobs waiting when each SIGKILL was sent (None: the sample failed)
+    backlog_at_kills: list[int | None] = field(default_factory=list)
     stale_running_at_window_end: int | None = None
     samples_failed: int = 0
 
@@ -395,6 +401,12 @@ class Sampler:
             """
         )
 
+    async def backlog(self) -> int | None:
+        row = await self.fetchrow(
+            "SELECT count(*) AS n FROM background_jobs WHERE status = 'pending' AND scheduled_at <= now()"
+        )
+        return None if row is None else int(row["n"])
+
     async def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -487,6 +499,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                 next_kill += config.kill_every
                 candidates = [d for d in fleet.alive if d.paused_until < time.monotonic()]
                 if candidates:
+                    chaos.backlog_at_kills.append(await sampler.backlog())
                     fleet.kill(rng.choice(candidates))
                     chaos.kills += 1
                     fleet.start()
@@ -691,7 +704,8 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
         )
         limited_overlap = await q(overlap_sql(SLOT_END))
         limited_overlap_unclipped = await q(overlap_sql(RAW_END))
-        # jobs whose worker was SIGKILLed mid-execution: how long until they ran again
+        # jobs whose worker was SIGKILLed mid-execution: how long until they ran again (a job
+        # killed on its last attempt is rescued as dead and never runs again)
         waits = await conn.fetchrow(
             """
             WITH killed AS (
@@ -701,13 +715,17 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
                 FROM executions AS e JOIN chaos_daemons AS d ON d.worker = e.worker
                 WHERE d.killed_at IS NOT NULL AND d.killed_at >= e.started_at
                   AND (e.ended_at IS NULL OR e.ended_at > d.killed_at)
+            ), waited AS (
+                SELECT *, extract(epoch FROM next_start - killed_at)::float8 AS wait FROM killed
             )
             SELECT count(*) AS killed_executions,
                    count(next_start) AS run_again,
                    extract(epoch FROM max(next_start - started_at))::float8 - $1 AS max_wait_minus_lease,
-                   extract(epoch FROM max(next_start - killed_at))::float8 AS max_wait_after_kill,
-                   extract(epoch FROM avg(next_start - killed_at))::float8 AS mean_wait_after_kill
-            FROM killed
+                   max(wait) AS max_wait_after_kill,
+                   avg(wait) AS mean_wait_after_kill,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY wait) AS p50_wait_after_kill,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY wait) AS p99_wait_after_kill
+            FROM waited
             """,
             config.lease_seconds,
         )
@@ -771,6 +789,12 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
         failures.append(f"{delayed_too_early} delayed jobs ran before their time")
     if limited_overlap > LIMITED_MAX_RUNNING:
         failures.append(f"global limit exceeded: {limited_overlap} chaos_limited executions overlapped")
+    wait_bound = config.lease_seconds + 2 * config.rescue_interval
+    if waits["p99_wait_after_kill"] is not None and waits["p99_wait_after_kill"] > wait_bound:
+        failures.append(
+            f"jobs of killed workers waited {waits['p99_wait_after_kill']:.2f}s at p99 to run again,"
+            f" over lease + 2 × rescue interval = {wait_bound}s"
+        )
     if config.restart_postgres and not chaos.restarts and chaos.restart_skipped is None:
         failures.append("PostgreSQL was not restarted")
 
@@ -814,6 +838,10 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
             "max_wait_minus_lease_seconds": _round(waits["max_wait_minus_lease"]),
             "max_wait_after_kill_seconds": _round(waits["max_wait_after_kill"]),
             "mean_wait_after_kill_seconds": _round(waits["mean_wait_after_kill"]),
+            "p50_wait_after_kill_seconds": _round(waits["p50_wait_after_kill"]),
+            "p99_wait_after_kill_seconds": _round(waits["p99_wait_after_kill"]),
+            "bound_seconds": wait_bound,
+            "backlog_at_kills": chaos.backlog_at_kills,
         },
         "limited_max_overlap": limited_overlap,
         "limited_max_overlap_unclipped": limited_overlap_unclipped,
@@ -828,6 +856,13 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def _backlog_range(samples: list[int | None]) -> str:
+    known = sorted(n for n in samples if n is not None)
+    if not known:
+        return "unknown"
+    return f"min {known[0]:,}, median {known[len(known) // 2]:,}, max {known[-1]:,}"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -854,9 +889,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"(without pause clipping {summary['limited_max_overlap_unclipped']})",
         f"time to drain             {r['time_to_drain_seconds']}s after the {r['chaos_window_seconds']}s chaos window "
         f"({r['wall_seconds_until_drained']}s in all)",
-        f"wait after worker died    max {w['max_wait_after_kill_seconds']}s after the kill, "
-        f"max {w['max_wait_minus_lease_seconds']}s beyond the lease from its start "
-        f"({w['killed_executions']} executions killed)",
+        f"wait after worker died    p50 {w['p50_wait_after_kill_seconds']}s, p99 {w['p99_wait_after_kill_seconds']}s, "
+        f"max {w['max_wait_after_kill_seconds']}s from the kill to the next start (bound: lease + 2 × rescue "
+        f"interval = {w['bound_seconds']}s); {w['killed_executions']} executions killed, {w['run_again']} ran again",
+        f"backlog at the kills      {_backlog_range(w['backlog_at_kills'])} runnable jobs waiting",
         f"outcomes                  {summary['outcomes']}",
         f"verdict                   {'PASSED' if summary['passed'] else 'FAILED'}",
     ]
@@ -873,6 +909,7 @@ async def main_async(args: argparse.Namespace) -> int:
         lease_seconds=args.lease,
         chaos_seconds=args.window,
         kill_every=args.kill_every,
+        rescue_interval=args.rescue_interval,
         restart_postgres=not args.no_restart,
         seed=args.seed,
     )
@@ -897,6 +934,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=5.0, help="JOBRUNNER_LEASE_SECONDS of the daemons")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of chaos")
     parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument("--rescue-interval", type=float, default=0.5, help="JOBRUNNER_RESCUE_INTERVAL of the daemons")
     parser.add_argument("--no-restart", action="store_true", help="do not restart PostgreSQL")
     parser.add_argument("--seed", type=int)
     sys.exit(asyncio.run(main_async(parser.parse_args())))
