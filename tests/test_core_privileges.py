@@ -134,8 +134,23 @@ async def test_every_core_function_another_role_may_call_pins_its_search_path(
     assert [r["function"] for r in exposed if PINNED not in (r["proconfig"] or [])] == []
     # and none is callable by Supabase's API roles or PUBLIC
     open_to_api = await core_only_db.fetch(
-        "SELECT p.oid::regprocedure::text FROM pg_proc AS p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner)))"
-        " AS a WHERE p.pronamespace = 'public'::regnamespace AND a.privilege_type = 'EXECUTE'"
+        "SELECT p.oid::regprocedure::text FROM pg_proc AS p,"
+        " aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a"
+        " WHERE p.pronamespace = 'public'::regnamespace AND a.privilege_type = 'EXECUTE'"
         " AND (a.grantee = 0 OR a.grantee IN ('anon'::regrole, 'authenticated'::regrole))"
     )
     assert open_to_api == []
+
+
+async def test_enqueue_jobs_refuses_arrays_of_different_lengths(conn: asyncpg.Connection) -> None:
+    # unnest pads the shorter arrays with NULLs: two job types with one payload made two jobs,
+    # the second with a default payload nobody asked for
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="one element per job"):
+        await conn.fetch(
+            "SELECT enqueue_jobs(ARRAY['a', 'b'], ARRAY['{\"x\": 1}']::jsonb[], ARRAY['default', 'default'],"
+            " ARRAY[0, 0], ARRAY[NULL, NULL]::timestamptz[], ARRAY[5, 5], ARRAY[NULL, NULL]::text[],"
+            " ARRAY[NULL, NULL]::text[])"
+        )
+    assert await conn.fetchval("SELECT count(*) FROM background_jobs") == 0
+    ids = await conn.fetch("SELECT enqueue_jobs('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')")
+    assert ids == []

@@ -189,4 +189,6 @@ async def test_a_daemon_drains_big_jobs_under_a_small_budget(db_url: str, conn: 
     async with running_daemon(db_url, [big], concurrency=10, claim_max_bytes=3 * JOB_BYTES):
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=12)
     # no claim took more than the budget: at most 3 jobs started within one claim (same started_at)
-    assert await conn.fetchval("SELECT max(n) FROM (SELECT count(*) AS n FROM background_jobs GROUP BY started_at) s") <= 3
+    assert (
+        await conn.fetchval("SELECT max(n) FROM (SELECT count(*) AS n FROM background_jobs GROUP BY started_at) s") <= 3
+    )

@@ -42,10 +42,12 @@ async def test_a_job_that_kills_every_worker_dies_at_max_attempts_and_starves_no
     others_started = 0
     for attempt in (1, 2, 3):
         jobs = await store.claim_batch(["default"], f"worker-{attempt}", 5, LEASE)
-        assert [j.id for j in jobs][0] == killer and jobs[0].attempt == attempt
+        assert (jobs[0].id, jobs[0].attempt) == (killer, attempt)
         others_started += len(jobs) - 1
         # the worker dies with the killer's attempt; the others it held finish elsewhere
-        await conn.execute("UPDATE background_jobs SET status = 'completed' WHERE job_type = 'other' AND status = 'running'")
+        await conn.execute(
+            "UPDATE background_jobs SET status = 'completed' WHERE job_type = 'other' AND status = 'running'"
+        )
         await wait_for(conn, EXPIRED)
         [rescued] = await store.rescue_expired_leases(100)
         assert rescued.id == killer
