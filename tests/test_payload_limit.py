@@ -136,6 +136,18 @@ async def test_the_owner_sets_another_limit_and_no_one_else_may(db_url: str, log
         await admin.close()
 
 
+async def test_a_client_follows_the_limit_the_owner_set(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    # lowered: the client's own check passes, the database refuses, the client says why
+    await conn.execute("SELECT set_payload_limit(4096)")
+    with pytest.raises(InvalidJob, match="payload is 5012 bytes of JSON; the limit is 4096 bytes"):
+        await AsyncClient(pool).enqueue("big", {"blob": "x" * 5000})
+    # raised: a client told so sends what the database now takes
+    await conn.execute("SELECT set_payload_limit(4 * 1048576)")
+    with pytest.raises(InvalidJob, match=LIMIT_MESSAGE):
+        await AsyncClient(pool).enqueue("big", TWO_MIB)
+    assert await AsyncClient(pool, max_payload_bytes=4 * MIB).enqueue("big", TWO_MIB) > 0
+
+
 # -- claims bounded in bytes -----------------------------------------------------------------
 
 # JSON text of each job's payload, as the claim counts it: {"blob": "…"} of 1,000,000 bytes

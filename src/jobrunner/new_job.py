@@ -60,7 +60,7 @@ class NewJob:
     # per-key limit
     concurrency_key: str | None = None
 
-    def validated(self) -> ValidatedJob:
+    def validated(self, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> ValidatedJob:
         if not isinstance(self.job_type, str) or not 0 < len(self.job_type) <= 200:
             raise InvalidJob("job_type must be a non-empty string of at most 200 characters")
         if not isinstance(self.queue, str) or not 0 < len(self.queue) <= 200:
@@ -84,9 +84,9 @@ class NewJob:
             raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
         _require_utf8(payload_json, "payload")
         size = len(payload_json) if payload_json.isascii() else len(payload_json.encode("utf-8"))
-        if size > MAX_PAYLOAD_BYTES:
+        if size > max_payload_bytes:
             raise InvalidJob(
-                f"payload is {size} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES} bytes ({_PAYLOAD_HINT})"
+                f"payload is {size} bytes of JSON; the limit is {max_payload_bytes} bytes ({_PAYLOAD_HINT})"
             )
         if (
             isinstance(self.priority, bool)
