@@ -100,6 +100,13 @@ class JobStore:
         jobs.sort(key=claim_order)
         return jobs
 
+    def filled_byte_budget(self, jobs: Sequence[Job]) -> bool:
+        """Whether a claim that returned fewer jobs than asked may have been cut short by the
+        byte budget rather than by the queue running dry: its payloads reach half the budget.
+        (A cut claim's payloads plus the next job's pass the budget; the next job is at most the
+        database's payload limit, 1 MiB by default, far under the 16 MiB budget.)"""
+        return 2 * sum(len(job.payload_json) for job in jobs) >= self.claim_max_bytes
+
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; returns ids written (others had lost their lease)."""
         # the rows are locked in array order (migration 0011's plan): ascending ids, as the

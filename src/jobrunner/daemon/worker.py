@@ -391,7 +391,7 @@ class Daemon:
                 failures = 0
             for job in jobs:
                 self._hold(job)
-            if len(jobs) == limit:
+            if len(jobs) == limit or self._store.filled_byte_budget(jobs):
                 continue  # there may be more right away
             if self.burst and not jobs and not self._held:
                 # wait for what becomes runnable within burst_wait: our own retries with a short
