@@ -3,9 +3,10 @@
     .venv/bin/python -m bench.chaos --jobs 100000 --daemons 4
 
 On a database of its own (`jobrunner_chaos`, dropped and recreated on the server DATABASE_URL
-names, else 127.0.0.1:5432), it enqueues N jobs (mixed priorities; delayed ones; ones that fail
-and retry, fail for good, or always fail; ones that sleep longer than the lease so only
-heartbeats keep them; one type under GlobalLimits(max_running=3)) and runs D daemon processes
+names, else 127.0.0.1:5432), it enqueues N jobs (mixed priorities, or one level with
+`--priorities 1`; delayed ones; ones that fail and retry, fail for good, or always fail; ones that
+sleep longer than the lease so only heartbeats keep them; one type under
+GlobalLimits(max_running=3)) and runs D daemon processes
 (`python -m jobrunner run --handlers bench.chaos_handlers`). During the chaos window it:
 
 - SIGKILLs a random daemon every few seconds and starts a new one;
@@ -123,6 +124,9 @@ class ChaosConfig:
     # the window in which damage is done; delayed jobs are spread over it
     chaos_seconds: float = 60.0
     kill_every: float = 4.0
+    # jobs get priorities -5, -4, … (this many levels). With one level a killed job's wait shows
+    # where it went back in the queue: behind the whole backlog, or in its old place
+    priority_levels: int = 16
     pause_seconds: float | None = None  # default: 1.6 × lease
     connection_cuts: int = 3
     restart_postgres: bool = True
@@ -233,7 +237,7 @@ def job_mix(config: ChaosConfig, rng: random.Random) -> list[NewJob]:
     jobs: list[NewJob] = []
     for kind, count in counts.items():
         for _ in range(count):
-            priority = rng.randint(-5, 10)
+            priority = rng.randint(-5, -5 + config.priority_levels - 1)
             ms = rng.randint(0, 20)
             if kind == "chaos_long":
                 # longer than the lease: lost without heartbeats
@@ -910,6 +914,7 @@ async def main_async(args: argparse.Namespace) -> int:
         chaos_seconds=args.window,
         kill_every=args.kill_every,
         rescue_interval=args.rescue_interval,
+        priority_levels=args.priorities,
         restart_postgres=not args.no_restart,
         seed=args.seed,
     )
@@ -935,9 +940,15 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of chaos")
     parser.add_argument("--kill-every", type=float, default=4.0)
     parser.add_argument("--rescue-interval", type=float, default=0.5, help="JOBRUNNER_RESCUE_INTERVAL of the daemons")
+    parser.add_argument(
+        "--priorities", type=int, default=16, help="priority levels of the jobs (1: every job waits in one line)"
+    )
     parser.add_argument("--no-restart", action="store_true", help="do not restart PostgreSQL")
     parser.add_argument("--seed", type=int)
-    sys.exit(asyncio.run(main_async(parser.parse_args())))
+    args = parser.parse_args()
+    if args.priorities < 1:
+        parser.error("--priorities must be at least 1")
+    sys.exit(asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":
