@@ -35,11 +35,13 @@ Then it waits for the queue to drain and checks, with SQL over `background_jobs`
   its 99th percentile must stay within lease + 2 × rescue interval (the lease runs out, a
   rescuer on some replica sees it, the next claim takes the job first) however long the backlog;
 - the global limit holds: at most 3 `chaos_limited` executions overlap. An execution occupies a
-  slot from its start until the earliest of: its recorded end, its worker's SIGKILL, its worker's
-  SIGSTOP (a paused process runs nothing, and the pause outlasts the lease, so the slot is given
-  back by the rescuer), and, when no end was recorded, the job's next start or finish. The
-  overlap without the pause clipping is reported too (the tail a resumed worker runs before its
-  heartbeat notices the lost lease is the one known way to exceed a limit).
+  slot from its start until the earliest of: its recorded end (or, when a connection cut broke
+  the handler's own record of it, the time its daemon logged the attempt's failure), its
+  worker's SIGKILL, its worker's SIGSTOP (a paused process runs nothing, and the pause outlasts
+  the lease, so the slot is given back by the rescuer), and, when no end was recorded, the job's
+  next start or finish. The overlap without the pause clipping is reported too (the tail a
+  resumed worker runs before its heartbeat notices the lost lease is the one known way to exceed
+  a limit).
 
 The summary is printed and written as JSON to bench/results/chaos-<time>.json.
 """
@@ -105,12 +107,22 @@ CREATE TABLE IF NOT EXISTS chaos_pauses (
     paused_at  timestamptz NOT NULL,
     resumed_at timestamptz NOT NULL
 );
+-- attempts whose daemon logged their failure: the end of a handler that could not record its
+-- own (a connection cut broke the write of ended_at, and with it the handler)
+CREATE TABLE IF NOT EXISTS chaos_attempt_ends (
+    job_id    bigint      NOT NULL,
+    attempt   integer     NOT NULL,
+    worker    text        NOT NULL,
+    logged_at timestamptz NOT NULL
+);
 """
 
 # log events of the daemons that the summary counts
 REFUSED_EVENT = "outcome discarded: the job's lease was lost before it was written"
 LEASE_LOST_EVENT = "lease lost: job was taken back, cancelling its handler"
 RESCUED_EVENT = "rescued job from a worker whose lease expired"
+# the daemon's log lines that end an attempt its handler failed
+FAILED_ATTEMPT_EVENTS = ("job failed, will retry", "job failed permanently", "job dead: no attempts left")
 
 
 @dataclass
@@ -371,6 +383,23 @@ def log_events(path: Path) -> Counter[str]:
     return found
 
 
+def logged_attempt_ends(path: Path, worker: str) -> list[tuple[int, int, str, datetime]]:
+    """(job_id, attempt, worker, when) of every failed attempt the daemon logged."""
+    ends: list[tuple[int, int, str, datetime]] = []
+    with contextlib.suppress(FileNotFoundError), path.open(errors="replace") as lines:
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+                if event.get("event") in FAILED_ATTEMPT_EVENTS:
+                    when = datetime.fromisoformat(event["timestamp"])
+                    ends.append((int(event["job_id"]), int(event["attempt"]), worker, when))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+    return ends
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -583,6 +612,10 @@ async def record_the_run(db_url: str, fleet: Fleet, chaos: ChaosLog) -> None:
             "INSERT INTO chaos_pauses (worker, paused_at, resumed_at) VALUES ($1, $2, $3)",
             [(p["worker"], p["paused_at"], p["resumed_at"]) for p in chaos.pauses],
         )
+        await conn.executemany(
+            "INSERT INTO chaos_attempt_ends (job_id, attempt, worker, logged_at) VALUES ($1, $2, $3, $4)",
+            [end for d in fleet.all for end in logged_attempt_ends(d.log_path, d.worker)],
+        )
     finally:
         await conn.close()
 
@@ -590,22 +623,26 @@ async def record_the_run(db_url: str, fleet: Fleet, chaos: ChaosLog) -> None:
 # -- the verdict, from the database ------------------------------------------------------------
 
 # an execution's slot in the global limit (see the module docstring)
-SLOT_END = """
+LOGGED_END = """
+coalesce((SELECT min(x.logged_at) FROM chaos_attempt_ends AS x
+          WHERE x.job_id = e.job_id AND x.attempt = e.attempt AND x.worker = e.worker), 'infinity')
+"""
+SLOT_END = f"""
 least(
     coalesce(e.ended_at, 'infinity'),
     coalesce(d.killed_at, 'infinity'),
     coalesce((SELECT min(p.paused_at) FROM chaos_pauses AS p
               WHERE p.worker = e.worker AND p.paused_at >= e.started_at), 'infinity'),
-    CASE WHEN e.ended_at IS NULL THEN coalesce(
+    CASE WHEN e.ended_at IS NULL THEN least({LOGGED_END}, coalesce(
         (SELECT min(n.started_at) FROM executions AS n WHERE n.job_id = e.job_id AND n.started_at > e.started_at),
-        j.finished_at, 'infinity') ELSE 'infinity' END
+        j.finished_at, 'infinity')) ELSE 'infinity' END
 )
 """
-RAW_END = """
+RAW_END = f"""
 least(coalesce(e.ended_at, 'infinity'), coalesce(d.killed_at, 'infinity'),
-      CASE WHEN e.ended_at IS NULL THEN coalesce(
+      CASE WHEN e.ended_at IS NULL THEN least({LOGGED_END}, coalesce(
           (SELECT min(n.started_at) FROM executions AS n WHERE n.job_id = e.job_id AND n.started_at > e.started_at),
-          j.finished_at, 'infinity') ELSE 'infinity' END)
+          j.finished_at, 'infinity')) ELSE 'infinity' END)
 """
 
 
