@@ -756,6 +756,11 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
                 FROM executions AS e JOIN chaos_daemons AS d ON d.worker = e.worker
                 WHERE d.killed_at IS NOT NULL AND d.killed_at >= e.started_at
                   AND (e.ended_at IS NULL OR e.ended_at > d.killed_at)
+                  -- not an attempt that had failed before the kill (its handler's record of its
+                  -- end broken by a connection cut): that job waited as a retry, not a rescue
+                  AND NOT EXISTS (SELECT 1 FROM chaos_attempt_ends AS x
+                                  WHERE x.job_id = e.job_id AND x.attempt = e.attempt AND x.worker = e.worker
+                                    AND x.logged_at <= d.killed_at)
             ), waited AS (
                 SELECT *, extract(epoch FROM next_start - killed_at)::float8 AS wait FROM killed
             )
