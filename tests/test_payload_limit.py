@@ -1,9 +1,9 @@
 """Payload size: refused by the database on every path, and claims bounded in bytes.
 
-Before this, the 1 MiB limit lived only in the Python clients: a plain INSERT of 10 × 100 MB
-payloads took a daemon to 1.3 GB. Now background_jobs refuses a payload whose JSON text is over
-the limit (default 1 MiB, the owner sets another with set_payload_limit), whatever the path, and
-a claim stops adding jobs once their payloads pass JOBRUNNER_CLAIM_MAX_BYTES (at least one).
+A limit checked only in the Python clients lets a plain INSERT hand the daemons payloads of any
+size. background_jobs refuses a payload whose JSON text is over the limit (default 1 MiB, the
+owner sets another with set_payload_limit), whatever the path, and a claim stops adding jobs
+once their payloads pass JOBRUNNER_CLAIM_MAX_BYTES (at least one).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """A job whose worker died keeps its place in the queue.
 
-The lease rescuer used to send it back with scheduled_at = now(): behind every job of its
-priority, so under a backlog the wait after a worker's death grew with the backlog (p50 36 s,
-max 85 s under 20,000 jobs in bench/chaos.py). Now it keeps its scheduled_at, as a released job
-does, and the wait is bounded by the lease and the rescue interval. Its attempts still count: a
-job that kills every worker that runs it dies at max_attempts, and others run beside it meanwhile.
+Sent back with scheduled_at = now(), it would wait behind every job of its priority, and the
+wait after a worker's death would grow with the backlog. It keeps its scheduled_at, as a
+released job does, and the wait is bounded by the lease and the rescue interval. Its attempts
+still count: a job that kills every worker that runs it dies at max_attempts, and others run
+beside it meanwhile.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
--- Payload size, enforced where every path meets: the table.
---
--- The limit used to exist only in the Python clients, and a plain INSERT of 10 × 100 MB
--- payloads took a daemon to 1.3 GB. What a daemon holds of a job is its payload's JSON text, so
--- that is what is measured: payload_bytes is octet_length(payload::text), computed once when the
--- row is written. A generated column, not a CHECK on the expression: PostgreSQL evaluates every
--- CHECK on every UPDATE, and each claim and outcome write would print the payload again (7 ms
--- for a 1 MB one); a stored generated column is recomputed only when payload itself changes,
--- which no core statement does. The claim sums it without reading the payload.
+-- Payload size, enforced where every path meets: the table, so that a plain INSERT, COPY or
+-- either enqueue function cannot hand the daemons payloads that exhaust their memory.
+-- What a daemon holds of a job is its payload's JSON text, so that is what is measured:
+-- payload_bytes is octet_length(payload::text), computed once when the row is written. A
+-- generated column, not a CHECK on the expression: PostgreSQL evaluates every CHECK on every
+-- UPDATE, and each claim and outcome write would print the whole payload again; a stored
+-- generated column is recomputed only when payload itself changes, which no core statement
+-- does. The claim sums it without reading the payload.
 ALTER TABLE {schema}.background_jobs
     ADD COLUMN IF NOT EXISTS payload_bytes integer GENERATED ALWAYS AS (octet_length(payload::text)) STORED;
 
