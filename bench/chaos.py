@@ -3,9 +3,10 @@
     .venv/bin/python -m bench.chaos --jobs 100000 --daemons 4
 
 On a database of its own (`jobrunner_chaos`, dropped and recreated on the server DATABASE_URL
-names, else 127.0.0.1:5432), it enqueues N jobs (mixed priorities; delayed ones; ones that fail
-and retry, fail for good, or always fail; ones that sleep longer than the lease so only
-heartbeats keep them; one type under GlobalLimits(max_running=3)) and runs D daemon processes
+names, else 127.0.0.1:5432), it enqueues N jobs (mixed priorities, or one level with
+`--priorities 1`; delayed ones; ones that fail and retry, fail for good, or always fail; ones that
+sleep longer than the lease so only heartbeats keep them; one type under
+GlobalLimits(max_running=3)) and runs D daemon processes
 (`python -m jobrunner run --handlers bench.chaos_handlers`). During the chaos window it:
 
 - SIGKILLs a random daemon every few seconds and starts a new one;
@@ -29,12 +30,18 @@ Then it waits for the queue to drain and checks, with SQL over `background_jobs`
 - the paused worker's late outcomes are refused: every job it held when paused and someone else
   re-ran shows up in its log as `outcome discarded` (fenced by the attempt number) or `lease
   lost` (cancelled by its heartbeat); the job's recorded outcome is the later attempt's;
+- a dead worker's jobs keep their place: the wait from each SIGKILL to the next start of the jobs
+  it was running is reported (p50, p99, max) with the backlog of runnable jobs at each kill, and
+  its 99th percentile must stay within lease + 2 × rescue interval (the lease runs out, a
+  rescuer on some replica sees it, the next claim takes the job first) however long the backlog;
 - the global limit holds: at most 3 `chaos_limited` executions overlap. An execution occupies a
-  slot from its start until the earliest of: its recorded end, its worker's SIGKILL, its worker's
-  SIGSTOP (a paused process runs nothing, and the pause outlasts the lease, so the slot is given
-  back by the rescuer), and, when no end was recorded, the job's next start or finish. The
-  overlap without the pause clipping is reported too (the tail a resumed worker runs before its
-  heartbeat notices the lost lease is the one known way to exceed a limit).
+  slot from its start until the earliest of: its recorded end (or, when a connection cut broke
+  the handler's own record of it, the time its daemon logged the attempt's failure), its
+  worker's SIGKILL, its worker's SIGSTOP (a paused process runs nothing, and the pause outlasts
+  the lease, so the slot is given back by the rescuer), and, when no end was recorded, the job's
+  next start or finish. The overlap without the pause clipping is reported too (the tail a
+  resumed worker runs before its heartbeat notices the lost lease is the one known way to exceed
+  a limit).
 
 The summary is printed and written as JSON to bench/results/chaos-<time>.json.
 """
@@ -100,12 +107,22 @@ CREATE TABLE IF NOT EXISTS chaos_pauses (
     paused_at  timestamptz NOT NULL,
     resumed_at timestamptz NOT NULL
 );
+-- attempts whose daemon logged their failure: the end of a handler that could not record its
+-- own (a connection cut broke the write of ended_at, and with it the handler)
+CREATE TABLE IF NOT EXISTS chaos_attempt_ends (
+    job_id    bigint      NOT NULL,
+    attempt   integer     NOT NULL,
+    worker    text        NOT NULL,
+    logged_at timestamptz NOT NULL
+);
 """
 
 # log events of the daemons that the summary counts
 REFUSED_EVENT = "outcome discarded: the job's lease was lost before it was written"
 LEASE_LOST_EVENT = "lease lost: job was taken back, cancelling its handler"
 RESCUED_EVENT = "rescued job from a worker whose lease expired"
+# the daemon's log lines that end an attempt its handler failed
+FAILED_ATTEMPT_EVENTS = ("job failed, will retry", "job failed permanently", "job dead: no attempts left")
 
 
 @dataclass
@@ -119,6 +136,9 @@ class ChaosConfig:
     # the window in which damage is done; delayed jobs are spread over it
     chaos_seconds: float = 60.0
     kill_every: float = 4.0
+    # jobs get priorities -5, -4, … (this many levels). With one level a killed job's wait shows
+    # where it went back in the queue: behind the whole backlog, or in its old place
+    priority_levels: int = 16
     pause_seconds: float | None = None  # default: 1.6 × lease
     connection_cuts: int = 3
     restart_postgres: bool = True
@@ -151,6 +171,8 @@ class ChaosLog:
     connection_cuts: list[int] = field(default_factory=list)
     unexpected_exits: list[dict[str, Any]] = field(default_factory=list)
     max_overdue_lease_seconds: float = 0.0
+    # runnable jobs waiting when each SIGKILL was sent (None: the sample failed)
+    backlog_at_kills: list[int | None] = field(default_factory=list)
     stale_running_at_window_end: int | None = None
     samples_failed: int = 0
 
@@ -227,7 +249,7 @@ def job_mix(config: ChaosConfig, rng: random.Random) -> list[NewJob]:
     jobs: list[NewJob] = []
     for kind, count in counts.items():
         for _ in range(count):
-            priority = rng.randint(-5, 10)
+            priority = rng.randint(-5, -5 + config.priority_levels - 1)
             ms = rng.randint(0, 20)
             if kind == "chaos_long":
                 # longer than the lease: lost without heartbeats
@@ -361,6 +383,23 @@ def log_events(path: Path) -> Counter[str]:
     return found
 
 
+def logged_attempt_ends(path: Path, worker: str) -> list[tuple[int, int, str, datetime]]:
+    """(job_id, attempt, worker, when) of every failed attempt the daemon logged."""
+    ends: list[tuple[int, int, str, datetime]] = []
+    with contextlib.suppress(FileNotFoundError), path.open(errors="replace") as lines:
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+                if event.get("event") in FAILED_ATTEMPT_EVENTS:
+                    when = datetime.fromisoformat(event["timestamp"])
+                    ends.append((int(event["job_id"]), int(event["attempt"]), worker, when))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+    return ends
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -394,6 +433,12 @@ class Sampler:
             FROM background_jobs
             """
         )
+
+    async def backlog(self) -> int | None:
+        row = await self.fetchrow(
+            "SELECT count(*) AS n FROM background_jobs WHERE status = 'pending' AND scheduled_at <= now()"
+        )
+        return None if row is None else int(row["n"])
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -487,6 +532,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                 next_kill += config.kill_every
                 candidates = [d for d in fleet.alive if d.paused_until < time.monotonic()]
                 if candidates:
+                    chaos.backlog_at_kills.append(await sampler.backlog())
                     fleet.kill(rng.choice(candidates))
                     chaos.kills += 1
                     fleet.start()
@@ -566,6 +612,10 @@ async def record_the_run(db_url: str, fleet: Fleet, chaos: ChaosLog) -> None:
             "INSERT INTO chaos_pauses (worker, paused_at, resumed_at) VALUES ($1, $2, $3)",
             [(p["worker"], p["paused_at"], p["resumed_at"]) for p in chaos.pauses],
         )
+        await conn.executemany(
+            "INSERT INTO chaos_attempt_ends (job_id, attempt, worker, logged_at) VALUES ($1, $2, $3, $4)",
+            [end for d in fleet.all for end in logged_attempt_ends(d.log_path, d.worker)],
+        )
     finally:
         await conn.close()
 
@@ -573,22 +623,26 @@ async def record_the_run(db_url: str, fleet: Fleet, chaos: ChaosLog) -> None:
 # -- the verdict, from the database ------------------------------------------------------------
 
 # an execution's slot in the global limit (see the module docstring)
-SLOT_END = """
+LOGGED_END = """
+coalesce((SELECT min(x.logged_at) FROM chaos_attempt_ends AS x
+          WHERE x.job_id = e.job_id AND x.attempt = e.attempt AND x.worker = e.worker), 'infinity')
+"""
+SLOT_END = f"""
 least(
     coalesce(e.ended_at, 'infinity'),
     coalesce(d.killed_at, 'infinity'),
     coalesce((SELECT min(p.paused_at) FROM chaos_pauses AS p
               WHERE p.worker = e.worker AND p.paused_at >= e.started_at), 'infinity'),
-    CASE WHEN e.ended_at IS NULL THEN coalesce(
+    CASE WHEN e.ended_at IS NULL THEN least({LOGGED_END}, coalesce(
         (SELECT min(n.started_at) FROM executions AS n WHERE n.job_id = e.job_id AND n.started_at > e.started_at),
-        j.finished_at, 'infinity') ELSE 'infinity' END
+        j.finished_at, 'infinity')) ELSE 'infinity' END
 )
 """
-RAW_END = """
+RAW_END = f"""
 least(coalesce(e.ended_at, 'infinity'), coalesce(d.killed_at, 'infinity'),
-      CASE WHEN e.ended_at IS NULL THEN coalesce(
+      CASE WHEN e.ended_at IS NULL THEN least({LOGGED_END}, coalesce(
           (SELECT min(n.started_at) FROM executions AS n WHERE n.job_id = e.job_id AND n.started_at > e.started_at),
-          j.finished_at, 'infinity') ELSE 'infinity' END)
+          j.finished_at, 'infinity')) ELSE 'infinity' END)
 """
 
 
@@ -691,7 +745,8 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
         )
         limited_overlap = await q(overlap_sql(SLOT_END))
         limited_overlap_unclipped = await q(overlap_sql(RAW_END))
-        # jobs whose worker was SIGKILLed mid-execution: how long until they ran again
+        # jobs whose worker was SIGKILLed mid-execution: how long until they ran again (a job
+        # killed on its last attempt is rescued as dead and never runs again)
         waits = await conn.fetchrow(
             """
             WITH killed AS (
@@ -701,13 +756,22 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
                 FROM executions AS e JOIN chaos_daemons AS d ON d.worker = e.worker
                 WHERE d.killed_at IS NOT NULL AND d.killed_at >= e.started_at
                   AND (e.ended_at IS NULL OR e.ended_at > d.killed_at)
+                  -- not an attempt that had failed before the kill (its handler's record of its
+                  -- end broken by a connection cut): that job waited as a retry, not a rescue
+                  AND NOT EXISTS (SELECT 1 FROM chaos_attempt_ends AS x
+                                  WHERE x.job_id = e.job_id AND x.attempt = e.attempt AND x.worker = e.worker
+                                    AND x.logged_at <= d.killed_at)
+            ), waited AS (
+                SELECT *, extract(epoch FROM next_start - killed_at)::float8 AS wait FROM killed
             )
             SELECT count(*) AS killed_executions,
                    count(next_start) AS run_again,
                    extract(epoch FROM max(next_start - started_at))::float8 - $1 AS max_wait_minus_lease,
-                   extract(epoch FROM max(next_start - killed_at))::float8 AS max_wait_after_kill,
-                   extract(epoch FROM avg(next_start - killed_at))::float8 AS mean_wait_after_kill
-            FROM killed
+                   max(wait) AS max_wait_after_kill,
+                   avg(wait) AS mean_wait_after_kill,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY wait) AS p50_wait_after_kill,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY wait) AS p99_wait_after_kill
+            FROM waited
             """,
             config.lease_seconds,
         )
@@ -771,6 +835,12 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
         failures.append(f"{delayed_too_early} delayed jobs ran before their time")
     if limited_overlap > LIMITED_MAX_RUNNING:
         failures.append(f"global limit exceeded: {limited_overlap} chaos_limited executions overlapped")
+    wait_bound = config.lease_seconds + 2 * config.rescue_interval
+    if waits["p99_wait_after_kill"] is not None and waits["p99_wait_after_kill"] > wait_bound:
+        failures.append(
+            f"jobs of killed workers waited {waits['p99_wait_after_kill']:.2f}s at p99 to run again,"
+            f" over lease + 2 × rescue interval = {wait_bound}s"
+        )
     if config.restart_postgres and not chaos.restarts and chaos.restart_skipped is None:
         failures.append("PostgreSQL was not restarted")
 
@@ -814,6 +884,10 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
             "max_wait_minus_lease_seconds": _round(waits["max_wait_minus_lease"]),
             "max_wait_after_kill_seconds": _round(waits["max_wait_after_kill"]),
             "mean_wait_after_kill_seconds": _round(waits["mean_wait_after_kill"]),
+            "p50_wait_after_kill_seconds": _round(waits["p50_wait_after_kill"]),
+            "p99_wait_after_kill_seconds": _round(waits["p99_wait_after_kill"]),
+            "bound_seconds": wait_bound,
+            "backlog_at_kills": chaos.backlog_at_kills,
         },
         "limited_max_overlap": limited_overlap,
         "limited_max_overlap_unclipped": limited_overlap_unclipped,
@@ -828,6 +902,13 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def _backlog_range(samples: list[int | None]) -> str:
+    known = sorted(n for n in samples if n is not None)
+    if not known:
+        return "unknown"
+    return f"min {known[0]:,}, median {known[len(known) // 2]:,}, max {known[-1]:,}"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -854,9 +935,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"(without pause clipping {summary['limited_max_overlap_unclipped']})",
         f"time to drain             {r['time_to_drain_seconds']}s after the {r['chaos_window_seconds']}s chaos window "
         f"({r['wall_seconds_until_drained']}s in all)",
-        f"wait after worker died    max {w['max_wait_after_kill_seconds']}s after the kill, "
-        f"max {w['max_wait_minus_lease_seconds']}s beyond the lease from its start "
-        f"({w['killed_executions']} executions killed)",
+        f"wait after worker died    p50 {w['p50_wait_after_kill_seconds']}s, p99 {w['p99_wait_after_kill_seconds']}s, "
+        f"max {w['max_wait_after_kill_seconds']}s from the kill to the next start (bound: lease + 2 × rescue "
+        f"interval = {w['bound_seconds']}s); {w['killed_executions']} executions killed, {w['run_again']} ran again",
+        f"backlog at the kills      {_backlog_range(w['backlog_at_kills'])} runnable jobs waiting",
         f"outcomes                  {summary['outcomes']}",
         f"verdict                   {'PASSED' if summary['passed'] else 'FAILED'}",
     ]
@@ -873,6 +955,8 @@ async def main_async(args: argparse.Namespace) -> int:
         lease_seconds=args.lease,
         chaos_seconds=args.window,
         kill_every=args.kill_every,
+        rescue_interval=args.rescue_interval,
+        priority_levels=args.priorities,
         restart_postgres=not args.no_restart,
         seed=args.seed,
     )
@@ -897,9 +981,16 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=5.0, help="JOBRUNNER_LEASE_SECONDS of the daemons")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of chaos")
     parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument("--rescue-interval", type=float, default=0.5, help="JOBRUNNER_RESCUE_INTERVAL of the daemons")
+    parser.add_argument(
+        "--priorities", type=int, default=16, help="priority levels of the jobs (1: every job waits in one line)"
+    )
     parser.add_argument("--no-restart", action="store_true", help="do not restart PostgreSQL")
     parser.add_argument("--seed", type=int)
-    sys.exit(asyncio.run(main_async(parser.parse_args())))
+    args = parser.parse_args()
+    if args.priorities < 1:
+        parser.error("--priorities must be at least 1")
+    sys.exit(asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":

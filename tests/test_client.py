@@ -152,7 +152,7 @@ async def test_async_enqueue_follows_the_callers_transaction(db_url: str, conn: 
         ({"payload": {"x": object()}}, "payload is not JSON-serialisable"),
         ({"payload": {"x": "a\x00b"}}, "NUL character"),
         ({"payload": {"a\x00": 1}}, "NUL character"),
-        ({"payload": {"blob": "x" * 1_000_001}}, "the limit is 1000000"),
+        ({"payload": {"blob": "x" * 1_048_577}}, "the limit is 1048576 bytes"),
         ({"priority": 2**31}, "priority must be an integer that fits in 32 bits"),
         ({"priority": 1.5}, "priority must be an integer"),
         ({"priority": True}, "priority must be an integer"),

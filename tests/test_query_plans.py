@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from jobrunner.store import JobStore
+from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES, JobStore
 
 BACKLOG = 50_000
+BUDGET = DEFAULT_CLAIM_MAX_BYTES
 
 
 @asynccontextmanager
@@ -41,7 +42,7 @@ async def touched_by_claim(
     claim, last = (queries.claim_batch, []) if only_type is None else (queries.claim_batch_of_type, only_type)
     async with rolled_back(conn):
         [row] = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, last
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, last, BUDGET
         )
     plan = json.loads(row[0])[0]["Plan"]
     assert plan["Actual Rows"] == (limit if claimed is None else claimed)
@@ -86,7 +87,7 @@ async def test_a_plan_made_on_an_empty_table_still_walks_the_index_once_it_fills
     # daemon started on a fresh database), a plan free to choose would scan and sort the table
     await conn.execute("ANALYZE background_jobs")
     claim = JobStore(conn, "public").queries.claim_batch
-    assert await conn.fetch(claim, ["default"], "plan-check", 10, 30.0, []) == []
+    assert await conn.fetch(claim, ["default"], "plan-check", 10, 30.0, [], BUDGET) == []
     await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
     pages = await table_pages(conn)
     touched = await touched_by_claim(conn, 10)

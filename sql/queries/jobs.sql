@@ -6,11 +6,12 @@
 -- name: claim_batch
 -- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
 -- oldest scheduled_at, skipping the job types in $5 (claimed apart because of their limits) and
--- types paused for upstream back-pressure. The statement is claim_jobs (migration 0010): a
--- function, so that its plan is made once per connection.
+-- types paused for upstream back-pressure, and stopping once the payloads pass $6 bytes (at
+-- least one job). The statement is claim_jobs (migrations 0010, 0015): a function, so that its
+-- plan is made once per connection.
 SELECT id, job_type, queue, payload, priority, attempts, max_attempts, created_at, scheduled_at, dedupe_key,
        waited_seconds
-FROM {schema}.claim_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text[]);
+FROM {schema}.claim_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text[], $6::bigint);
 
 -- name: claim_batch_of_type
 -- claim_batch for one job type alone ($5): the claims of types with a per-process limit. Not
@@ -18,45 +19,53 @@ FROM {schema}.claim_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text
 -- (a rare type is found through background_jobs_type_pending_idx, a common one by walking the
 -- claim index), and only a plan made for the call's values sees that. claim_jobs' one plan
 -- walked the claim index past every other type's jobs: 150 ms per claim of a type with no
--- job waiting behind 1,000,000 others. The walk is claim_jobs' (migration 0010).
+-- job waiting behind 1,000,000 others. The walk, and the byte budget $6, are claim_jobs'
+-- (migrations 0010, 0015).
 WITH next AS (
-    SELECT c.id
-    FROM unnest($1::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        WITH RECURSIVE levels(priority) AS (
-            (SELECT b.priority FROM {schema}.background_jobs AS b
-             WHERE b.status = 'pending' AND b.queue = q.name
-             ORDER BY b.priority DESC LIMIT 1)
-            UNION ALL
-            SELECT (SELECT b.priority FROM {schema}.background_jobs AS b
-                    WHERE b.status = 'pending' AND b.queue = q.name AND b.priority < l.priority
-                    ORDER BY b.priority DESC LIMIT 1)
-            FROM levels AS l
-            WHERE l.priority IS NOT NULL
-        )
-        SELECT picked.id, picked.priority, picked.scheduled_at
-        FROM levels AS l
+    SELECT w.id
+    FROM (
+        SELECT c.id,
+               row_number() OVER claim_order AS n,
+               sum(c.payload_bytes) OVER claim_order AS bytes_so_far
+        FROM unnest($1::text[]) AS q(name)
         CROSS JOIN LATERAL (
-            SELECT b.id, b.priority, b.scheduled_at
-            FROM {schema}.background_jobs AS b
-            WHERE b.status = 'pending' AND b.queue = q.name AND b.priority = l.priority
-              AND b.scheduled_at <= now()
-              AND b.job_type = $5::text
-              -- NOT IN (a hashed subplan, built once per claim), not NOT EXISTS: as an anti-join
-              -- its estimate fell to one row as soon as jobrunner_limit_state held a row (any
-              -- limited type), and the planner then sorted every pending row on each claim
-              -- (66 ms instead of 3 ms with 50,000 pending); nor <> ALL(ARRAY(subquery)), whose
-              -- unknown selectivity did the same
-              AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
-                                     WHERE ls.paused_until > now())
-            ORDER BY b.scheduled_at, b.id
-            LIMIT $3
-            FOR UPDATE OF b SKIP LOCKED
-        ) AS picked
-        WHERE l.priority IS NOT NULL
-    ) AS c
-    ORDER BY c.priority DESC, c.scheduled_at, c.id
-    LIMIT $3
+            WITH RECURSIVE levels(priority) AS (
+                (SELECT b.priority FROM {schema}.background_jobs AS b
+                 WHERE b.status = 'pending' AND b.queue = q.name
+                 ORDER BY b.priority DESC LIMIT 1)
+                UNION ALL
+                SELECT (SELECT b.priority FROM {schema}.background_jobs AS b
+                        WHERE b.status = 'pending' AND b.queue = q.name AND b.priority < l.priority
+                        ORDER BY b.priority DESC LIMIT 1)
+                FROM levels AS l
+                WHERE l.priority IS NOT NULL
+            )
+            SELECT picked.id, picked.priority, picked.scheduled_at, picked.payload_bytes
+            FROM levels AS l
+            CROSS JOIN LATERAL (
+                SELECT b.id, b.priority, b.scheduled_at, b.payload_bytes
+                FROM {schema}.background_jobs AS b
+                WHERE b.status = 'pending' AND b.queue = q.name AND b.priority = l.priority
+                  AND b.scheduled_at <= now()
+                  AND b.job_type = $5::text
+                  -- NOT IN (a hashed subplan, built once per claim), not NOT EXISTS: as an anti-join
+                  -- its estimate fell to one row as soon as jobrunner_limit_state held a row (any
+                  -- limited type), and the planner then sorted every pending row on each claim
+                  -- (66 ms instead of 3 ms with 50,000 pending); nor <> ALL(ARRAY(subquery)), whose
+                  -- unknown selectivity did the same
+                  AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
+                                         WHERE ls.paused_until > now())
+                ORDER BY b.scheduled_at, b.id
+                LIMIT $3
+                FOR UPDATE OF b SKIP LOCKED
+            ) AS picked
+            WHERE l.priority IS NOT NULL
+        ) AS c
+        WINDOW claim_order AS (ORDER BY c.priority DESC, c.scheduled_at, c.id ROWS UNBOUNDED PRECEDING)
+        ORDER BY c.priority DESC, c.scheduled_at, c.id
+        LIMIT $3
+    ) AS w
+    WHERE w.n = 1 OR w.bytes_so_far <= $6::bigint
 )
 UPDATE {schema}.background_jobs AS j
 SET status = 'running',
@@ -81,14 +90,14 @@ SELECT id FROM {schema}.record_outcomes($1::bigint[], $2::int[], $3::bigint[], $
                                         $7::text[], $8::text[], $9::jsonb[], $10::bool[]) AS id;
 
 -- name: claim_within_limits
--- Claim jobs under a job type's global limits, a queue's, or both (see claim_jobs_within_limits
--- in migration 0008).
+-- Claim jobs under a job type's global limits, a queue's, or both, and within the byte budget
+-- $15 (see claim_jobs_within_limits in migrations 0008, 0015).
 SELECT id, job_type, queue, payload::text AS payload, priority, attempts, max_attempts, created_at,
        scheduled_at, dedupe_key,
        extract(epoch FROM now() - least(greatest(scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds
 FROM {schema}.claim_jobs_within_limits($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::text[],
                                        $7::integer, $8::integer, $9::float8, $10::integer,
-                                       $11::text, $12::integer, $13::integer, $14::float8);
+                                       $11::text, $12::integer, $13::integer, $14::float8, $15::bigint);
 
 -- name: pause_job_type
 -- A handler's upstream said "slow down": no replica claims this type until the pause ends.
@@ -136,6 +145,10 @@ RETURNING j.id;
 -- name: rescue_expired_leases
 -- Jobs whose worker died: back to pending (the attempt it used counts), or dead when it was
 -- the last. Walks background_jobs_lease_idx; SKIP LOCKED so replicas can run it together.
+-- A rescued job keeps its scheduled_at, as a released one does (migration 0012): it goes back
+-- to its place in the queue, not behind the backlog, so the wait after a worker's death is
+-- bounded by the lease and the rescue interval. A job that kills every worker that runs it
+-- comes back first each time, one slot of one claim, until max_attempts makes it dead.
 WITH expired AS (
     SELECT id
     FROM {schema}.background_jobs
@@ -150,8 +163,6 @@ SET status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                   WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
                        THEN now() ELSE NULL END,
-    scheduled_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
-                        THEN j.scheduled_at ELSE now() END,
     last_error = format('lease expired: worker %s stopped heartbeating during attempt %s',
                         coalesce(j.worker_id, '?'), j.attempts),
     last_error_traceback = NULL,

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import psycopg
 
-from jobrunner.new_job import InvalidJob, NewJob, bulk_columns
+from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error
 from jobrunner.sql_files import Queries
 
 __all__ = ["AsyncClient", "Client", "InvalidJob", "JobRecord", "NewJob"]
@@ -57,13 +57,26 @@ class JobRecord:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
+def _raise_payload_refusal(constraint_name: str | None, message: str, exc: Exception) -> None:
+    """The database refused a payload over its limit: raise it as the InvalidJob the clients'
+    own check raises."""
+    refused = payload_limit_error(constraint_name, message)
+    if refused is not None:
+        raise refused from exc
+
+
 class AsyncClient:
     """asyncpg client. `db` is a pool or a connection; every method also takes `connection=`
-    to run inside a transaction you hold."""
+    to run inside a transaction you hold. `max_payload_bytes` is the database's payload limit
+    (1 MiB unless the owner set another with set_payload_limit): a larger payload is refused
+    before it is sent."""
 
-    def __init__(self, db: AsyncExecutor, schema: str = "public") -> None:
+    def __init__(
+        self, db: AsyncExecutor, schema: str = "public", *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> None:
         self._db = db
         self._queries = Queries(schema)
+        self._max_payload_bytes = max_payload_bytes
 
     async def enqueue(
         self,
@@ -92,16 +105,25 @@ class AsyncClient:
             concurrency_key,
         )
         db = connection or self._db
-        job_id: int = await db.fetchval(self._queries.enqueue, *job.validated().enqueue_args())
+        args = job.validated(self._max_payload_bytes).enqueue_args()
+        try:
+            job_id: int = await db.fetchval(self._queries.enqueue, *args)
+        except asyncpg.CheckViolationError as exc:
+            _raise_payload_refusal(exc.constraint_name, exc.message, exc)
+            raise
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
         """Enqueue many jobs in one statement; returns the ids inserted (dedupe hits are skipped)."""
-        validated = [job.validated() for job in jobs]
+        validated = [job.validated(self._max_payload_bytes) for job in jobs]
         if not validated:
             return []
         db = connection or self._db
-        rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+        try:
+            rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+        except asyncpg.CheckViolationError as exc:
+            _raise_payload_refusal(exc.constraint_name, exc.message, exc)
+            raise
         return [row["id"] for row in rows]
 
     async def get(self, job_id: int, *, connection: AsyncConnection | None = None) -> JobRecord | None:
@@ -136,8 +158,11 @@ class Client:
     """psycopg 3 client for synchronous code (Django, Flask, scripts). Give it a connection;
     each call runs on it, in its current transaction (commit is yours)."""
 
-    def __init__(self, connection: psycopg.Connection[Any], schema: str = "public") -> None:
+    def __init__(
+        self, connection: psycopg.Connection[Any], schema: str = "public", *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> None:
         self._conn = connection
+        self._max_payload_bytes = max_payload_bytes
         queries = Queries(schema)
         self._enqueue = _pyformat(queries.enqueue)
         self._enqueue_many = _pyformat(queries.enqueue_many)
@@ -149,7 +174,11 @@ class Client:
         self, sql: str, values: Iterable[Any], connection: psycopg.Connection[Any] | None
     ) -> list[tuple[Any, ...]]:
         with (connection or self._conn).cursor() as cur:
-            cur.execute(sql, _params(values))  # rendered from sql/, not user input
+            try:
+                cur.execute(sql, _params(values))  # rendered from sql/, not user input
+            except psycopg.errors.CheckViolation as exc:
+                _raise_payload_refusal(exc.diag.constraint_name, exc.diag.message_primary or str(exc), exc)
+                raise
             return cur.fetchall() if cur.description else []
 
     def enqueue(
@@ -177,12 +206,12 @@ class Client:
             dedupe_key,
             concurrency_key,
         )
-        rows = self._fetchall(self._enqueue, job.validated().enqueue_args(), connection)
+        rows = self._fetchall(self._enqueue, job.validated(self._max_payload_bytes).enqueue_args(), connection)
         job_id: int = rows[0][0]
         return job_id
 
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: psycopg.Connection[Any] | None = None) -> list[int]:
-        validated = [job.validated() for job in jobs]
+        validated = [job.validated(self._max_payload_bytes) for job in jobs]
         if not validated:
             return []
         return [row[0] for row in self._fetchall(self._enqueue_many, bulk_columns(validated), connection)]

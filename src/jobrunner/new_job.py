@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-MAX_PAYLOAD_BYTES = 1_000_000
+# The database's default limit (background_jobs_payload_size_check, migration 0015), checked here
+# first so that an oversized payload is not sent at all. The database measures the JSON text it
+# prints (with a space after each ':' and ','), a few bytes more than this compact encoding: what
+# passes here and not there is refused by the database, and the clients raise the same
+# InvalidJob for it (payload_limit_error).
+MAX_PAYLOAD_BYTES = 1024 * 1024
+PAYLOAD_SIZE_CONSTRAINT = "background_jobs_payload_size_check"
+_PAYLOAD_HINT = "store large data elsewhere and pass a reference"
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 12, 31, tzinfo=UTC)
@@ -31,6 +38,13 @@ class InvalidJob(ValueError):
     """The job cannot be enqueued as given; the message says which argument is wrong."""
 
 
+def payload_limit_error(constraint_name: str | None, message: str) -> InvalidJob | None:
+    """The InvalidJob for the database's refusal of a payload over its limit, else None."""
+    if constraint_name != PAYLOAD_SIZE_CONSTRAINT:
+        return None
+    return InvalidJob(f"{message} ({_PAYLOAD_HINT})")
+
+
 @dataclass(frozen=True)
 class NewJob:
     job_type: str
@@ -46,7 +60,7 @@ class NewJob:
     # per-key limit
     concurrency_key: str | None = None
 
-    def validated(self) -> ValidatedJob:
+    def validated(self, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> ValidatedJob:
         if not isinstance(self.job_type, str) or not 0 < len(self.job_type) <= 200:
             raise InvalidJob("job_type must be a non-empty string of at most 200 characters")
         if not isinstance(self.queue, str) or not 0 < len(self.queue) <= 200:
@@ -69,10 +83,10 @@ class NewJob:
         if "\\u0000" in payload_json:
             raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
         _require_utf8(payload_json, "payload")
-        if len(payload_json) > MAX_PAYLOAD_BYTES:
+        size = len(payload_json) if payload_json.isascii() else len(payload_json.encode("utf-8"))
+        if size > max_payload_bytes:
             raise InvalidJob(
-                f"payload is {len(payload_json)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES} "
-                "(store large data elsewhere and pass a reference)"
+                f"payload is {size} bytes of JSON; the limit is {max_payload_bytes} bytes ({_PAYLOAD_HINT})"
             )
         if (
             isinstance(self.priority, bool)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from jobrunner.event_loop import EventLoopChoice
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.schedules import Schedule
+from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES
 
 # auto: only where autovacuum is off for background_jobs
 VacuumMode = Literal["auto", "always", "never"]
@@ -95,6 +96,15 @@ class Settings(BaseSettings):
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     concurrency: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Most jobs claimed per query.")
+    # -- claims bounded in bytes (the payload limit itself is the database's: set_payload_limit)
+    claim_max_bytes: int = Field(
+        default=DEFAULT_CLAIM_MAX_BYTES,
+        ge=1024,
+        description=(
+            "A claim stops adding jobs once their payloads (JSON text) sum past this many bytes;"
+            " it always takes at least one."
+        ),
+    )
     prefetch: Annotated[int, Field(ge=0, le=10_000)] | Literal["auto"] = Field(
         default="auto",
         description=(

@@ -55,10 +55,16 @@ def claim_order(job: Job) -> tuple[int, float, int]:
     return (-job.priority, -job.waited_seconds, job.id)
 
 
+# JOBRUNNER_CLAIM_MAX_BYTES' default: what one claim may hold of payloads (at least one job)
+DEFAULT_CLAIM_MAX_BYTES = 16 * 1024 * 1024
+
+
 class JobStore:
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, *, claim_max_bytes: int = DEFAULT_CLAIM_MAX_BYTES) -> None:
         self.pool = pool
         self.queries = Queries(schema)
+        # every claim stops adding jobs once their payloads' JSON text passes this many bytes
+        self.claim_max_bytes = claim_max_bytes
 
     async def claim_batch(
         self,
@@ -71,16 +77,35 @@ class JobStore:
     ) -> list[Job]:
         if only_type is None:
             rows = await self.pool.fetch(
-                self.queries.claim_batch, list(queues), worker_id, limit, lease_seconds, list(skip_types)
+                self.queries.claim_batch,
+                list(queues),
+                worker_id,
+                limit,
+                lease_seconds,
+                list(skip_types),
+                self.claim_max_bytes,
             )
         else:  # skip_types cannot matter: only one type is claimed
             rows = await self.pool.fetch(
-                self.queries.claim_batch_of_type, list(queues), worker_id, limit, lease_seconds, only_type
+                self.queries.claim_batch_of_type,
+                list(queues),
+                worker_id,
+                limit,
+                lease_seconds,
+                only_type,
+                self.claim_max_bytes,
             )
         jobs = [Job.from_claim_row(row) for row in rows]
         # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
         jobs.sort(key=claim_order)
         return jobs
+
+    def filled_byte_budget(self, jobs: Sequence[Job]) -> bool:
+        """Whether a claim that returned fewer jobs than asked may have been cut short by the
+        byte budget rather than by the queue running dry: its payloads reach half the budget.
+        (A cut claim's payloads plus the next job's pass the budget; the next job is at most the
+        database's payload limit, 1 MiB by default, far under the 16 MiB budget.)"""
+        return 2 * sum(len(job.payload_json) for job in jobs) >= self.claim_max_bytes
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; returns ids written (others had lost their lease)."""
@@ -135,6 +160,7 @@ class JobStore:
             queue_limits and queue_limits.max_running,
             queue_limits and queue_limits.rate,
             queue_limits and queue_limits.per_seconds,
+            self.claim_max_bytes,
         )
         return sorted((Job.from_claim_row(row) for row in rows), key=claim_order)
 

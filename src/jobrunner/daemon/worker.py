@@ -211,7 +211,7 @@ class Daemon:
                 raise NotMigrated(
                     f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
                 )
-            self._store = JobStore(pool, schema)
+            self._store = JobStore(pool, schema, claim_max_bytes=self.settings.claim_max_bytes)
             client = AsyncClient(handler_pool, schema)
             self._executor = JobExecutor(
                 self.registry,
@@ -427,7 +427,7 @@ class Daemon:
             notified = False
             for job in jobs:
                 self._hold(job)
-            if len(jobs) == limit:
+            if len(jobs) == limit or self._store.filled_byte_budget(jobs):
                 continue  # there may be more right away
             if self.burst and not jobs and not self._held:
                 # wait for what becomes runnable within burst_wait: our own retries with a short
