@@ -1,0 +1,208 @@
+"""Attacks on the operations endpoint of a real daemon process: flooding /readyz and /metrics
+while it drains, and job types/queues chosen by whoever can INSERT a row, made into labels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import jobrunner_process, wait_for, wait_until
+
+RUN = ("run", "--handlers", "tests.process_handlers")
+
+
+class DaemonProcess:
+    """`jobrunner run` as a child, its JSON log in a file; the port its endpoint listens on."""
+
+    def __init__(self, db_url: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = jobrunner_process(db_url, *RUN, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                found.append(event)
+        return found
+
+    async def port(self) -> int:
+        def listening() -> bool:
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")
+            return "metrics/health endpoint listening" in self.log.read_text(errors="replace")
+
+        await wait_until(listening, timeout=30, what="the ops endpoint")
+        event = next(e for e in self.events() if e.get("event") == "metrics/health endpoint listening")
+        return int(event["port"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    try:
+        yield started
+    finally:
+        for daemon in started:
+            daemon.stop()
+
+
+async def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a fresh loopback connection, the way a probe or scraper asks."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            response = await reader.read()
+        finally:
+            writer.close()
+    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+    return status, response.partition(b"\r\n\r\n")[2]
+
+
+async def drain_seconds(conn: asyncpg.Connection, jobs: int) -> float:
+    """Enqueue `jobs` no-op jobs in one statement; seconds until the daemon finished them all."""
+    started = time.perf_counter()
+    await conn.execute("INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, $1)", jobs)
+    await wait_for(conn, "SELECT count(*) = 0 FROM background_jobs WHERE status <> 'completed'", timeout=60)
+    seconds = time.perf_counter() - started
+    await conn.execute("DELETE FROM background_jobs")
+    return seconds
+
+
+async def test_flooding_readyz_and_metrics_does_not_slow_the_drain(
+    db_url: str, conn: asyncpg.Connection, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    jobs, clients = 3_000, 50
+    daemon = DaemonProcess(db_url, tmp_path / "daemon.log")
+    daemons.append(daemon)
+    port = await daemon.port()
+    await drain_seconds(conn, 500)  # warm-up: connections, prefetch depth
+    quiet = await drain_seconds(conn, jobs)
+
+    flooding = asyncio.Event()
+    answered: list[int] = []
+
+    async def client(path: str) -> None:
+        # back to back on fresh connections until the drain is over (and never past a deadline)
+        deadline = time.monotonic() + 60
+        while not flooding.is_set() and time.monotonic() < deadline:
+            status, _body = await get(port, path)
+            answered.append(status)
+
+    flood = [asyncio.create_task(client("/readyz" if i % 2 else "/metrics")) for i in range(clients)]
+    try:
+        await wait_until(lambda: len(answered) >= clients, timeout=20, what="the flood to be answered")
+        loaded = await drain_seconds(conn, jobs)
+    finally:
+        flooding.set()
+        await asyncio.gather(*flood, return_exceptions=True)
+    assert len(answered) > 2 * clients, "the endpoint was not under load"
+    assert loaded <= 2 * quiet, f"drain took {loaded:.2f} s under the flood, {quiet:.2f} s without"
+
+
+async def test_readyz_asks_the_database_nothing_per_request(
+    db_url: str, conn: asyncpg.Connection, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    daemon = DaemonProcess(db_url, tmp_path / "daemon.log", env={"JOBRUNNER_READINESS_INTERVAL": "0.2"})
+    daemons.append(daemon)
+    port = await daemon.port()
+    started = time.monotonic()
+    while (await get(port, "/readyz"))[0] != 200:
+        assert time.monotonic() - started < 20, "never ready"
+        await asyncio.sleep(0.05)
+    # every readiness query reads jobrunner_migrations: with it locked, a query per request
+    # would queue behind the lock (and take the daemon's connections with it)
+    waiting_on_lock = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND wait_event_type = 'Lock'"
+    )
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE jobrunner_migrations IN ACCESS EXCLUSIVE MODE")
+        answers = await asyncio.gather(*(get(port, "/readyz", timeout=1.5) for _ in range(100)))
+        assert {status for status, _ in answers} <= {200, 503}
+        # at most the probe's own connection waits on the lock, never one per request
+        assert await conn.fetchval(waiting_on_lock) <= 1
+        # and the daemon still works meanwhile: the claim/complete connections are its own
+        job_id = await conn.fetchval("INSERT INTO background_jobs (job_type) VALUES ('noop') RETURNING id")
+    await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="completed")
+
+
+async def test_junk_job_types_and_queues_do_not_become_metric_labels(
+    db_url: str, conn: asyncpg.Connection, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    junk_types = 20_000
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, max_attempts) SELECT 'junk_type_' || i, 1 FROM generate_series(1, $1) i",
+        junk_types,
+    )
+    # jobs in queues no daemon works: waiting, and running under an expired lease (rescued dead)
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, queue) SELECT 'junk_waiting_' || i, 'junk_queue_' || i"
+        " FROM generate_series(1, 50) i;"
+        "INSERT INTO background_jobs (job_type, queue, status, attempts, max_attempts, worker_id, started_at,"
+        " lease_expires_at) SELECT 'junk_rescued_' || i, 'junk_lost_' || i, 'running', 1, 1, 'gone',"
+        " now() - interval '1 minute', now() - interval '1 second' FROM generate_series(1, 50) i"
+    )
+    daemon = DaemonProcess(db_url, tmp_path / "daemon.log", env={"JOBRUNNER_SAMPLE_INTERVAL": "0.2"})
+    daemons.append(daemon)
+    port = await daemon.port()
+    await wait_for(
+        conn, "SELECT count(*) FROM background_jobs WHERE job_type LIKE 'junk_type_%' AND status = 'failed'",
+        expect=junk_types, timeout=90,
+    )
+    await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'dead'", expect=50)
+    assert await conn.fetchval(
+        "SELECT count(*) FROM background_jobs WHERE job_type LIKE 'junk_type_%' AND last_error LIKE 'unknown job_type%'"
+    ) == junk_types
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+
+        async def settled() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+            response = await http.get("/metrics")
+            assert response.status_code == 200
+            assert len(response.content) < 200_000, f"/metrics is {len(response.content)} bytes"
+            return {
+                (sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(response.text)
+                for sample in family.samples
+            }
+
+        unknown = frozenset({("job_type", "__unknown__"), ("queue", "default"), ("outcome", "failed")})
+        rescued = frozenset({("job_type", "__unknown__"), ("queue", "__other__"), ("outcome", "dead")})
+        deadline = time.monotonic() + 20
+        while True:
+            samples = await settled()
+            counted = (samples.get(("jobrunner_jobs_finished_total", unknown)), samples.get(
+                ("jobrunner_jobs_finished_total", rescued)
+            ))
+            sampled = samples.get(("jobrunner_queue_jobs", frozenset({("queue", "__other__"), ("status", "pending")})))
+            if counted == (junk_types, 50) and sampled == 50:
+                break
+            assert time.monotonic() < deadline, (counted, sampled)
+            await asyncio.sleep(0.2)
+    assert len(samples) < 1_000
+    labels = {value for _name, pairs in samples for _label, value in pairs}
+    assert not [value for value in labels if value.startswith("junk")]
