@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
+from asyncio.subprocess import PIPE
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,41 @@ async def drain_seconds(conn: asyncpg.Connection, jobs: int) -> float:
     return seconds
 
 
+# M clients, each asking back to back on fresh connections, until stdin closes (or a minute
+# passed); then the count of answers by status (0: refused) on stdout. At the lowest CPU
+# priority: what the test measures is what the requests cost the daemon, not what the clients
+# cost the machine (the database and the daemon share its cores with them).
+FLOOD = r"""
+import asyncio, collections, json, os, sys, time
+os.nice(19)
+port, clients = int(sys.argv[1]), int(sys.argv[2])
+answered = collections.Counter()
+
+async def client(path, done):
+    while not done.is_set():
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            answer = await reader.read()
+            writer.close()
+            answered[int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0] += 1
+        except OSError:
+            answered[0] += 1
+        if answered.total() == clients:
+            print("flooding", flush=True)
+
+async def main():
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(60, done.set)
+    loop.add_reader(sys.stdin, lambda: sys.stdin.read() or done.set())
+    await asyncio.gather(*(client("/readyz" if i % 2 else "/metrics", done) for i in range(clients)))
+    print(json.dumps(answered))
+
+asyncio.run(main())
+"""
+
+
 async def test_flooding_readyz_and_metrics_does_not_slow_the_drain(
     db_url: str, conn: asyncpg.Connection, daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:
@@ -100,27 +138,28 @@ async def test_flooding_readyz_and_metrics_does_not_slow_the_drain(
     daemons.append(daemon)
     port = await daemon.port()
     await drain_seconds(conn, 500)  # warm-up: connections, prefetch depth
-    quiet = await drain_seconds(conn, jobs)
+    answered: Counter[int] = Counter()
 
-    flooding = asyncio.Event()
-    answered: list[int] = []
+    async def flooded_drain() -> float:
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FLOOD, str(port), str(clients), stdin=PIPE, stdout=PIPE
+        )
+        try:
+            assert flood.stdout is not None
+            assert await asyncio.wait_for(flood.stdout.readline(), 20) == b"flooding\n"
+            return await drain_seconds(conn, jobs)
+        finally:
+            out, _ = await asyncio.wait_for(flood.communicate(b""), 30)
+            answered.update({int(status): count for status, count in json.loads(out).items()})
 
-    async def client(path: str) -> None:
-        # back to back on fresh connections until the drain is over (and never past a deadline)
-        deadline = time.monotonic() + 60
-        while not flooding.is_set() and time.monotonic() < deadline:
-            status, _body = await get(port, path)
-            answered.append(status)
-
-    flood = [asyncio.create_task(client("/readyz" if i % 2 else "/metrics")) for i in range(clients)]
-    try:
-        await wait_until(lambda: len(answered) >= clients, timeout=20, what="the flood to be answered")
-        loaded = await drain_seconds(conn, jobs)
-    finally:
-        flooding.set()
-        await asyncio.gather(*flood, return_exceptions=True)
-    assert len(answered) > 2 * clients, "the endpoint was not under load"
-    assert loaded <= 2 * quiet, f"drain took {loaded:.2f} s under the flood, {quiet:.2f} s without"
+    # the best of two each, interleaved: other processes on the machine only ever add time
+    quiet = [await drain_seconds(conn, jobs)]
+    loaded = [await flooded_drain()]
+    quiet.append(await drain_seconds(conn, jobs))
+    loaded.append(await flooded_drain())
+    # every client was answered in each flood (the flood says so before each drain starts)
+    assert answered[200] >= 2 * clients and answered.keys() == {200}, answered
+    assert min(loaded) <= 2 * min(quiet), f"drains took {loaded} s under the flood, {quiet} s without"
 
 
 async def test_readyz_asks_the_database_nothing_per_request(
@@ -141,8 +180,9 @@ async def test_readyz_asks_the_database_nothing_per_request(
     )
     async with conn.transaction():
         await conn.execute("LOCK TABLE jobrunner_migrations IN ACCESS EXCLUSIVE MODE")
-        answers = await asyncio.gather(*(get(port, "/readyz", timeout=1.5) for _ in range(100)))
-        assert {status for status, _ in answers} <= {200, 503}
+        for _round in range(5):  # 20 at a time: under JOBRUNNER_HTTP_MAX_CONNECTIONS
+            answers = await asyncio.gather(*(get(port, "/readyz", timeout=1.5) for _ in range(20)))
+            assert {status for status, _ in answers} <= {200, 503}
         # at most the probe's own connection waits on the lock, never one per request
         assert await conn.fetchval(waiting_on_lock) <= 1
         # and the daemon still works meanwhile: the claim/complete connections are its own
@@ -155,7 +195,8 @@ async def test_junk_job_types_and_queues_do_not_become_metric_labels(
 ) -> None:
     junk_types = 20_000
     await conn.execute(
-        "INSERT INTO background_jobs (job_type, max_attempts) SELECT 'junk_type_' || i, 1 FROM generate_series(1, $1) i",
+        "INSERT INTO background_jobs (job_type, max_attempts)"
+        " SELECT 'junk_type_' || i, 1 FROM generate_series(1, $1) i",
         junk_types,
     )
     # jobs in queues no daemon works: waiting, and running under an expired lease (rescued dead)
@@ -170,13 +211,19 @@ async def test_junk_job_types_and_queues_do_not_become_metric_labels(
     daemons.append(daemon)
     port = await daemon.port()
     await wait_for(
-        conn, "SELECT count(*) FROM background_jobs WHERE job_type LIKE 'junk_type_%' AND status = 'failed'",
-        expect=junk_types, timeout=90,
+        conn,
+        "SELECT count(*) FROM background_jobs WHERE job_type LIKE 'junk_type_%' AND status = 'failed'",
+        expect=junk_types,
+        timeout=90,
     )
     await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'dead'", expect=50)
-    assert await conn.fetchval(
-        "SELECT count(*) FROM background_jobs WHERE job_type LIKE 'junk_type_%' AND last_error LIKE 'unknown job_type%'"
-    ) == junk_types
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM background_jobs"
+            " WHERE job_type LIKE 'junk_type_%' AND last_error LIKE 'unknown job_type%'"
+        )
+        == junk_types
+    )
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
 
@@ -195,9 +242,10 @@ async def test_junk_job_types_and_queues_do_not_become_metric_labels(
         deadline = time.monotonic() + 20
         while True:
             samples = await settled()
-            counted = (samples.get(("jobrunner_jobs_finished_total", unknown)), samples.get(
-                ("jobrunner_jobs_finished_total", rescued)
-            ))
+            counted = (
+                samples.get(("jobrunner_jobs_finished_total", unknown)),
+                samples.get(("jobrunner_jobs_finished_total", rescued)),
+            )
             sampled = samples.get(("jobrunner_queue_jobs", frozenset({("queue", "__other__"), ("status", "pending")})))
             if counted == (junk_types, 50) and sampled == 50:
                 break
