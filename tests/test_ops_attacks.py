@@ -4,7 +4,9 @@ while it drains, and job types/queues chosen by whoever can INSERT a row, made i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -188,6 +190,48 @@ async def test_readyz_asks_the_database_nothing_per_request(
         # and the daemon still works meanwhile: the claim/complete connections are its own
         job_id = await conn.fetchval("INSERT INTO background_jobs (job_type) VALUES ('noop') RETURNING id")
     await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="completed")
+
+
+def accepted_connections(pid: int, port: int) -> int:
+    """Established TCP connections on `port` that process `pid` holds a descriptor of (those
+    still waiting in the kernel's listen queue belong to nobody yet)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+                    held += 1
+    return held
+
+
+async def test_idle_connections_neither_pile_up_nor_lock_out_a_probe(
+    db_url: str, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    limit = 8
+    daemon = DaemonProcess(db_url, tmp_path / "daemon.log", env={"JOBRUNNER_HTTP_MAX_CONNECTIONS": str(limit)})
+    daemons.append(daemon)
+    port = await daemon.port()
+    # connections that never send a request (a slowloris), far more than the limit
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(100)]
+    most = 0
+    answered = asyncio.create_task(get(port, "/healthz", timeout=15))
+    try:
+        while not answered.done():
+            most = max(most, accepted_connections(daemon.proc.pid, port))
+            await asyncio.sleep(0.01)
+        assert answered.result()[0] == 200
+    finally:
+        for _reader, writer in idle:
+            writer.close()
+    # the descriptors the endpoint holds stay bounded (they are the database connections' too)
+    assert most <= limit + 1, f"the daemon held {most} connections of the endpoint at once"
 
 
 async def test_junk_job_types_and_queues_do_not_become_metric_labels(

@@ -88,8 +88,8 @@ class OpsServer:
         self._rate = _RequestRate(self.limits.requests_per_second)
         self._slot_free = asyncio.Event()
         self._slot_free.set()
-        # connections open now (until closed)
-        self.connections: set[_Connection] = set()
+        # connections open now, oldest first (a dict as an ordered set)
+        self.connections: dict[_Connection, None] = {}
 
     @property
     def port(self) -> int:
@@ -137,12 +137,22 @@ class OpsServer:
             sock.close()
 
     async def _accept(self, sock: socket.socket) -> None:
-        """Accept only while a slot is free, and at most requests_per_second: the rest wait in
-        the kernel's backlog (past BACKLOG the kernel drops them), costing the loop nothing."""
+        """Accept at most requests_per_second: the rest wait in the kernel's listen queue (past
+        BACKLOG the kernel turns them away), costing the loop nothing. Past max_connections
+        the oldest connection that has not sent its request yet is dropped for the new one
+        (clients that hold connections open without asking cannot lock the others out); when
+        every open one is being answered, the next waits until one is done."""
         loop = asyncio.get_running_loop()
         while True:
-            await self._slot_free.wait()
             await self._rate.wait_turn()
+            while len(self.connections) >= self.limits.max_connections:
+                idle = next((c for c in self.connections if c.waiting_for_request), None)
+                if idle is None:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                else:
+                    idle.abort()
+                    self.forget(idle)
             try:
                 conn, _peer = await loop.sock_accept(sock)
             except OSError:
@@ -156,13 +166,11 @@ class OpsServer:
                 conn.close()
 
     def opened(self, connection: _Connection) -> None:
-        self.connections.add(connection)
-        if len(self.connections) >= self.limits.max_connections:
-            self._slot_free.clear()
+        self.connections[connection] = None
 
     def forget(self, connection: _Connection) -> None:
         """A connection closed: its slot is free."""
-        self.connections.discard(connection)
+        self.connections.pop(connection, None)
         self._slot_free.set()
 
 
@@ -174,6 +182,8 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()
+        # until its request head is in
+        self.waiting_for_request = True
         self._answered = False
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -209,6 +219,7 @@ class _Connection(asyncio.Protocol):
             self._answer(_BAD_REQUEST)
             return
         assert self._transport is not None
+        self.waiting_for_request = False
         self._transport.pause_reading()
         parts = bytes(self._head[: self._head.find(b"\r\n")]).decode("latin-1").split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -232,6 +243,7 @@ class _Connection(asyncio.Protocol):
         self._answer(response, head_only=head_only)
 
     def _answer(self, response: Response, *, head_only: bool = False) -> None:
+        self.waiting_for_request = False
         self._answered = True
         transport = self._transport
         if transport is None:
