@@ -251,23 +251,29 @@ async def test_junk_job_types_and_queues_do_not_become_metric_labels(
         " lease_expires_at) SELECT 'junk_rescued_' || i, 'junk_lost_' || i, 'running', 1, 1, 'gone',"
         " now() - interval '1 minute', now() - interval '1 second' FROM generate_series(1, 50) i"
     )
-    daemon = DaemonProcess(db_url, tmp_path / "daemon.log", env={"JOBRUNNER_SAMPLE_INTERVAL": "0.2"})
+    daemon = DaemonProcess(
+        db_url,
+        tmp_path / "daemon.log",
+        env={"JOBRUNNER_SAMPLE_INTERVAL": "0.2", "JOBRUNNER_CONCURRENCY": "200", "JOBRUNNER_BATCH_SIZE": "500"},
+    )
     daemons.append(daemon)
     port = await daemon.port()
+    # nothing left to do in the daemon's queue, nothing running anywhere
     await wait_for(
         conn,
-        "SELECT count(*) FROM background_jobs WHERE job_type LIKE 'junk_type_%' AND status = 'failed'",
-        expect=junk_types,
+        "SELECT count(*) FROM background_jobs WHERE status = 'running' OR (status = 'pending' AND queue = 'default')",
+        expect=0,
         timeout=90,
     )
-    await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'dead'", expect=50)
-    assert (
-        await conn.fetchval(
-            "SELECT count(*) FROM background_jobs"
-            " WHERE job_type LIKE 'junk_type_%' AND last_error LIKE 'unknown job_type%'"
-        )
-        == junk_types
+    outcomes = await conn.fetch(
+        "SELECT job_type LIKE 'junk_type_%' AS junk_type, status, last_error LIKE 'unknown job_type%' AS unknown,"
+        " count(*) FROM background_jobs GROUP BY 1, 2, 3"
     )
+    assert {tuple(row) for row in outcomes} == {
+        (True, "failed", True, junk_types),
+        (False, "pending", None, 50),
+        (False, "dead", False, 50),
+    }
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
 
