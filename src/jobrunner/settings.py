@@ -199,13 +199,13 @@ class Settings(BaseSettings):
     def _split_metrics_queues(cls, value: object) -> object:
         return cls._split_commas(value)  # as JOBRUNNER_QUEUES: comma-separated or a JSON list
 
-    @model_validator(mode="after")
-    def _metric_buckets_are_not_queue_names(self) -> Settings:
+    @field_validator("queues", "queue_limits", "metrics_queues")
+    @classmethod
+    def _metrics_bucket_is_no_queue(cls, value: list[str] | dict[str, QueueLimits]) -> object:
         # the label that stands for every other queue in the metrics (jobrunner.metrics)
-        named = {*self.queues, *self.queue_limits, *self.metrics_queues}
-        if "__other__" in named:
+        if "__other__" in value:
             raise ValueError("__other__ is the metrics' label for unlisted queues and cannot name a queue")
-        return self
+        return value
 
     schedules: list[Schedule] = Field(
         default_factory=list, description="Cron schedules, a JSON list (JOBRUNNER_SCHEDULES); see jobrunner.schedules."
