@@ -218,8 +218,9 @@ async def test_idle_connections_neither_pile_up_nor_lock_out_a_probe(
     daemon = DaemonProcess(db_url, tmp_path / "daemon.log", env={"JOBRUNNER_HTTP_MAX_CONNECTIONS": str(limit)})
     daemons.append(daemon)
     port = await daemon.port()
-    # connections that never send a request (a slowloris), far more than the limit
-    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(100)]
+    # connections that never send a request (a slowloris), five times the limit; each is
+    # dropped for a newer one after idling http_server.IDLE_GRACE, so the probe's turn comes
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5 * limit)]
     most = 0
     answered = asyncio.create_task(get(port, "/healthz", timeout=15))
     try:

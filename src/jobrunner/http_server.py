@@ -17,6 +17,7 @@ from memory, and what takes longer runs elsewhere (see daemon/ops.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,6 +31,9 @@ MAX_CONNECTIONS = 32
 REQUESTS_PER_SECOND = 50.0
 # connections waiting to be accepted; the kernel refuses more (and clients retry)
 BACKLOG = 64
+# a connection that has not sent its request this long may be dropped for a new one when all
+# slots are taken; a real client (a probe, a scraper) sends it at once
+IDLE_GRACE = 0.5
 
 
 @dataclass(frozen=True)
@@ -139,20 +143,23 @@ class OpsServer:
     async def _accept(self, sock: socket.socket) -> None:
         """Accept at most requests_per_second: the rest wait in the kernel's listen queue (past
         BACKLOG the kernel turns them away), costing the loop nothing. Past max_connections
-        the oldest connection that has not sent its request yet is dropped for the new one
-        (clients that hold connections open without asking cannot lock the others out); when
-        every open one is being answered, the next waits until one is done."""
+        the oldest connection that has not sent its request within IDLE_GRACE is dropped for
+        the new one (clients that hold connections open without asking cannot lock the others
+        out); otherwise the next waits until a slot frees or a connection outstays the grace."""
         loop = asyncio.get_running_loop()
         while True:
             await self._rate.wait_turn()
             while len(self.connections) >= self.limits.max_connections:
+                # oldest first: the first idle one is the first to outstay IDLE_GRACE
                 idle = next((c for c in self.connections if c.waiting_for_request), None)
-                if idle is None:
-                    self._slot_free.clear()
-                    await self._slot_free.wait()
-                else:
+                idle_for = 0.0 if idle is None else loop.time() - idle.opened_at
+                if idle is not None and idle_for >= IDLE_GRACE:
                     idle.abort()
                     self.forget(idle)
+                    continue
+                self._slot_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_free.wait(), None if idle is None else IDLE_GRACE - idle_for)
             try:
                 conn, _peer = await loop.sock_accept(sock)
             except OSError:
@@ -184,6 +191,7 @@ class _Connection(asyncio.Protocol):
         self._head = bytearray()
         # until its request head is in
         self.waiting_for_request = True
+        self.opened_at = loop.time()
         self._answered = False
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
