@@ -172,7 +172,8 @@ class Settings(BaseSettings):
         default=32,
         ge=1,
         le=10_000,
-        description="Connections the metrics/health endpoint has open at once; more wait to be accepted.",
+        description="Connections the metrics/health endpoint has open at once; past it, one that sent no request"
+        " for 0.5 s is dropped for a new one, else new ones wait to be accepted.",
     )
     http_requests_per_second: float = Field(
         default=50.0,
