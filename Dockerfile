@@ -50,6 +50,9 @@ STOPSIGNAL SIGTERM
 
 # /metrics, /healthz and /readyz (README, "Metrics and health"). The daemon binds 127.0.0.1 by
 # default; inside a container that would hide /metrics from Prometheus, hence HTTP_HOST above.
+# The endpoint is unauthenticated (no job data, bounded, but on the loop that runs the jobs):
+# publish it only to the scraper, e.g. `-p 127.0.0.1:9108:9108` or a monitoring-only network,
+# and in Kubernetes apply deploy/kubernetes/networkpolicy.yaml.
 EXPOSE 9108
 # /healthz turns 503 when the fetch loop is wedged. No curl in the slim image: ask with Python.
 # (Kubernetes: use httpGet probes on /healthz for liveness and /readyz for readiness instead.)

@@ -175,3 +175,20 @@ async def test_kedas_query_counts_runnable_jobs(conn: asyncpg.Connection) -> Non
         "INSERT INTO background_jobs (job_type, status, finished_at) VALUES ('x', 'completed', now())"
     )
     assert await conn.fetchval(query) == 3
+
+
+def test_only_prometheus_may_connect_to_the_pods_and_only_to_the_metrics_port() -> None:
+    manifests = _manifests()
+    policy = manifests[("NetworkPolicy", "jobrunner")]
+    deployment = manifests[("Deployment", "jobrunner")]
+    kustomization = _documents(KUBERNETES / "kustomization.yaml")[0]
+    assert "networkpolicy.yaml" in kustomization["resources"]
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # ingress only: the daemon's own connections (database, upstreams) stay open
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert [(p["port"], p["protocol"]) for p in rule["ports"]] == [("metrics", "TCP")]
+    # a peer with both selectors: pods so labelled in that namespace (not any pod, not any namespace)
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,7 +37,7 @@ async def test_metrics_match_the_database_and_health_endpoints_answer(db_url: st
         "INSERT INTO background_jobs (job_type) VALUES ('ops_bad');"
         "INSERT INTO background_jobs (job_type, scheduled_at) VALUES ('ops_ok', now() + interval '1 hour')"
     )
-    async with running_daemon(db_url, [ops_ok, ops_bad]) as daemon:
+    async with running_daemon(db_url, [ops_ok, ops_bad], readiness_interval=0.1) as daemon:
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE finished_at IS NOT NULL", expect=6)
         assert daemon.ops_server is not None
         base = f"http://127.0.0.1:{daemon.ops_server.port}"
@@ -58,16 +61,25 @@ async def test_metrics_match_the_database_and_health_endpoints_answer(db_url: st
 
             health = await http.get("/healthz")
             assert health.status_code == 200
-            ready = await http.get("/readyz")
-            assert ready.status_code == 200, ready.text
+            assert await readyz_turns(http, 200) == "ready\n"
             assert (await http.get("/nothing-else")).status_code == 404
             assert (await http.post("/metrics")).status_code == 405
 
-            # readiness follows the database: cut it and it flips to 503
+            # readiness follows the database (its probe checks every readiness_interval): cut it
+            # and it flips to 503
             await conn.execute("ALTER TABLE jobrunner_migrations RENAME TO jobrunner_migrations_gone")
-            assert (await http.get("/readyz")).status_code == 503
+            assert "migrations pending" in await readyz_turns(http, 503)
             await conn.execute("ALTER TABLE jobrunner_migrations_gone RENAME TO jobrunner_migrations")
-            assert (await http.get("/readyz")).status_code == 200
+            await readyz_turns(http, 200)
+
+
+async def readyz_turns(http: httpx.AsyncClient, status: int, timeout: float = 10.0) -> str:
+    """/readyz's body once it answers `status` (it reports the readiness probe's last check)."""
+    deadline = time.monotonic() + timeout
+    while (response := await http.get("/readyz")).status_code != status:
+        assert time.monotonic() < deadline, f"/readyz still answers {response.status_code}: {response.text}"
+        await asyncio.sleep(0.05)
+    return response.text
 
 
 async def test_queue_depth_is_sampled_by_one_replica_only(db_url: str, conn: asyncpg.Connection) -> None:

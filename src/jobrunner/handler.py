@@ -36,6 +36,9 @@ class Handler:
     def __post_init__(self) -> None:
         if not self.job_type or len(self.job_type) > 200:
             raise ValueError("a handler's job_type must be 1 to 200 characters")
+        if self.job_type == "__unknown__":
+            # the metrics' label for job types without a handler (jobrunner.metrics)
+            raise ValueError("__unknown__ is reserved: the metrics' label for jobs of unregistered types")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"handler {self.job_type}: timeout must be positive")
         if self.max_concurrency is not None and self.max_concurrency < 1:

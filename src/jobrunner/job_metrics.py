@@ -2,9 +2,14 @@
 
 prometheus_client's Counter and Histogram take a lock per increment and check on every
 observation that they may be observed: the four per-job updates cost about a fifth of the
-daemon's CPU per no-op job. These series change only on the daemon's event loop, and
-/metrics is served on that loop too, so plain counts are enough; they are turned into metric
-families only when scraped. The exposition is the same as with Counter and Histogram.
+daemon's CPU per no-op job. These series change only on the daemon's event loop, so plain
+counts are enough; they are turned into metric families only when scraped. The exposition is
+the same as with Counter and Histogram.
+
+/metrics renders in a worker thread while the loop goes on counting: collect() copies each
+dict in one C-level call (atomic under the GIL) before it iterates, so a series added meanwhile
+cannot break the iteration. A histogram's buckets, count and sum are copied apart from an
+observation that lands meanwhile at worst, which the next scrape shows.
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ class _Counter:
     def family(self) -> Metric:
         family = CounterMetricFamily(self.name, self.help, labels=self.labels)
         created = _created_series()
-        for key, value in self.values.items():
-            family.add_metric(key, value, created=self.created[key] if created else None)
+        created_at = self.created.copy()
+        for key, value in self.values.copy().items():
+            family.add_metric(key, value, created=created_at.get(key) if created else None)
         return family
 
 
@@ -74,15 +80,17 @@ class _Histogram:
     def family(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.help, labels=self.labels)
         created = _created_series()
-        for key, series in self.series.items():
+        created_at = self.created.copy()
+        for key, live in self.series.copy().items():
+            series = live.copy()
             buckets: list[tuple[str, float]] = []
             cumulative = 0.0
             for bound, count in zip((*self.bounds, float("inf")), series[:-1], strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
             family.add_metric(list(key), buckets, series[-1])
-            if created:
-                family.add_sample(self.name + "_created", dict(zip(self.labels, key, strict=True)), self.created[key])
+            if created and key in created_at:  # a series added during the copies has it next time
+                family.add_sample(self.name + "_created", dict(zip(self.labels, key, strict=True)), created_at[key])
         return family
 
 

@@ -2,16 +2,23 @@
 
 Each Daemon owns a CollectorRegistry, so several daemons in one process (tests, the demo) do
 not collide. Label children are cached: a label lookup per job would cost more than the job.
+
+Label values never come from job rows as such: whoever may INSERT a row chooses its job_type
+and queue, and each distinct value would be a series of its own in every replica (and in
+Prometheus). A job type is a label only when a handler is registered for it, a queue only when
+this daemon works it or it is configured (MetricLabels); the rest share one bucket each.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from jobrunner.job_metrics import JobMetrics
+from jobrunner.settings import Settings
 
 # From 1 ms to 6 h: no-op jobs, interactive jobs (seconds) and batch jobs (hours) all fit.
 LATENCY_BUCKETS = (
@@ -21,9 +28,42 @@ LATENCY_BUCKETS = (
 
 OUTCOMES = ("completed", "failed", "retried", "dead", "released", "cancelled")
 
+# The buckets for everything else. A handler cannot be registered for `__unknown__` (Handler
+# refuses it) and no configured queue may be named `__other__` (Settings refuses it).
+UNKNOWN_JOB_TYPE = "__unknown__"
+OTHER_QUEUE = "__other__"
+OTHER_USAGE_KIND = "__other__"
+# distinct (job_type, kind) pairs of jobrunner_upstream_usage_total; a handler that reports
+# kinds made from its input must not grow the exposition without bound either
+MAX_USAGE_SERIES = 200
+
+
+class MetricLabels:
+    """The label values jobs may put on metrics: registered job types and known queues."""
+
+    __slots__ = ("job_types", "queues")
+
+    def __init__(self, job_types: Iterable[str] = (), queues: Iterable[str] = ()) -> None:
+        self.job_types = frozenset(job_types)
+        self.queues = frozenset(queues)
+
+    @classmethod
+    def for_daemon(cls, settings: Settings, job_types: Iterable[str]) -> MetricLabels:
+        """The registered handlers' types; the queues worked here, given limits, or listed in
+        JOBRUNNER_METRICS_QUEUES (those other replicas work, for the queue-depth sample)."""
+        return cls(job_types, [*settings.queues, *settings.queue_limits, *settings.metrics_queues])
+
+    def job_type(self, value: str) -> str:
+        return value if value in self.job_types else UNKNOWN_JOB_TYPE
+
+    def queue(self, value: str) -> str:
+        return value if value in self.queues else OTHER_QUEUE
+
 
 class DaemonMetrics:
-    def __init__(self) -> None:
+    def __init__(self, labels: MetricLabels | None = None) -> None:
+        # without labels (tests of the names alone) every job type and queue is bucketed
+        self.labels = labels or MetricLabels()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # the per-job series: updated on the hot path, so plain counts (see job_metrics.py)
@@ -63,6 +103,7 @@ class DaemonMetrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._usage_series: set[tuple[str, str]] = set()
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -72,17 +113,54 @@ class DaemonMetrics:
         return child
 
     def job_claimed(self, job_type: str, queue: str, waited_seconds: float) -> None:
-        key = (job_type, queue)
+        # MetricLabels' lookups inlined: this runs for every job
+        labels = self.labels
+        key = (
+            job_type if job_type in labels.job_types else UNKNOWN_JOB_TYPE,
+            queue if queue in labels.queues else OTHER_QUEUE,
+        )
         self.jobs.claimed.inc(key)
         self.jobs.start_delay.observe(key, max(0.0, waited_seconds))
 
     def job_finished(self, job_type: str, queue: str, outcome: str, duration: float | None) -> None:
-        self.jobs.finished.inc((job_type, queue, outcome))
+        labels = self.labels
+        key = (
+            job_type if job_type in labels.job_types else UNKNOWN_JOB_TYPE,
+            queue if queue in labels.queues else OTHER_QUEUE,
+        )
+        self.jobs.finished.inc((*key, outcome))
         if duration is not None:
-            self.jobs.duration.observe((job_type, queue), duration)
+            self.jobs.duration.observe(key, duration)
 
     def usage(self, job_type: str, kind: str, amount: float) -> None:
-        self._child(self.upstream_usage, job_type, kind).inc(amount)
+        series = (self.labels.job_type(job_type), kind)
+        if series not in self._usage_series:
+            if len(self._usage_series) >= MAX_USAGE_SERIES:
+                series = (series[0], OTHER_USAGE_KIND)
+            self._usage_series.add(series)
+        self._child(self.upstream_usage, *series).inc(amount)
+
+    def queue_depth(self, rows: Iterable[Any]) -> None:
+        """Replace the queue-depth gauges with a sample: rows of queue, status, jobs and
+        oldest_runnable_seconds, any number per queue and status. Queues not known are summed
+        into `__other__` (their oldest runnable job: the oldest of them all)."""
+        jobs: dict[tuple[str, str], float] = {}
+        oldest: dict[str, float] = {}
+        for row in rows:
+            queue = self.labels.queue(row["queue"])
+            key = (queue, row["status"])
+            jobs[key] = jobs.get(key, 0) + row["jobs"]
+            if row["status"] == "pending":
+                oldest[queue] = max(oldest.get(queue, 0.0), row["oldest_runnable_seconds"])
+        self.clear_queue_depth()
+        for (queue, status), count in jobs.items():
+            self.queue_jobs.labels(queue, status).set(count)
+        for queue, seconds in oldest.items():
+            self.oldest_runnable.labels(queue).set(seconds)
+
+    def clear_queue_depth(self) -> None:
+        self.queue_jobs.clear()
+        self.oldest_runnable.clear()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -177,6 +177,47 @@ class Settings(BaseSettings):
     sample_interval: float = Field(
         default=15.0, gt=0, description="Seconds between queue-depth samples (by one replica at a time)."
     )
+    # -- the operations endpoint: its bounds, the readiness probe, metric labels --------------
+    http_max_connections: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Connections the metrics/health endpoint has open at once; past it, one that sent no request"
+        " for 0.5 s is dropped for a new one, else new ones wait to be accepted.",
+    )
+    http_requests_per_second: float = Field(
+        default=50.0,
+        gt=0,
+        le=100_000,
+        description="Most requests the metrics/health endpoint accepts a second (it shares the jobs' event loop);"
+        " more wait to be accepted.",
+    )
+    readiness_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds between the readiness probe's checks of the database (on a connection of its own);"
+        " /readyz answers the latest.",
+    )
+    metrics_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Further queues (worked by other replicas) labelled by name in the queue-depth metrics;"
+        " besides these, JOBRUNNER_QUEUES and the queues of JOBRUNNER_QUEUE_LIMITS. Others count as __other__.",
+    )
+
+    @field_validator("metrics_queues", mode="before")
+    @classmethod
+    def _split_metrics_queues(cls, value: object) -> object:
+        return cls._split_commas(value)  # as JOBRUNNER_QUEUES: comma-separated or a JSON list
+
+    @field_validator("queues", "queue_limits", "metrics_queues")
+    @classmethod
+    def _metrics_bucket_is_no_queue(cls, value: list[str] | dict[str, QueueLimits]) -> object:
+        # the label that stands for every other queue in the metrics (jobrunner.metrics)
+        if "__other__" in value:
+            raise ValueError("__other__ is the metrics' label for unlisted queues and cannot name a queue")
+        return value
+
     schedules: list[Schedule] = Field(
         default_factory=list, description="Cron schedules, a JSON list (JOBRUNNER_SCHEDULES); see jobrunner.schedules."
     )

@@ -136,14 +136,11 @@ class QueueDepthSampler:
             self._log.info("queue depth sampler leadership changed", leading=leading)
         self.leading = leading
         self._metrics.sampler_leader.set(1 if leading else 0)
-        self._metrics.queue_jobs.clear()
-        self._metrics.oldest_runnable.clear()
         if not leading:
+            self._metrics.clear_queue_depth()
             return False
-        for row in await self._store.sample_queue_depth():
-            self._metrics.queue_jobs.labels(row["queue"], row["status"]).set(row["jobs"])
-            if row["status"] == "pending":
-                self._metrics.oldest_runnable.labels(row["queue"]).set(row["oldest_runnable_seconds"])
+        # queues nobody configured (any INSERT can name one) are summed into one label
+        self._metrics.queue_depth(await self._store.sample_queue_depth())
         return True
 
     async def run(self) -> None:
@@ -157,8 +154,7 @@ class QueueDepthSampler:
                     # stale figures are worse than none: another replica may take over meanwhile
                     self.leading = False
                     self._metrics.sampler_leader.set(0)
-                    self._metrics.queue_jobs.clear()
-                    self._metrics.oldest_runnable.clear()
+                    self._metrics.clear_queue_depth()
                 if await sleep_unless(self._stopping, self._interval):
                     break
         finally:

@@ -35,7 +35,7 @@ from jobrunner.error_reporting import init_error_reporting
 from jobrunner.http_server import OpsServer
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits
-from jobrunner.metrics import DaemonMetrics
+from jobrunner.metrics import DaemonMetrics, MetricLabels
 from jobrunner.migrate import pending_migrations
 from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
@@ -133,7 +133,7 @@ class Daemon:
         self.listener: NotificationListener | None = None
         self.ready = asyncio.Event()
         self._systemd = SystemdNotifier()
-        self.metrics = DaemonMetrics()
+        self.metrics = DaemonMetrics(MetricLabels.for_daemon(settings, registry.job_types()))
         self.metrics.slots.set(settings.concurrency)
         self.metrics.in_flight.set_function(lambda: len(self._running))
         self.metrics.listening.set_function(lambda: 1 if self.listener is not None and self.listener.listening else 0)
@@ -246,7 +246,7 @@ class Daemon:
                     "handler not configured: its jobs will fail until it is", job_type=job_type, problem=problem
                 )
             self.ops_server = await start_ops_endpoint(
-                self.settings, self.metrics, self.is_healthy, self.readiness, self.log
+                self.settings, self.metrics, self.is_healthy, self.readiness, self.log, self.database_url
             )
             self.ready.set()
             self._systemd.ready()
@@ -806,19 +806,9 @@ class Daemon:
     # -- readiness ---------------------------------------------------------------------------
 
     async def readiness(self) -> str | None:
-        """None when ready to work: the database answers and no migration is pending."""
-        if self._stopping.is_set():
-            return "stopping"
-        if self._pool is None:
-            return "not connected yet"
-        try:
-            async with asyncio.timeout(2.0):
-                missing = await pending_migrations(self._pool, self.settings.schema_name)  # type: ignore[arg-type]
-        except Exception as exc:
-            return f"database unreachable ({type(exc).__name__})"
-        if missing:
-            return f"migrations pending: {', '.join(missing)}"
-        return None
+        """None unless stopping; whether the database answers with no migration pending is the
+        ops endpoint's readiness probe's to check (daemon/readiness.py), never on this pool."""
+        return "stopping" if self._stopping.is_set() else None
 
     # -- shutdown ------------------------------------------------------------------------
 
