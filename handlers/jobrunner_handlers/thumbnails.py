@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import warnings
-import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -163,18 +164,25 @@ def make_thumbnails(data: bytes, sizes: Sequence[int], max_pixels: int = DEFAULT
     return ImageSummary(image_format, width, height, thumbnails)
 
 
-# one semaphore per event loop (a process has one; tests start several)
-_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# one decode pool per budget: its threads are the budget. A job that stops waiting (timeout,
+# cancel request, shutdown) cannot stop its thread, so the budget is held by the thread, not
+# by the job; a decode that has not started yet is dropped with its job.
+_decode_pools: dict[int, ThreadPoolExecutor] = {}
+_decode_pools_lock = threading.Lock()
+
+
+def _decode_pool(concurrency: int) -> ThreadPoolExecutor:
+    with _decode_pools_lock:
+        pool = _decode_pools.get(concurrency)
+        if pool is None:
+            pool = _decode_pools[concurrency] = ThreadPoolExecutor(concurrency, thread_name_prefix="image-decode")
+        return pool
 
 
 async def make_thumbnails_in_budget(
     data: bytes, sizes: Sequence[int], max_pixels: int, concurrency: int
 ) -> ImageSummary:
-    """make_thumbnails in a thread, at most `concurrency` at once in this process: the other
-    jobs wait here (holding only their downloaded bytes), not in memory-hungry decoders."""
-    loop = asyncio.get_running_loop()
-    slots = _decode_slots.get(loop)
-    if slots is None:
-        slots = _decode_slots[loop] = asyncio.Semaphore(concurrency)
-    async with slots:
-        return await asyncio.to_thread(make_thumbnails, data, sizes, max_pixels)
+    """make_thumbnails in a thread, at most `concurrency` decoding at once in this process: the
+    other jobs wait here (holding only their downloaded bytes), not in memory-hungry decoders."""
+    decode = _decode_pool(concurrency).submit(make_thumbnails, data, sizes, max_pixels)
+    return await asyncio.wrap_future(decode)
