@@ -155,11 +155,17 @@ JOB_BYTES = 1_000_000
 BIG_JOB = {"blob": "x" * (JOB_BYTES - len('{"blob": ""}'))}
 
 
-async def enqueue_big(conn: asyncpg.Connection, jobs: int, job_type: str = "big") -> None:
+# the same size in UTF-8 bytes, written with three-byte characters: a third as many characters
+WIDE_BIG_JOB = {"blob": "漢" * ((JOB_BYTES - len('{"blob": ""}')) // 3)}
+
+
+async def enqueue_big(
+    conn: asyncpg.Connection, jobs: int, job_type: str = "big", payload: dict[str, str] = BIG_JOB
+) -> None:
     await conn.execute(
         "INSERT INTO background_jobs (job_type, payload) SELECT $1, $2::jsonb FROM generate_series(1, $3)",
         job_type,
-        json_of(BIG_JOB),
+        json_of(payload),
         jobs,
     )
 
@@ -196,8 +202,11 @@ async def big(ctx: JobContext[dict[str, Any]]) -> int:
     return len(ctx.payload["blob"])
 
 
-async def test_a_daemon_drains_big_jobs_under_a_small_budget(db_url: str, conn: asyncpg.Connection) -> None:
-    await enqueue_big(conn, 12)
+@pytest.mark.parametrize("payload", [BIG_JOB, WIDE_BIG_JOB], ids=["ascii", "three-byte-characters"])
+async def test_a_daemon_drains_big_jobs_under_a_small_budget(
+    db_url: str, conn: asyncpg.Connection, payload: dict[str, str]
+) -> None:
+    await enqueue_big(conn, 12, payload=payload)
     # a claim cut short by the budget is no sign that the queue ran dry: the daemon claims again
     # at once, not after a poll interval (nothing NOTIFYs: the jobs were there before it started)
     async with running_daemon(db_url, [big], concurrency=10, claim_max_bytes=3 * JOB_BYTES, poll_interval=60):

@@ -102,7 +102,8 @@ class Settings(BaseSettings):
         ge=1024,
         description=(
             "A claim stops adding jobs once their payloads (JSON text) sum past this many bytes;"
-            " it always takes at least one."
+            " it always takes at least one. Keep it at least twice the database's payload limit"
+            " (set_payload_limit), or a claim the budget cut short waits a poll interval."
         ),
     )
     prefetch: Annotated[int, Field(ge=0, le=10_000)] | Literal["auto"] = Field(

@@ -102,10 +102,18 @@ class JobStore:
 
     def filled_byte_budget(self, jobs: Sequence[Job]) -> bool:
         """Whether a claim that returned fewer jobs than asked may have been cut short by the
-        byte budget rather than by the queue running dry: its payloads reach half the budget.
-        (A cut claim's payloads plus the next job's pass the budget; the next job is at most the
-        database's payload limit, 1 MiB by default, far under the 16 MiB budget.)"""
-        return 2 * sum(len(job.payload_json) for job in jobs) >= self.claim_max_bytes
+        byte budget rather than by the queue running dry: its payloads reach half the budget in
+        UTF-8 bytes, as the claim counts them. (A cut claim's payloads plus the next job's pass
+        the budget; the next job is at most the database's payload limit, so this holds while
+        the budget is at least twice that limit: 16 MiB against 1 MiB by default.)"""
+        half = self.claim_max_bytes / 2
+        characters = sum(len(job.payload_json) for job in jobs)
+        # UTF-8 takes one to four bytes a character: encode only when that leaves it open
+        if characters >= half:
+            return True
+        if 4 * characters < half:
+            return False
+        return sum(len(job.payload_json.encode()) for job in jobs) >= half
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; returns ids written (others had lost their lease)."""
