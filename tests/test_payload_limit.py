@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -215,3 +216,28 @@ async def test_a_daemon_drains_big_jobs_under_a_small_budget(
     assert (
         await conn.fetchval("SELECT max(n) FROM (SELECT count(*) AS n FROM background_jobs GROUP BY started_at) s") <= 3
     )
+
+
+async def test_a_role_outside_the_queues_groups_may_insert_and_meets_the_same_limit(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """A role the queue's migrations do not know (an operator's, a platform's service role that
+    bypasses row security) with a plain INSERT grant: the size check must not need a privilege of
+    its own, or every insert by that role fails, small payloads included."""
+    role = f"jr_test_outsider_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"CREATE ROLE {role} LOGIN BYPASSRLS")
+    try:
+        await conn.execute(f"GRANT INSERT ON background_jobs TO {role}")
+        outsider = await asyncpg.connect(as_user(db_url, role))
+        try:
+            await outsider.execute("INSERT INTO background_jobs (job_type, payload) VALUES ('small', '{}')")
+            with pytest.raises(asyncpg.CheckViolationError, match=LIMIT_MESSAGE):
+                await outsider.execute(
+                    "INSERT INTO background_jobs (job_type, payload) VALUES ('big', $1::jsonb)", json_of(TWO_MIB)
+                )
+        finally:
+            await outsider.close()
+        assert await conn.fetchval("SELECT array_agg(job_type) FROM background_jobs") == ["small"]
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
