@@ -1,7 +1,8 @@
 -- The queue's schema: its tables, indexes, roles, row security and privileges. The functions
 -- live one per file in sql/functions/ (their current text); `jobrunner migrate` creates them
 -- where the `jobrunner:functions` line below says, and re-applies a file whenever it changes.
--- `{schema}` is the configured schema (a validated identifier), `{schema_name}` its bare name.
+-- The schema placeholders are filled in with the configured schema (a validated identifier),
+-- quoted or bare, when the migration runs.
 
 -- == Roles =====================================================================================
 -- Least privilege: two NOLOGIN group roles; grant them to the login roles you deploy with.

@@ -1,5 +1,5 @@
--- The app schema reaching into the queue: `{schema}` is jobrunner's schema, fixed when this file
--- is applied. cleanup_old_data prunes finished jobs through it in bounded batches.
+-- The app schema reaching into the queue: jobrunner's schema is filled in when this file is
+-- applied. cleanup_old_data prunes finished jobs through it in bounded batches.
 
 CREATE OR REPLACE FUNCTION public.prune_finished_background_jobs(retention interval, max_rows integer)
 RETURNS integer

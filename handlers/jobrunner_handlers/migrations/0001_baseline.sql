@@ -3,9 +3,9 @@
 -- `jobrunner migrate` creates them where the `jobrunner:functions` line below says, and
 -- re-applies a file whenever it changes.
 --
--- The app's tables live in `public` (the schema PostgREST exposes to the mobile app). `{schema}`
--- is jobrunner's own schema (where background_jobs lives); these files use it only where the app
--- reaches into the queue (prune_finished_background_jobs). The core's roles (jobrunner_worker)
+-- The app's tables live in `public` (the schema PostgREST exposes to the mobile app), whatever
+-- jobrunner's own schema (where background_jobs lives); the app's files name jobrunner's schema
+-- only where the app reaches into the queue (prune_finished_background_jobs). The core's roles (jobrunner_worker)
 -- exist: the core's migrations run first. A database may hold several jobrunner schemas, each
 -- migrating the app into the same `public`: every statement here may run a second time, hence
 -- IF NOT EXISTS and DROP POLICY IF EXISTS.
