@@ -70,7 +70,13 @@ async def test_concurrent_migrations_apply_each_once(empty_db_url: str) -> None:
         assert sorted(results, key=len)[-1] == ALL  # one replica did it all, in order
         assert await conns[0].fetchval("SELECT count(*) FROM jobrunner_migrations") == len(ALL)
         # the advisory lock is free again: nobody is left holding it
-        assert await conns[0].fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert (
+            await conns[0].fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            == 0
+        )
     finally:
         for c in conns:
             await c.close()

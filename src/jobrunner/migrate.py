@@ -148,9 +148,8 @@ def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applie
     def apply_functions(names: tuple[str, ...], needed_by: tuple[str, ...] = ()) -> None:
         for name in names:
             if name not in by_name:
-                raise MigrationError(
-                    f"{component}: no function file {name}.sql (named by {needed_by or 'a migration'})"
-                )
+                named_by = f"{needed_by[-1]}.sql" if needed_by else "a migration's jobrunner:functions line"
+                raise MigrationError(f"{component}: no function file {name}.sql (named by {named_by})")
             if name in needed_by:
                 raise MigrationError(f"{component}: function files require each other: {' -> '.join(needed_by)}")
             if name not in pending:
