@@ -1,8 +1,10 @@
-"""Migrations on an empty database: once, concurrently, per schema, and the privileges they set."""
+"""Migrations on an empty database: once, concurrently, per schema, function files applied again
+when they change, and the privileges they set."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,15 +13,23 @@ import asyncpg
 import pytest
 
 from jobrunner import AsyncClient, JobContext, NewJob, handler
-from jobrunner.migrate import MigrationError, MigrationSet, discover_migration_sets, migrate, pending_migrations
+from jobrunner.migrate import (
+    MigrationError,
+    MigrationSet,
+    discover_migration_sets,
+    migrate,
+    pending_migrations,
+    plan_for_empty_database,
+)
 from tests.support import running_daemon, wait_for
 
 
 def names(sets: list[MigrationSet]) -> list[str]:
-    return [f"{s.component}/{m.version:04d}_{m.name}" for s in sets for m in s.items]
+    return [step.name for step in plan_for_empty_database("public", sets) if step.name is not None]
 
 
-# what `migrate` applies by default: the core's migrations, then the installed plugins'
+# what `migrate` applies by default: the core's migrations and function files, then the
+# installed plugins'
 ALL = names(discover_migration_sets())
 CORE = names([MigrationSet.core()])
 
@@ -34,15 +44,22 @@ async def empty_conn(empty_db_url: str) -> Any:
 
 
 async def test_migrate_from_scratch_then_nothing(empty_conn: asyncpg.Connection) -> None:
-    assert await pending_migrations(empty_conn, "public") == ALL
+    assert sorted(await pending_migrations(empty_conn, "public")) == sorted(ALL)
     assert await migrate(empty_conn, "public") == ALL
     assert await pending_migrations(empty_conn, "public") == []
     assert await empty_conn.fetchval("SELECT to_regclass('public.background_jobs') IS NOT NULL")
     assert await empty_conn.fetchval("SELECT to_regproc('public.enqueue_job') IS NOT NULL")
     assert await migrate(empty_conn, "public") == []
-    assert CORE[:2] == ["jobrunner/0001_background_jobs", "jobrunner/0002_roles_and_row_security"]
+    # one baseline, then every function file once, those the baseline calls at its marker line first
+    assert CORE[:2] == ["jobrunner/0001_baseline", "jobrunner/functions/background_jobs_notify"]
+    assert sorted(CORE[1:]) == sorted(f"jobrunner/functions/{f.name}" for f in MigrationSet.core().functions)
     rows = await empty_conn.fetch("SELECT component, version, name FROM jobrunner_migrations")
-    assert sorted(f"{r['component']}/{r['version']:04d}_{r['name']}" for r in rows) == sorted(ALL)
+    assert sorted(
+        f"{r['component']}/{r['version']:04d}_{r['name']}"
+        if r["version"] is not None
+        else f"{r['component']}/functions/{r['name']}"
+        for r in rows
+    ) == sorted(ALL)
 
 
 async def test_concurrent_migrations_apply_each_once(empty_db_url: str) -> None:
@@ -53,7 +70,13 @@ async def test_concurrent_migrations_apply_each_once(empty_db_url: str) -> None:
         assert sorted(results, key=len)[-1] == ALL  # one replica did it all, in order
         assert await conns[0].fetchval("SELECT count(*) FROM jobrunner_migrations") == len(ALL)
         # the advisory lock is free again: nobody is left holding it
-        assert await conns[0].fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert (
+            await conns[0].fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            == 0
+        )
     finally:
         for c in conns:
             await c.close()
@@ -62,7 +85,7 @@ async def test_concurrent_migrations_apply_each_once(empty_db_url: str) -> None:
 async def test_a_changed_migration_is_refused(empty_db_url: str, empty_conn: asyncpg.Connection) -> None:
     await migrate(empty_conn, "public")
     await empty_conn.execute("UPDATE jobrunner_migrations SET checksum = 'edited' WHERE version = 1")
-    with pytest.raises(MigrationError, match="0001_background_jobs was changed after it was applied"):
+    with pytest.raises(MigrationError, match="0001_baseline was changed after it was applied"):
         await migrate(empty_conn, "public")
     # the failed run let go of the migration lock: another replica is not blocked
     other = await asyncpg.connect(empty_db_url)
@@ -102,6 +125,133 @@ async def test_a_failing_migration_leaves_nothing_behind(empty_conn: asyncpg.Con
     )
 
 
+# -- function files ------------------------------------------------------------------------
+
+
+def plugin_set(root: Path, migrations: dict[str, str], functions: dict[str, str]) -> MigrationSet:
+    """A plugin's MigrationSet from files written under root/migrations and root/functions."""
+    for folder, files in (("migrations", migrations), ("functions", functions)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (root / folder / name).write_text(text)
+    return MigrationSet.from_directory("plugin", root / "migrations", root / "functions")
+
+
+TABLE = {"0001_things.sql": "CREATE TABLE {schema}.things (id int);"}
+COUNT_THINGS = (
+    "CREATE OR REPLACE FUNCTION {schema}.count_things() RETURNS bigint LANGUAGE sql"
+    " AS $$ SELECT count(*) FROM {schema}.things $$;"
+)
+
+
+async def test_a_function_file_is_applied_again_when_it_changes(empty_conn: asyncpg.Connection, tmp_path: Path) -> None:
+    plugin = plugin_set(tmp_path, TABLE, {"count_things.sql": COUNT_THINGS, "other.sql": "SELECT 1;"})
+    assert await migrate(empty_conn, "public", [plugin]) == [
+        "plugin/0001_things",
+        "plugin/functions/count_things",
+        "plugin/functions/other",
+    ]
+    assert await migrate(empty_conn, "public", [plugin]) == []
+
+    (tmp_path / "functions" / "count_things.sql").write_text(COUNT_THINGS.replace("count(*)", "count(*) + 100"))
+    changed = MigrationSet.from_directory("plugin", tmp_path / "migrations", tmp_path / "functions")
+    assert await pending_migrations(empty_conn, "public", [changed]) == ["plugin/functions/count_things"]
+    # only the changed file, and the next run nothing
+    assert await migrate(empty_conn, "public", [changed]) == ["plugin/functions/count_things"]
+    assert await empty_conn.fetchval("SELECT count_things()") == 100
+    assert await migrate(empty_conn, "public", [changed]) == []
+    recorded = await empty_conn.fetchval(
+        "SELECT checksum FROM jobrunner_migrations WHERE component = 'plugin' AND name = 'count_things'"
+    )
+    assert recorded == changed.functions[0].checksum != plugin.functions[0].checksum
+
+
+async def test_function_files_follow_their_requires_lines(empty_conn: asyncpg.Connection, tmp_path: Path) -> None:
+    # a SQL-language body is checked when it is created: `a` calls `b`, which sorts after it
+    calls_b = "CREATE FUNCTION {schema}.a() RETURNS int LANGUAGE sql AS $$ SELECT {schema}.b() + 1 $$;"
+    b = "CREATE OR REPLACE FUNCTION {schema}.b() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;"
+    without = plugin_set(tmp_path / "without", TABLE, {"a.sql": calls_b, "b.sql": b})
+    with pytest.raises(asyncpg.UndefinedFunctionError):
+        await migrate(empty_conn, "public", [without])
+
+    ordered = plugin_set(tmp_path / "with", TABLE, {"a.sql": "-- requires: b\n" + calls_b, "b.sql": b})
+    assert await migrate(empty_conn, "public", [ordered]) == [
+        "plugin/0001_things",
+        "plugin/functions/b",
+        "plugin/functions/a",
+    ]
+    assert await empty_conn.fetchval("SELECT a()") == 2
+
+
+async def test_a_migration_calls_function_files_at_its_marker_line(
+    empty_conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    migration = (
+        "CREATE TABLE {schema}.things (id int);\n"
+        "-- jobrunner:functions count_things\n"
+        "CREATE TABLE {schema}.counted AS SELECT {schema}.count_things() AS n;\n"
+    )
+    plugin = plugin_set(
+        tmp_path, {"0001_things.sql": migration}, {"count_things.sql": COUNT_THINGS, "z.sql": "SELECT 1;"}
+    )
+    assert await migrate(empty_conn, "public", [plugin]) == [
+        "plugin/0001_things",
+        "plugin/functions/count_things",
+        "plugin/functions/z",
+    ]
+    assert await empty_conn.fetchval("SELECT n FROM counted") == 0
+
+
+@pytest.mark.parametrize(
+    ("functions", "message"),
+    [
+        ({}, "no function file count_things.sql"),
+        (
+            {"count_things.sql": "-- requires: other\nSELECT 1;", "other.sql": "-- requires: count_things\nSELECT 1;"},
+            "function files require each other: count_things -> other",
+        ),
+    ],
+)
+async def test_missing_or_circular_function_files_are_refused(
+    empty_conn: asyncpg.Connection, tmp_path: Path, functions: dict[str, str], message: str
+) -> None:
+    plugin = plugin_set(tmp_path, {"0001_x.sql": "SELECT 1;\n-- jobrunner:functions count_things\n"}, functions)
+    with pytest.raises(MigrationError, match=message):
+        await migrate(empty_conn, "public", [plugin])
+    assert await empty_conn.fetchval("SELECT to_regclass('public.jobrunner_migrations')") is None
+
+
+async def test_a_failing_function_file_leaves_nothing_behind(empty_conn: asyncpg.Connection, tmp_path: Path) -> None:
+    plugin = plugin_set(tmp_path, TABLE, {"broken.sql": "SELECT 1/0;"})
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await migrate(empty_conn, "public", [plugin])
+    assert await empty_conn.fetchval("SELECT to_regclass('public.things')") is None
+
+
+def test_a_declared_migration_set_must_find_migrations(tmp_path: Path) -> None:
+    with pytest.raises(MigrationError, match=r"package jobrunner_handlers has no migration in its folder 'nowhere'"):
+        MigrationSet.from_package("app", "jobrunner_handlers", "nowhere")
+    with pytest.raises(MigrationError, match=r"package no_such_package_x cannot be imported"):
+        MigrationSet.from_package("app", "no_such_package_x")
+    # a package whose folder exists but holds no migration
+    package = tmp_path / "empty_plugin_pkg"
+    (package / "migrations").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(
+            MigrationError, match=r"package empty_plugin_pkg has no migration in its folder 'migrations'"
+        ):
+            MigrationSet.from_package("app", "empty_plugin_pkg")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("empty_plugin_pkg", None)
+    with pytest.raises(MigrationError, match=r"migrations of app: the folder .*missing does not exist"):
+        MigrationSet.from_directory("app", tmp_path / "missing")
+    with pytest.raises(MigrationError, match=r"migrations of app: the folder .* holds no NNNN_name.sql file"):
+        MigrationSet.from_directory("app", package / "migrations")
+
+
 # -- another schema ------------------------------------------------------------------------
 
 
@@ -115,7 +265,7 @@ async def test_a_non_default_schema_end_to_end(empty_db_url: str, empty_conn: as
     assert await empty_conn.fetchval("SELECT to_regclass('tenant_a.background_jobs') IS NOT NULL")
     assert await empty_conn.fetchval("SELECT to_regclass('public.background_jobs')") is None
     assert await pending_migrations(empty_conn, "tenant_a") == []
-    assert await pending_migrations(empty_conn, "public") == ALL
+    assert sorted(await pending_migrations(empty_conn, "public")) == sorted(ALL)
 
     job_id = await AsyncClient(empty_conn, schema="tenant_a").enqueue("tenant_job", {"tenant": "a"})
     # Settings reads the schema from JOBRUNNER_SCHEMA (see the xfail below for schema_name=)
@@ -254,8 +404,8 @@ async def test_supabase_roles_get_no_access(supabase_like: asyncpg.Connection, r
 
 
 async def test_only_the_worker_role_may_write_outcomes(supabase_like: asyncpg.Connection) -> None:
-    """record_outcomes was replaced by later migrations (0012): its grants must still be 0011's,
-    even where anon/authenticated get every new function by default."""
+    """record_outcomes' own file sets its grants, even where anon/authenticated get every new
+    function by default."""
     allowed = {
         r["role"]: r["allowed"]
         for r in await supabase_like.fetch(

@@ -384,7 +384,7 @@ async def test_poll_only_mode_runs_an_inserted_job(db_url: str, conn: asyncpg.Co
 async def test_migrate_twice(empty_db_url: str, children: Children) -> None:
     first = await children.run(empty_db_url, "migrate")
     assert first.proc.returncode == 0
-    assert first.stdout().startswith("applied: jobrunner/0001_background_jobs")
+    assert first.stdout().startswith("applied: jobrunner/0001_baseline")
     second = await children.run(empty_db_url, "migrate")
     assert second.proc.returncode == 0
     assert second.stdout().strip() == "database is up to date"

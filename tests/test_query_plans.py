@@ -3,7 +3,7 @@ index: a plan that reads every pending row makes each claim cost grow with the b
 statements on a worker's own jobs must find them by id: walking every running job makes each
 outcome write cost grow with what all replicas run.
 
-The claim runs inside claim_jobs (migration 0010), so an EXPLAIN of the call shows only a
+The claim runs inside claim_jobs (sql/functions/claim_jobs.sql), so an EXPLAIN of the call shows only a
 function scan; the buffers it counts are the function's, though, and a claim that walks the
 index touches a few dozen pages where a scan of the table touches all of them. (The first call
 on a connection also plans, and reads the catalog: the tests count a later one.)"""
@@ -136,7 +136,7 @@ async def test_own_jobs_are_found_by_id_not_by_walking_every_running_job(
 
 
 async def test_outcome_writes_fetch_their_own_rows_not_every_running_job(conn: asyncpg.Connection) -> None:
-    # record_outcomes is a function (migration 0011), so its plan is not in an outer EXPLAIN:
+    # record_outcomes is a function (sql/functions/record_outcomes.sql), so its plan is not in an outer EXPLAIN:
     # count the rows its index scans fetched instead, within one rolled-back transaction
     await all_running_after_stale_statistics(conn, 5000)
     record = JobStore(conn, "public").queries.record_outcomes
@@ -158,7 +158,7 @@ async def test_the_queue_depth_sample_reads_the_partial_indexes_not_the_table(
 ) -> None:
     # one statement over status IN ('pending', 'running') had no partial index to use: the
     # planner read the whole table (in parallel, when many jobs waited); the sample counts each
-    # status through its own index (migration 0013) however the statistics look
+    # status through its own index (sample_queue_depth) however the statistics look
     waiting, finished = (BACKLOG, 0) if shape == "many waiting" else (100, BACKLOG)
     await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {waiting})")
     await conn.execute(

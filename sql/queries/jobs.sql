@@ -83,7 +83,7 @@ RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.a
           extract(epoch FROM now() - least(greatest(j.scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds;
 
 -- name: record_outcomes
--- Write many outcomes in one statement (record_outcomes in migration 0011): plain completions
+-- Write many outcomes in one statement (sql/functions/record_outcomes.sql): plain completions
 -- as two arrays ($1, $2), every other outcome in $3..$10. Returns the ids written; the others
 -- had lost their lease.
 SELECT id FROM {schema}.record_outcomes($1::bigint[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::float8[],
@@ -123,7 +123,7 @@ SELECT pg_notify('jobrunner_{schema_name}', q) FROM unnest($1::text[]) AS q;
 -- name: extend_leases
 -- Heartbeat: push the lease of every job this worker runs. Returns the jobs it still holds;
 -- any other was rescued or cancelled meanwhile and its handler must stop. Like the outcome
--- writes (migration 0011), this and the next two statements find the worker's jobs by id:
+-- writes (record_outcomes), this and the next two statements find the worker's jobs by id:
 -- the status test is a CASE, from which the planner cannot prove the predicate of
 -- background_jobs_lease_idx, so it never walks every running job of every replica instead
 -- (41 ms for a 100-job heartbeat with 5,000 other jobs running, against 0.8 ms by id).
@@ -145,7 +145,7 @@ RETURNING j.id;
 -- name: rescue_expired_leases
 -- Jobs whose worker died: back to pending (the attempt it used counts), or dead when it was
 -- the last. Walks background_jobs_lease_idx; SKIP LOCKED so replicas can run it together.
--- A rescued job keeps its scheduled_at, as a released one does (migration 0012): it goes back
+-- A rescued job keeps its scheduled_at, as a released one does (record_outcomes): it goes back
 -- to its place in the queue, not behind the backlog, so the wait after a worker's death is
 -- bounded by the lease and the rescue interval. A job that kills every worker that runs it
 -- comes back first each time, one slot of one claim, until max_attempts makes it dead.
@@ -195,7 +195,7 @@ SELECT {schema}.enqueue_job($1::text, $2::jsonb, $3::text, $4::integer, $5::time
                             $6::integer, $7::text, $8::text);
 
 -- name: enqueue_many
--- Bulk enqueue from parallel arrays in one statement (see enqueue_jobs in migration 0007).
+-- Bulk enqueue from parallel arrays in one statement (sql/functions/enqueue_jobs.sql).
 SELECT id FROM {schema}.enqueue_jobs($1::text[], $2::jsonb[], $3::text[], $4::int[], $5::timestamptz[],
                                      $6::int[], $7::text[], $8::text[]) AS id;
 
@@ -275,7 +275,7 @@ DELETE FROM {schema}.jobrunner_leaders WHERE name = $1 AND holder = $2;
 
 -- name: sample_queue_depth
 -- Only live rows (pending, running), each status through its own partial index, so sampling
--- costs the same however much history the table holds (the function is migration 0013's).
+-- costs the same however much history the table holds (sql/functions/sample_queue_depth.sql).
 -- Finished jobs are counted by the counters.
 SELECT queue, status, jobs, oldest_runnable_seconds FROM {schema}.sample_queue_depth();
 

@@ -1,4 +1,4 @@
--- The cron scheduler's statements (table: migration 0004_schedules).
+-- The cron scheduler's statements (table: jobrunner_schedules).
 
 -- name: register_schedule
 -- A replica writes its definition of schedule $1 when it starts. An unchanged definition

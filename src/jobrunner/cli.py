@@ -26,7 +26,14 @@ from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
 from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
-from jobrunner.migrate import MigrationError, migrate
+from jobrunner.migrate import (
+    MigrationError,
+    Step,
+    migrate,
+    migration_script,
+    plan_for_empty_database,
+    plan_migrations,
+)
 from jobrunner.new_job import InvalidJob
 from jobrunner.redaction import redact_text, register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry, RegistryError
@@ -106,14 +113,43 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return _with_database(settings, body)
 
 
-def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    schema = settings.schema_name
+    if args.sql and args.empty:
+        return _print_migration_script(plan_for_empty_database(schema), schema, "an empty database")
+
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        if args.sql:
+            try:
+                async with _connection(url, settings) as conn:
+                    steps = await plan_migrations(conn, schema)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+                _complain(
+                    f"jobrunner: cannot connect to the database ({exc}), so cannot tell what it lacks; "
+                    "`jobrunner migrate --sql --empty` prints what an empty database needs"
+                )
+                return EXIT_USAGE
+            return _print_migration_script(steps, schema, f"the database {printable(url.redacted())}")
         async with _connection(url, settings) as conn:
-            applied = await migrate(conn, settings.schema_name)
+            applied = await migrate(conn, schema)
         print("applied: " + ", ".join(applied) if applied else "database is up to date")
         return EXIT_OK
 
     return _with_database(settings, body)
+
+
+def _print_migration_script(steps: list[Step], schema: str, target: str) -> int:
+    """What `migrate` would run, as one script to review or apply by hand (psql, Supabase's SQL
+    editor, a file of supabase/migrations/): running `migrate` afterwards finds nothing to do."""
+    if not steps:
+        print(f"-- jobrunner migrate --sql: nothing to apply to {target} (schema {schema}): it is up to date")
+        return EXIT_OK
+    applied = [step.name for step in steps if step.name is not None]
+    print(f"-- jobrunner migrate --sql: what `jobrunner migrate` applies to {target} (schema {schema}):")
+    print("\n".join(f"--   {name}" for name in applied))
+    print("-- One transaction under the migration lock; run it whole (psql -v ON_ERROR_STOP=1 -f FILE).\n")
+    print(migration_script(schema, steps), end="")
+    return EXIT_OK
 
 
 def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
@@ -391,7 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--migrate", action="store_true", help="apply migrations before starting")
     run.set_defaults(func=cmd_run)
 
-    sub.add_parser("migrate", help="apply database migrations (idempotent)").set_defaults(func=cmd_migrate)
+    migrate_parser = sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    migrate_parser.add_argument(
+        "--sql", action="store_true", help="print the SQL that migrate would apply, apply nothing"
+    )
+    migrate_parser.add_argument(
+        "--empty", action="store_true", help="with --sql: for an empty database, without connecting"
+    )
+    migrate_parser.set_defaults(func=cmd_migrate)
 
     enqueue = sub.add_parser("enqueue", help="enqueue one job, print its id")
     enqueue.add_argument("job_type")

@@ -1,43 +1,91 @@
-"""Apply the numbered migrations in `sql/migrations`, once, under an advisory lock."""
+"""Bring a database's schema up to date: numbered migrations once, function files when changed.
+
+Each component (the core, each plugin) ships a `MigrationSet`:
+
+* `migrations/NNNN_name.sql`: numbered migrations, each applied once and never edited
+  afterwards. They change tables, indexes, roles, policies, privileges and data.
+* `functions/<name>.sql`: the current text of one SQL function with its privileges, written to
+  be applied again (CREATE OR REPLACE, REVOKE/GRANT). A file is applied when its checksum
+  differs from the one recorded when it was last applied, like Flyway's repeatable migrations.
+
+One run, per component in order (the core first): the pending numbered migrations in order,
+then the changed function files. A function file's `-- requires: a, b` line names the files to
+apply before it (a SQL-language body is checked when it is created, so what it calls must exist;
+list what it calls at run time too, where a migration calls it); otherwise they go by name. A
+migration that calls functions says where with a line `-- jobrunner:functions a b`: the files
+named there (and those they require) are applied at that line, if changed, so that the statements
+after it find the functions' current text. Everything happens in one transaction under an
+advisory lock, and the bookkeeping table records each numbered migration and the checksum of
+each function file applied.
+
+What a function file cannot do, a numbered migration does: dropping a function that is no longer
+in the files, or the old signature of one whose arguments or return type changed (CREATE OR
+REPLACE would add an overload, or refuse), is a numbered migration (DROP FUNCTION ...); the
+function files run after it.
+
+`migration_script` writes the same run as one SQL script (`jobrunner migrate --sql`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 
-from jobrunner.sql_files import Migration, Queries, migrations
+from jobrunner.sql_files import FunctionFile, Migration, Queries, bind, function_files, migrations, render, sql_dir
 
 CORE_COMPONENT = "jobrunner"
 MIGRATIONS_ENTRY_POINT_GROUP = "jobrunner.migrations"
 
 
+class MigrationError(RuntimeError):
+    pass
+
+
 @dataclass(frozen=True)
 class MigrationSet:
-    """Migrations of one component (the core, or a handler plugin with its own schema)."""
+    """Migrations and function files of one component (the core, or a plugin with its own schema)."""
 
     component: str
     items: list[Migration]
+    functions: list[FunctionFile] = field(default_factory=list)
 
     @classmethod
     def core(cls) -> MigrationSet:
-        return cls(CORE_COMPONENT, migrations())
+        return cls.from_directory(CORE_COMPONENT, sql_dir() / "migrations", sql_dir() / "functions")
 
     @classmethod
-    def from_directory(cls, component: str, directory: Path) -> MigrationSet:
-        return cls(component, migrations(directory))
+    def from_directory(cls, component: str, directory: Path, functions: Path | None = None) -> MigrationSet:
+        """The numbered migrations of `directory` (at least one) and the function files of
+        `functions`, when given and present."""
+        if not directory.is_dir():
+            raise MigrationError(f"migrations of {component}: the folder {directory} does not exist")
+        items = migrations(directory)
+        if not items:
+            raise MigrationError(f"migrations of {component}: the folder {directory} holds no NNNN_name.sql file")
+        return cls(component, items, function_files(functions) if functions is not None else [])
 
     @classmethod
-    def from_package(cls, component: str, package: str, subdirectory: str = "migrations") -> MigrationSet:
-        """Migrations shipped inside a plugin package (e.g. `my_plugin/migrations/0001_x.sql`)."""
-        return cls.from_directory(component, Path(str(resources.files(package))) / subdirectory)
-
-
-class MigrationError(RuntimeError):
-    pass
+    def from_package(
+        cls, component: str, package: str, subdirectory: str = "migrations", functions: str = "functions"
+    ) -> MigrationSet:
+        """Migrations shipped inside a plugin package (`my_plugin/migrations/0001_x.sql`), with the
+        function files of the folder beside them (`my_plugin/functions/f.sql`), if any."""
+        try:
+            root = Path(str(resources.files(package)))
+        except ModuleNotFoundError as exc:
+            raise MigrationError(f"migrations of {component}: package {package} cannot be imported") from exc
+        folder = root / subdirectory
+        if not folder.is_dir() or not any(folder.glob("*.sql")):
+            raise MigrationError(
+                f"migrations of {component}: package {package} has no migration in its folder "
+                f"{subdirectory!r} ({folder})"
+            )
+        return cls.from_directory(component, folder, root / functions)
 
 
 def discover_migration_sets(group: str = MIGRATIONS_ENTRY_POINT_GROUP) -> list[MigrationSet]:
@@ -59,60 +107,152 @@ def discover_migration_sets(group: str = MIGRATIONS_ENTRY_POINT_GROUP) -> list[M
     return sets
 
 
+# -- the plan: what a run applies, in order ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """SQL a run executes, bookkeeping included; `name` is what it reports as applied (None for
+    the rest of a migration after a `-- jobrunner:functions` line)."""
+
+    name: str | None
+    sql: str
+
+
+@dataclass(frozen=True)
+class _Applied:
+    migrations: dict[int, str]  # version -> checksum
+    functions: dict[str, str]  # name -> checksum
+
+
+class _Reader(Protocol):
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]: ...
+
+    async def fetchval(self, query: str, *args: object) -> object: ...
+
+
+async def _applied(db: _Reader, queries: Queries, component: str, table_exists: bool) -> _Applied:
+    if not table_exists:
+        return _Applied({}, {})
+    numbered = {r["version"]: r["checksum"] for r in await db.fetch(queries.applied_migrations, component)}
+    functions = {r["name"]: r["checksum"] for r in await db.fetch(queries.applied_functions, component)}
+    return _Applied(numbered, functions)
+
+
+def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applied: _Applied) -> list[Step]:
+    component = migration_set.component
+    by_name = {f.name: f for f in migration_set.functions}
+    pending = {f.name for f in migration_set.functions if applied.functions.get(f.name) != f.checksum}
+    steps: list[Step] = []
+
+    def apply_functions(names: tuple[str, ...], needed_by: tuple[str, ...] = ()) -> None:
+        for name in names:
+            if name not in by_name:
+                named_by = f"{needed_by[-1]}.sql" if needed_by else "a migration's jobrunner:functions line"
+                raise MigrationError(f"{component}: no function file {name}.sql (named by {named_by})")
+            if name in needed_by:
+                raise MigrationError(f"{component}: function files require each other: {' -> '.join(needed_by)}")
+            if name not in pending:
+                continue
+            function = by_name[name]
+            apply_functions(function.requires, (*needed_by, name))
+            pending.discard(name)
+            record = bind(queries.record_function, component, name, function.checksum)
+            steps.append(Step(f"{component}/functions/{name}", f"{function.rendered(schema)}\n{record}"))
+
+    for migration in migration_set.items:
+        label = f"{component}/{migration.version:04d}_{migration.name}"
+        previous = applied.migrations.get(migration.version)
+        if previous is not None:
+            if previous != migration.checksum:
+                raise MigrationError(
+                    f"migration {component} {migration.version:04d}_{migration.name} "
+                    "was changed after it was applied; add a new migration instead"
+                )
+            continue
+        parts = migration.parts()
+        record = bind(queries.record_migration, component, migration.version, migration.name, migration.checksum)
+        for index, part in enumerate(parts):
+            if isinstance(part, tuple):
+                apply_functions(part)
+                continue
+            text = render(part, schema)
+            if index == len(parts) - 1:
+                text = f"{text.rstrip()}\n\n{record}"
+            steps.append(Step(label if index == 0 else None, text))
+    apply_functions(tuple(sorted(pending)))
+    return steps
+
+
+async def plan_migrations(db: _Reader, schema: str, sets: list[MigrationSet] | None = None) -> list[Step]:
+    """What `migrate` would apply now (`db` may be a connection or a pool)."""
+    queries = Queries(schema)
+    table_exists = bool(await db.fetchval(queries.migrations_table_exists))
+    steps: list[Step] = []
+    for migration_set in discover_migration_sets() if sets is None else sets:
+        steps += _plan_set(
+            queries, schema, migration_set, await _applied(db, queries, migration_set.component, table_exists)
+        )
+    return steps
+
+
+def plan_for_empty_database(schema: str, sets: list[MigrationSet] | None = None) -> list[Step]:
+    queries = Queries(schema)
+    return [
+        step
+        for migration_set in (discover_migration_sets() if sets is None else sets)
+        for step in _plan_set(queries, schema, migration_set, _Applied({}, {}))
+    ]
+
+
 async def migrate(conn: asyncpg.Connection, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
-    """Apply what is missing; return the names applied. Safe to run from many replicas at once.
+    """Apply what is missing or changed; return the names applied. Safe to run from many
+    replicas at once.
 
     One transaction for the whole run, holding a transaction-level advisory lock: replicas wait
     for each other, it works through a transaction pooler, and a failing migration leaves the
     database as it was before the run.
     """
     queries = Queries(schema)
-    applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute(queries.migration_lock)
         await conn.execute(queries.create_migrations_table)
-        for migration_set in discover_migration_sets() if sets is None else sets:
-            applied_now += await _apply_set(conn, queries, schema, migration_set)
-    return applied_now
+        steps = await plan_migrations(conn, schema, sets)
+        for step in steps:
+            await conn.execute(step.sql)
+    return [step.name for step in steps if step.name is not None]
 
 
-async def _apply_set(conn: asyncpg.Connection, queries: Queries, schema: str, migration_set: MigrationSet) -> list[str]:
-    done = {row["version"]: row for row in await conn.fetch(queries.applied_migrations, migration_set.component)}
-    applied: list[str] = []
-    for migration in migration_set.items:
-        previous = done.get(migration.version)
-        if previous is not None:
-            if previous["checksum"] != migration.checksum:
-                raise MigrationError(
-                    f"migration {migration_set.component} {migration.version:04d}_{migration.name} "
-                    "was changed after it was applied; add a new migration instead"
-                )
-            continue
-        async with conn.transaction():
-            await conn.execute(migration.rendered(schema))
-            await conn.execute(
-                queries.record_migration,
-                migration_set.component,
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
-        applied.append(f"{migration_set.component}/{migration.version:04d}_{migration.name}")
-    return applied
+def migration_script(schema: str, steps: list[Step]) -> str:
+    """`steps` as the one script `migrate` runs: BEGIN, the lock, the bookkeeping table, each
+    step, COMMIT. Empty when there is nothing to apply."""
+    if not steps:
+        return ""
+    queries = Queries(schema)
+    body = "\n\n".join(
+        (f"-- == {step.name} " + "=" * max(3, 90 - len(step.name)) + "\n" if step.name else "") + step.sql.strip()
+        for step in steps
+    )
+    return f"BEGIN;\n\n{queries.migration_lock}\n\n{queries.create_migrations_table}\n\n{body}\n\nCOMMIT;\n"
 
 
-async def pending_migrations(
-    conn: asyncpg.Connection, schema: str, sets: list[MigrationSet] | None = None
-) -> list[str]:
-    """Names of migrations not yet applied (for readiness checks and `status`)."""
+async def pending_migrations(db: _Reader, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
+    """Names of the numbered migrations not yet applied and of the function files changed since
+    they were applied (for readiness checks and `status`). `db` may be a connection or a pool."""
     queries = Queries(schema)
     sets = discover_migration_sets() if sets is None else sets
-    if not await conn.fetchval(queries.migrations_table_exists):
-        return [f"{s.component}/{m.version:04d}_{m.name}" for s in sets for m in s.items]
+    table_exists = bool(await db.fetchval(queries.migrations_table_exists))
     missing: list[str] = []
     for migration_set in sets:
-        done = {r["version"] for r in await conn.fetch(queries.applied_migrations, migration_set.component)}
+        applied = await _applied(db, queries, migration_set.component, table_exists)
         missing += [
-            f"{migration_set.component}/{m.version:04d}_{m.name}" for m in migration_set.items if m.version not in done
+            f"{migration_set.component}/{m.version:04d}_{m.name}"
+            for m in migration_set.items
+            if m.version not in applied.migrations
+        ]
+        missing += [
+            f"{migration_set.component}/functions/{f.name}"
+            for f in migration_set.functions
+            if applied.functions.get(f.name) != f.checksum
         ]
     return missing

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-# The database's default limit (background_jobs_payload_size_check, migration 0015), checked here
+# The database's default limit (background_jobs_payload_size_check, set by the baseline), checked here
 # first so that an oversized payload is not sent at all. The database measures the JSON text it
 # prints (with a space after each ':' and ','), a few bytes more than this compact encoding: what
 # passes here and not there is refused by the database, and the clients raise the same

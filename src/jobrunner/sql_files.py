@@ -1,4 +1,4 @@
-"""Load the SQL that lives in `sql/`: named queries and numbered migrations.
+"""Load the SQL that lives in `sql/`: named queries, numbered migrations and function files.
 
 Python never builds SQL; the only substitution is the schema name, validated as an identifier
 by the settings before it gets here.
@@ -15,6 +15,12 @@ from pathlib import Path
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+_FUNCTION_FILE = re.compile(r"^(\w+)\.sql$")
+# in a migration: apply these function files here (see jobrunner.migrate)
+_FUNCTIONS_LINE = re.compile(r"^-- jobrunner:functions((?:\s+\w+)+)\s*$", re.MULTILINE)
+# in a function file's leading comment: the function files to apply before this one
+_REQUIRES_LINE = re.compile(r"^-- requires:\s*(\w+(?:\s*,\s*\w+)*)\s*$", re.MULTILINE)
+_PARAMETER = re.compile(r"\$(\d+)\b")
 
 
 def sql_dir() -> Path:
@@ -34,6 +40,21 @@ def quote_identifier(name: str) -> str:
 
 def render(text: str, schema: str) -> str:
     return text.replace("{schema}", quote_identifier(schema)).replace("{schema_name}", schema)
+
+
+def literal(value: str | int | None) -> str:
+    """A value as an SQL literal (standard_conforming_strings, the default since PostgreSQL 9.1)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("'", "''") + "'"
+
+
+def bind(query: str, *args: str | int | None) -> str:
+    """A named query with its $n parameters written in as literals, for a script to be run as is
+    (`jobrunner migrate --sql`); only for queries whose text holds no other `$`."""
+    return _PARAMETER.sub(lambda m: literal(args[int(m.group(1)) - 1]), query)
 
 
 @cache
@@ -65,15 +86,52 @@ class Queries:
             raise AttributeError(f"no query named {name!r} in sql/queries") from None
 
 
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Migration:
+    """A numbered migration: applied once, never edited afterwards."""
+
     version: int
     name: str
     text: str
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()
+        return _checksum(self.text)
+
+    def rendered(self, schema: str) -> str:
+        return render(self.text, schema)
+
+    def parts(self) -> list[str | tuple[str, ...]]:
+        """The text cut at its `-- jobrunner:functions a b` lines: SQL, then the names of the
+        function files to apply at that point, then SQL again."""
+        found: list[str | tuple[str, ...]] = []
+        start = 0
+        for mark in _FUNCTIONS_LINE.finditer(self.text):
+            found += [self.text[start : mark.start()], tuple(mark.group(1).split())]
+            start = mark.end()
+        return [*found, self.text[start:]]
+
+
+@dataclass(frozen=True)
+class FunctionFile:
+    """The current text of one SQL function (or a few overloads) with its privileges: applied
+    again whenever the text changes, like Flyway's repeatable migrations."""
+
+    name: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return _checksum(self.text)
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The function files this one needs before it (its `-- requires: a, b` lines)."""
+        return tuple(name.strip() for mark in _REQUIRES_LINE.finditer(self.text) for name in mark.group(1).split(","))
 
     def rendered(self, schema: str) -> str:
         return render(self.text, schema)
@@ -89,4 +147,15 @@ def migrations(directory: Path | None = None) -> list[Migration]:
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise ValueError(f"two migrations share a number: {versions}")
+    return found
+
+
+def function_files(directory: Path) -> list[FunctionFile]:
+    """The function files of a folder, by name; none when the folder does not exist."""
+    found: list[FunctionFile] = []
+    for path in sorted(directory.glob("*.sql")) if directory.is_dir() else []:
+        match = _FUNCTION_FILE.match(path.name)
+        if not match:
+            raise ValueError(f"function file {path.name} is not named <function_name>.sql")
+        found.append(FunctionFile(match.group(1), path.read_text()))
     return found

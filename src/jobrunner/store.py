@@ -117,7 +117,7 @@ class JobStore:
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; returns ids written (others had lost their lease)."""
-        # the rows are locked in array order (migration 0011's plan): ascending ids, as the
+        # the rows are locked in array order (record_outcomes' plan): ascending ids, as the
         # heartbeat locks them, so that the two writes cannot deadlock on each other's rows
         ordered = sorted(outcomes, key=_by_job_id)
         plain = [o for o in ordered if o.is_plain_completion]

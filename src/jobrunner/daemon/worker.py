@@ -273,7 +273,7 @@ class Daemon:
         failures = 0
         while not self._stopping.is_set():
             try:
-                return await pending_migrations(pool, self.settings.schema_name)  # type: ignore[arg-type]
+                return await pending_migrations(pool, self.settings.schema_name)
             except TRANSIENT_ERRORS as exc:
                 failures += 1
                 delay = RECONNECT_POLICY.delay_for(failures)

@@ -1,14 +1,10 @@
--- Cancelling running jobs and reporting progress.
-ALTER TABLE {schema}.background_jobs
-    ADD COLUMN IF NOT EXISTS cancel_requested_at timestamptz,
-    ADD COLUMN IF NOT EXISTS progress jsonb;
+-- Cancel a job by id, from SQL or Supabase RPC. A pending job is cancelled at once; a running one
+-- is flagged and its worker told (NOTIFY, with polling as the fallback), and it ends `cancelled`
+-- once its handler has stopped. Returns the job's status after the call: 'cancelled',
+-- 'cancelling', another status when it had already finished, NULL when there is no such job.
 
--- Cancel a job by id, from SQL or Supabase RPC. A pending job is cancelled at once; a running
--- one is flagged and its worker told (NOTIFY, with polling as the fallback), and it ends
--- `cancelled` once its handler has stopped. Returns the job's status after the call:
--- 'cancelled', 'cancelling', another status when it had already finished, NULL when missing.
 CREATE OR REPLACE FUNCTION {schema}.cancel_job(job_id bigint) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     current_status text;
@@ -36,13 +32,15 @@ $$;
 REVOKE ALL ON FUNCTION {schema}.cancel_job(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION {schema}.cancel_job(bigint) TO jobrunner_worker;
 
+-- Supabase grants its API roles every new function in public by default: take it back.
 DO $$
+DECLARE
+    r text;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-        REVOKE ALL ON FUNCTION {schema}.cancel_job(bigint) FROM anon;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-        REVOKE ALL ON FUNCTION {schema}.cancel_job(bigint) FROM authenticated;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.cancel_job(bigint) FROM %I', r);
+        END IF;
+    END LOOP;
 END
 $$;

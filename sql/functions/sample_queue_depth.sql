@@ -1,14 +1,10 @@
--- The queue-depth sample (QueueDepthSampler: every JOBRUNNER_SAMPLE_INTERVAL, on one replica)
--- as a function, so that it reads the two partial indexes whatever the planner estimates.
--- As one statement over status IN ('pending', 'running') it had no partial index to use, and
--- once many jobs waited the planner read the whole table with two parallel workers: 181 ms
--- and three busy processes for 939,200 waiting jobs, on the 2 cores the claims need, and a
--- scan that grows with the finished history too. Counted here per status: the pending jobs by
--- an index-only walk of background_jobs_claim_idx (92 ms for the same 939,200, one process;
--- no history is read), the running ones through background_jobs_lease_idx.
--- The SET clauses keep the planner to those walks: its costs preferred the parallel scan.
--- oldest_runnable_seconds is 0 where only later-scheduled jobs wait: the statement before
--- clamped the age with greatest(), which ignores a NULL, and reported 1970's age there.
+-- The queue-depth sample (QueueDepthSampler: every JOBRUNNER_SAMPLE_INTERVAL, on one replica),
+-- counted per status so that it reads the two partial indexes whatever the planner estimates:
+-- the pending jobs by an index-only walk of background_jobs_claim_idx, the running ones through
+-- background_jobs_lease_idx; no finished history is read. The SET clauses keep the planner to
+-- those walks (its costs prefer a parallel scan of the whole table once many jobs wait).
+-- oldest_runnable_seconds is 0 where only later-scheduled jobs wait.
+
 CREATE OR REPLACE FUNCTION {schema}.sample_queue_depth()
 RETURNS TABLE (queue text, status text, jobs bigint, oldest_runnable_seconds float8)
 LANGUAGE sql STABLE
@@ -16,6 +12,7 @@ SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET max_parallel_workers_per_gather = 0
 SET jit = off
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT b.queue, 'pending'::text, count(*),
            CASE WHEN min(b.scheduled_at) FILTER (WHERE b.scheduled_at <= now()) IS NULL THEN 0
@@ -36,6 +33,7 @@ $$;
 REVOKE ALL ON FUNCTION {schema}.sample_queue_depth() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION {schema}.sample_queue_depth() TO jobrunner_worker;
 
+-- Supabase grants its API roles every new function in public by default: take it back.
 DO $$
 DECLARE
     r text;

@@ -1,13 +1,20 @@
--- A job handed back unfinished (released: at shutdown, or after waiting
--- JOBRUNNER_PREFETCH_TTL for a slot in a process that claimed it ahead) now
--- - keeps its scheduled_at: it goes back to the place in the queue it had, and its start delay
---   and the oldest-runnable age still count from when it became runnable (0011 set now(),
---   which sent it behind every job of its priority and hid how long it had waited);
--- - ends `cancelled` when a cancel was requested while it was held: the request found it
---   neither running nor waiting in the process (the hand-back was on its way), and 0011 put it
---   back to pending with the request still set, to run again. (The daemon's stats and metrics
---   count it as released: record_outcomes returns only the ids it wrote.)
--- Otherwise record_outcomes is 0011's, and so are its privileges (CREATE OR REPLACE keeps them).
+-- The completer's batched outcome write. A row is only written while this worker still holds
+-- the attempt it ran (same attempt number, still running): a worker that lost its lease (paused,
+-- cut off) cannot overwrite what the job's next holder does. Returns the ids it wrote. Plain
+-- completions (no result, no error: most of them) come as two arrays; every other outcome in the
+-- eight after them. A job handed back unfinished (released: at shutdown, or after waiting
+-- JOBRUNNER_PREFETCH_TTL for a slot in a process that claimed it ahead) keeps its scheduled_at,
+-- so it goes back to its place in the queue and its waiting time still counts; it ends
+-- `cancelled` when a cancel was requested while it was held (the request found it neither
+-- running nor waiting in the process).
+--
+-- A function, for the reason claim_jobs is one: a plan made once per connection, each UPDATE
+-- with its own cached generic plan, the second running only when the batch holds outcomes other
+-- than plain completions. Rows are found by id, never through background_jobs_lease_idx: the
+-- status test is written as a CASE so that the planner cannot prove that index's predicate from
+-- it (its statistics are mostly taken with few jobs running, and the planner would then walk every
+-- running row of every replica for each outcome). The SET clauses are claim_jobs'.
+
 CREATE OR REPLACE FUNCTION {schema}.record_outcomes(
     p_completed_ids      bigint[],
     p_completed_attempts integer[],
@@ -25,6 +32,7 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET jit = off
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF cardinality(p_completed_ids) > 0 AND cardinality(p_ids) > 0 THEN
@@ -71,5 +79,21 @@ BEGIN
         WHERE j.id = o.id AND j.attempts = o.attempt AND CASE j.status WHEN 'running' THEN true ELSE false END
         RETURNING j.id;
     END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION {schema}.record_outcomes(bigint[], integer[], bigint[], integer[], text[], float8[], text[], text[], jsonb[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION {schema}.record_outcomes(bigint[], integer[], bigint[], integer[], text[], float8[], text[], text[], jsonb[], boolean[]) TO jobrunner_worker;
+
+-- Supabase grants its API roles every new function in public by default: take it back.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.record_outcomes(bigint[], integer[], bigint[], integer[], text[], float8[], text[], text[], jsonb[], boolean[]) FROM %I', r);
+        END IF;
+    END LOOP;
 END
 $$;

@@ -1,26 +1,19 @@
--- Global limits per queue (at most N running, at most R starts per period), next to those per
--- job type, enforced the same way: under a row lock that every limited claim of that queue
--- takes, so replicas racing each other cannot exceed them.
-
-CREATE TABLE IF NOT EXISTS {schema}.jobrunner_queue_limit_state (
-    queue       text        PRIMARY KEY,
-    tokens      float8      NOT NULL DEFAULT 0,
-    refilled_at timestamptz NOT NULL DEFAULT now()
-);
-ALTER TABLE {schema}.jobrunner_queue_limit_state ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS jobrunner_queue_limit_state_worker_all ON {schema}.jobrunner_queue_limit_state;
-CREATE POLICY jobrunner_queue_limit_state_worker_all ON {schema}.jobrunner_queue_limit_state
-    FOR ALL TO jobrunner_worker USING (true) WITH CHECK (true);
-REVOKE ALL ON {schema}.jobrunner_queue_limit_state FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.jobrunner_queue_limit_state TO jobrunner_worker;
-
--- Claim up to p_limit jobs under a job type's limits, a queue's limits, or both.
+-- The daemon's claim under limits: up to p_limit jobs under a job type's limits, a queue's
+-- limits, or both, enforced in the database so that replicas racing each other cannot exceed
+-- them: at most N running, at most R starts per period (token bucket), at most p_key_max running
+-- per concurrency key (fairness: one heavy user cannot take every slot), and a pause a handler
+-- sets when its upstream rate-limits it.
 -- * p_job_type NULL: any type but p_skip_types (the types claimed apart for their own limits)
 --   and but types paused for upstream back-pressure; else only that type.
 -- * p_queue NULL: the queues p_queues, no queue limit; else that one queue under its limits.
 -- NULL limits mean "no such limit". Locks are taken queue row first, then type row, by every
--- caller, so two claims cannot deadlock. claim_limited_jobs (0006) stays for daemons of the
--- previous version during a rolling upgrade.
+-- caller, so two claims cannot deadlock; the state rows' locks serialise the limited claims of a
+-- type or queue across replicas, so counting running jobs and taking tokens cannot race.
+-- Running jobs are counted without an index of their own: the running set is small
+-- (background_jobs_lease_idx holds exactly it), and every claim would pay to maintain one.
+-- The byte budget p_max_bytes (as in claim_jobs) applies to what either branch picks, before
+-- the tokens are taken: a job left out by the budget costs no token.
+
 CREATE OR REPLACE FUNCTION {schema}.claim_jobs_within_limits(
     p_queues            text[],
     p_worker            text,
@@ -35,9 +28,12 @@ CREATE OR REPLACE FUNCTION {schema}.claim_jobs_within_limits(
     p_queue             text,
     p_queue_max_running integer,
     p_queue_rate        integer,
-    p_queue_period      float8
+    p_queue_period      float8,
+    p_max_bytes         bigint DEFAULT 16777216
 ) RETURNS SETOF {schema}.background_jobs
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     qstate  {schema}.jobrunner_queue_limit_state;
     tstate  {schema}.jobrunner_limit_state;
@@ -53,9 +49,7 @@ BEGIN
         ON CONFLICT (queue) DO NOTHING;
         SELECT * INTO qstate FROM {schema}.jobrunner_queue_limit_state WHERE queue = p_queue FOR UPDATE;
         IF p_queue_max_running IS NOT NULL THEN
-            -- running rows include those of dead workers until the rescuer frees them. No index
-            -- of its own: the running set is small (background_jobs_lease_idx holds exactly it),
-            -- and every claim would pay to maintain one
+            -- running rows include those of dead workers until the rescuer frees them
             SELECT count(*) INTO running FROM {schema}.background_jobs
             WHERE queue = p_queue AND status = 'running';
             allowed := least(allowed, p_queue_max_running - running);
@@ -87,50 +81,59 @@ BEGIN
     END IF;
 
     IF allowed > 0 AND p_key_max IS NULL THEN
-        -- one walk of background_jobs_claim_idx per queue, in claim order (queue = q, not
-        -- queue = ANY: see claim_batch); a walk stops after `allowed` rows however long the backlog
-        SELECT array_agg(id) INTO chosen FROM (
-            SELECT c.id
+        -- one walk of background_jobs_claim_idx per queue, in claim order (see 0008)
+        SELECT array_agg(w.id) INTO chosen FROM (
+            SELECT c.id,
+                   row_number() OVER claim_order AS n,
+                   sum(c.payload_bytes) OVER claim_order AS bytes_so_far
             FROM unnest(queues) AS q(name)
             CROSS JOIN LATERAL (
-                SELECT b.id, b.priority, b.scheduled_at FROM {schema}.background_jobs AS b
+                SELECT b.id, b.priority, b.scheduled_at, b.payload_bytes FROM {schema}.background_jobs AS b
                 WHERE b.status = 'pending' AND b.queue = q.name AND b.scheduled_at <= now()
                   AND (p_job_type IS NULL OR b.job_type = p_job_type)
                   AND (p_job_type IS NOT NULL OR (
                       b.job_type <> ALL(p_skip_types)
-                      -- NOT IN, not NOT EXISTS: see claim_batch
                       AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
                                              WHERE ls.paused_until > now())))
                 ORDER BY b.priority DESC, b.scheduled_at, b.id
                 LIMIT allowed
                 FOR UPDATE OF b SKIP LOCKED
             ) AS c
+            WINDOW claim_order AS (ORDER BY c.priority DESC, c.scheduled_at, c.id ROWS UNBOUNDED PRECEDING)
             ORDER BY c.priority DESC, c.scheduled_at, c.id
             LIMIT allowed
-        ) AS picked;
+        ) AS w
+        WHERE w.n = 1 OR w.bytes_so_far <= p_max_bytes;
     ELSIF allowed > 0 THEN
         -- Round robin over keys: every key's first waiting job before any key's second, after
         -- counting what each key already runs; at most p_key_max running per key.
-        SELECT array_agg(id) INTO chosen FROM (
-            SELECT c.id
+        SELECT array_agg(w.id) INTO chosen FROM (
+            SELECT p.id,
+                   row_number() OVER claim_order AS n,
+                   sum(p.payload_bytes) OVER claim_order AS bytes_so_far
             FROM (
-                SELECT id, concurrency_key, priority, scheduled_at,
-                       row_number() OVER (PARTITION BY concurrency_key
-                                          ORDER BY priority DESC, scheduled_at, id) AS rank_in_key
-                FROM {schema}.background_jobs
-                WHERE status = 'pending' AND job_type = p_job_type AND queue = ANY(queues)
-                  AND scheduled_at <= now()
-            ) AS c
-            LEFT JOIN (
-                SELECT concurrency_key, count(*) AS n FROM {schema}.background_jobs
-                WHERE status = 'running' AND job_type = p_job_type AND concurrency_key IS NOT NULL
-                GROUP BY concurrency_key
-            ) AS r ON r.concurrency_key = c.concurrency_key
-            WHERE c.concurrency_key IS NULL OR c.rank_in_key + coalesce(r.n, 0) <= p_key_max
-            ORDER BY CASE WHEN c.concurrency_key IS NULL THEN 1 ELSE c.rank_in_key + coalesce(r.n, 0) END,
-                     c.priority DESC, c.scheduled_at, c.id
+                SELECT c.id, c.payload_bytes, c.priority, c.scheduled_at,
+                       CASE WHEN c.concurrency_key IS NULL THEN 1 ELSE c.rank_in_key + coalesce(r.n, 0) END AS turn
+                FROM (
+                    SELECT id, concurrency_key, priority, scheduled_at, payload_bytes,
+                           row_number() OVER (PARTITION BY concurrency_key
+                                              ORDER BY priority DESC, scheduled_at, id) AS rank_in_key
+                    FROM {schema}.background_jobs
+                    WHERE status = 'pending' AND job_type = p_job_type AND queue = ANY(queues)
+                      AND scheduled_at <= now()
+                ) AS c
+                LEFT JOIN (
+                    SELECT concurrency_key, count(*) AS n FROM {schema}.background_jobs
+                    WHERE status = 'running' AND job_type = p_job_type AND concurrency_key IS NOT NULL
+                    GROUP BY concurrency_key
+                ) AS r ON r.concurrency_key = c.concurrency_key
+                WHERE c.concurrency_key IS NULL OR c.rank_in_key + coalesce(r.n, 0) <= p_key_max
+            ) AS p
+            WINDOW claim_order AS (ORDER BY p.turn, p.priority DESC, p.scheduled_at, p.id ROWS UNBOUNDED PRECEDING)
+            ORDER BY p.turn, p.priority DESC, p.scheduled_at, p.id
             LIMIT allowed
-        ) AS picked;
+        ) AS w
+        WHERE w.n = 1 OR w.bytes_so_far <= p_max_bytes;
         -- lock them; under the type row's lock no other limited claim of this type competes
         SELECT array_agg(id) INTO chosen FROM (
             SELECT id FROM {schema}.background_jobs
@@ -164,22 +167,18 @@ BEGIN
     RETURNING j.*;
 END
 $$;
-REVOKE ALL ON FUNCTION {schema}.claim_jobs_within_limits(text[], text, integer, float8, text, text[], integer, integer,
-                                                         float8, integer, text, integer, integer, float8)
-    FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION {schema}.claim_jobs_within_limits(text[], text, integer, float8, text, text[], integer,
-                                                            integer, float8, integer, text, integer, integer, float8)
-    TO jobrunner_worker;
 
+REVOKE ALL ON FUNCTION {schema}.claim_jobs_within_limits(text[], text, integer, float8, text, text[], integer, integer, float8, integer, text, integer, integer, float8, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION {schema}.claim_jobs_within_limits(text[], text, integer, float8, text, text[], integer, integer, float8, integer, text, integer, integer, float8, bigint) TO jobrunner_worker;
+
+-- Supabase grants its API roles every new function in public by default: take it back.
 DO $$
 DECLARE
     r text;
 BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('REVOKE ALL ON {schema}.jobrunner_queue_limit_state FROM %I', r);
-            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.claim_jobs_within_limits(text[], text, integer, float8, '
-                           'text, text[], integer, integer, float8, integer, text, integer, integer, float8) FROM %I', r);
+            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.claim_jobs_within_limits(text[], text, integer, float8, text, text[], integer, integer, float8, integer, text, integer, integer, float8, bigint) FROM %I', r);
         END IF;
     END LOOP;
 END

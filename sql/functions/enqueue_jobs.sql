@@ -1,0 +1,57 @@
+-- Bulk enqueue (AsyncClient.enqueue_many), SECURITY DEFINER like enqueue_job: the enqueuer role
+-- may not read the queue, so it could not INSERT ... RETURNING the ids of rows without a dedupe
+-- key. Parallel arrays, one element per job; rows whose dedupe key a live job already holds are
+-- skipped. Returns the ids inserted. The arrays' lengths are checked: unnest pads shorter arrays
+-- with NULLs, which would silently turn a caller's mismatched arrays into default-valued jobs.
+
+CREATE OR REPLACE FUNCTION {schema}.enqueue_jobs(
+    job_types        text[],
+    payloads         jsonb[],
+    queues           text[],
+    priorities       integer[],
+    scheduled_ats    timestamptz[],
+    max_attempts     integer[],
+    dedupe_keys      text[],
+    concurrency_keys text[]
+) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer := coalesce(pg_catalog.cardinality(job_types), 0);
+BEGIN
+    IF pg_catalog.array_ndims(job_types) > 1
+       OR coalesce(pg_catalog.cardinality(payloads), 0) <> n OR coalesce(pg_catalog.cardinality(queues), 0) <> n
+       OR coalesce(pg_catalog.cardinality(priorities), 0) <> n OR coalesce(pg_catalog.cardinality(scheduled_ats), 0) <> n
+       OR coalesce(pg_catalog.cardinality(max_attempts), 0) <> n OR coalesce(pg_catalog.cardinality(dedupe_keys), 0) <> n
+       OR coalesce(pg_catalog.cardinality(concurrency_keys), 0) <> n THEN
+        RAISE EXCEPTION 'enqueue_jobs: every array must have one element per job (% job types)', n
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    INSERT INTO {schema}.background_jobs AS j
+        (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
+    SELECT t.job_type, coalesce(t.payload, '{}'::jsonb), coalesce(t.queue, 'default'), coalesce(t.priority, 0),
+           coalesce(t.scheduled_at, pg_catalog.now()), coalesce(t.max_attempts, 5), t.dedupe_key, t.concurrency_key
+    -- unnest of many arrays is syntax (ROWS FROM), not a function that can be qualified
+    FROM unnest(job_types, payloads, queues, priorities, scheduled_ats, max_attempts, dedupe_keys, concurrency_keys)
+         AS t(job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING j.id;
+END
+$$;
+
+REVOKE ALL ON FUNCTION {schema}.enqueue_jobs(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION {schema}.enqueue_jobs(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], text[]) TO jobrunner_worker, jobrunner_enqueuer;
+
+-- Supabase grants its API roles every new function in public by default: take it back.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.enqueue_jobs(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], text[]) FROM %I', r);
+        END IF;
+    END LOOP;
+END
+$$;
