@@ -1,7 +1,12 @@
 -- Called by the payload size CHECK (background_jobs_payload_size_check, see set_payload_limit)
 -- only when a row is over the limit (the OR evaluates it last), to say so with the numbers: the
--- plain constraint error would name the constraint and not the limit. Every role that may insert
--- jobs evaluates the CHECK, and so needs EXECUTE on it.
+-- plain constraint error would name the constraint and not the limit.
+--
+-- Everyone may execute it. PostgreSQL checks EXECUTE on every function of a CHECK expression
+-- when a statement that evaluates it starts, not only when the call is reached, so without it
+-- every INSERT or UPDATE by a role outside jobrunner_enqueuer/jobrunner_worker (an operator's
+-- role, a platform's service role that bypasses row security) would fail, small payloads
+-- included. It reads nothing and only raises the limit's error.
 
 CREATE OR REPLACE FUNCTION {schema}.refuse_large_payload(payload_bytes integer, max_bytes integer) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -13,18 +18,4 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION {schema}.refuse_large_payload(integer, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION {schema}.refuse_large_payload(integer, integer) TO jobrunner_worker, jobrunner_enqueuer;
-
--- Supabase grants its API roles every new function in public by default: take it back.
-DO $$
-DECLARE
-    r text;
-BEGIN
-    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
-        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('REVOKE ALL ON FUNCTION {schema}.refuse_large_payload(integer, integer) FROM %I', r);
-        END IF;
-    END LOOP;
-END
-$$;
+GRANT EXECUTE ON FUNCTION {schema}.refuse_large_payload(integer, integer) TO PUBLIC;
