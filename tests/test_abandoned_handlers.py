@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from jobrunner import AsyncClient, JobContext, handler
@@ -105,6 +106,9 @@ async def test_abandoned_handlers_are_bounded_claiming_stops_and_the_daemon_repo
         assert daemon.is_healthy()
         # JOBRUNNER_MAX_ABANDONED_HANDLERS defaults to concurrency (1): one handler left behind
         await wait_until(lambda: not daemon.is_healthy(), timeout=10, what="the daemon reports unhealthy")
+        assert daemon.ops_server is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.ops_server.port}") as http:
+            assert (await http.get("/healthz")).status_code == 503
         await wait_for(conn, STATUS, first, expect="dead", timeout=10)
         assert "jobrunner_handlers_abandoned 1.0" in daemon.metrics.exposition().decode()
         later = await client.enqueue("noop")
@@ -114,6 +118,8 @@ async def test_abandoned_handlers_are_bounded_claiming_stops_and_the_daemon_repo
         let_go.set()
         await wait_for(conn, STATUS, later, expect="completed", timeout=10)
         await wait_until(daemon.is_healthy, what="healthy again")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.ops_server.port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
         assert "jobrunner_handlers_abandoned 0.0" in daemon.metrics.exposition().decode()
 
 
