@@ -489,6 +489,7 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_LOG_LEVEL": ("verbose", "'debug', 'info', 'warning' or 'error'"),
     "JOBRUNNER_NOTIFY_MIN_INTERVAL": ("11", "less than or equal to 10"),
     "JOBRUNNER_CANCEL_GRACE": ("0", "greater than 0"),
+    "JOBRUNNER_MAX_ABANDONED_HANDLERS": ("0", "greater than or equal to 1"),
 }
 
 

@@ -38,10 +38,24 @@ SELECT s.oid::regclass::text AS sequence, pg_get_userbyid(s.relowner) AS owner,
 FROM pg_class AS s
 JOIN pg_depend AS d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i')
 JOIN pg_class AS t ON t.oid = d.refobjid
-WHERE s.relkind = 'S' AND t.relnamespace = 'public'::regnamespace
+WHERE s.relkind = 'S' AND t.relnamespace = $1::regnamespace
   AND (t.relname = 'background_jobs' OR t.relname LIKE 'jobrunner\\_%')
 ORDER BY 1
 """
+
+
+# where the migration put the core (its queue table): the checks below look there, not at a
+# schema they assume
+CORE_SCHEMA = """
+SELECT c.relnamespace::regnamespace::text FROM pg_class AS c
+WHERE c.relname = 'background_jobs' AND c.relkind IN ('r', 'p')
+"""
+
+
+async def core_schema(conn: asyncpg.Connection) -> str:
+    schemas = [row[0] for row in await conn.fetch(CORE_SCHEMA)]
+    assert len(schemas) == 1, f"the core's queue table in {schemas!r}"
+    return str(schemas[0])
 
 
 @pytest.mark.parametrize("group", ["anon", "authenticated"])
@@ -71,7 +85,7 @@ async def test_supabase_roles_cannot_move_the_queue_sequence(supabase_db: str, l
 async def test_every_core_sequence_grants_nothing_beyond_its_owner(supabase_db: str) -> None:
     conn = await asyncpg.connect(supabase_db)
     try:
-        rows = await conn.fetch(CORE_SEQUENCES)
+        rows = await conn.fetch(CORE_SEQUENCES, await core_schema(conn))
     finally:
         await conn.close()
     assert "background_jobs_id_seq" in {row["sequence"] for row in rows}
@@ -83,11 +97,16 @@ async def test_a_sequence_added_later_is_locked_down_by_the_core_step(supabase_d
     # migration (serial, so default privileges apply) gets the same treatment
     conn = await asyncpg.connect(supabase_db)
     try:
+        schema = await core_schema(conn)
         await conn.execute("CREATE TABLE jobrunner_later (id bigserial PRIMARY KEY)")
-        granted = {row["sequence"]: row["granted"] for row in await conn.fetch(CORE_SEQUENCES) if row["granted"]}
+        granted = {
+            row["sequence"]: row["granted"] for row in await conn.fetch(CORE_SEQUENCES, schema) if row["granted"]
+        }
         assert list(granted) == ["jobrunner_later_id_seq"]
         await conn.execute("SELECT jobrunner_revoke_sequence_privileges()")
-        assert {row["sequence"]: row["granted"] for row in await conn.fetch(CORE_SEQUENCES) if row["granted"]} == {}
+        assert {
+            row["sequence"]: row["granted"] for row in await conn.fetch(CORE_SEQUENCES, schema) if row["granted"]
+        } == {}
     finally:
         await conn.close()
 
@@ -111,7 +130,8 @@ async def core_only_db(empty_db_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def test_every_core_security_definer_function_pins_its_search_path(core_only_db: asyncpg.Connection) -> None:
     rows = await core_only_db.fetch(
         "SELECT p.oid::regprocedure::text AS function, p.proconfig FROM pg_proc AS p"
-        " WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef ORDER BY 1"
+        " WHERE p.pronamespace = $1::regnamespace AND p.prosecdef ORDER BY 1",
+        await core_schema(core_only_db),
     )
     assert {row["function"].split("(")[0] for row in rows} >= {"enqueue_job", "enqueue_jobs"}
     assert [r["function"] for r in rows if PINNED not in (r["proconfig"] or [])] == []
@@ -122,12 +142,14 @@ async def test_every_core_function_another_role_may_call_pins_its_search_path(
 ) -> None:
     # SECURITY INVOKER functions too: run by the worker or the owner, a function that resolves
     # names through the caller's search_path runs whatever a less-privileged role placed there
+    schema = await core_schema(core_only_db)
     rows = await core_only_db.fetch(
         "SELECT p.oid::regprocedure::text AS function, p.proconfig,"
         "       EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a"
         "               WHERE a.grantee <> p.proowner) AS callable_by_others,"
         "       p.prorettype = 'trigger'::regtype AS is_trigger"
-        " FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1"
+        " FROM pg_proc AS p WHERE p.pronamespace = $1::regnamespace ORDER BY 1",
+        schema,
     )
     exposed = [r for r in rows if r["callable_by_others"] or r["is_trigger"]]
     assert len(exposed) >= 8, [r["function"] for r in rows]
@@ -137,8 +159,9 @@ async def test_every_core_function_another_role_may_call_pins_its_search_path(
     open_to_api = await core_only_db.fetch(
         "SELECT DISTINCT p.oid::regprocedure::text FROM pg_proc AS p,"
         " aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a"
-        " WHERE p.pronamespace = 'public'::regnamespace AND a.privilege_type = 'EXECUTE'"
-        " AND (a.grantee = 0 OR a.grantee IN ('anon'::regrole, 'authenticated'::regrole))"
+        " WHERE p.pronamespace = $1::regnamespace AND a.privilege_type = 'EXECUTE'"
+        " AND (a.grantee = 0 OR a.grantee IN ('anon'::regrole, 'authenticated'::regrole))",
+        schema,
     )
     assert [r[0] for r in open_to_api] == ["refuse_large_payload(integer,integer)"]
 

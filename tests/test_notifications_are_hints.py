@@ -133,5 +133,6 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
         print(f"{len(claims)} claims in a {flooded_for:.2f}s flood; the real job started after {picked_up_after:.3f}s")
         # one claim per interval, plus two unspaced ones at the start and after the real job's
         assert len(claims) <= flooded_for / 0.05 + 8
-        # far within the 30 s poll: the notification of the real insert was acted on
-        assert picked_up_after < 0.5
+        # well within the 30 s poll (the only other way it could start): the notification of
+        # the real insert was acted on. Loose on purpose: a loaded machine delays the claim.
+        assert picked_up_after < 30.0 / 6

@@ -71,6 +71,12 @@ class DaemonMetrics:
         r.register(self.jobs)
         self.in_flight = Gauge("jobrunner_jobs_in_flight", "Handlers running now in this daemon.", registry=r)
         self.slots = Gauge("jobrunner_concurrency_slots", "Handlers this daemon may run at once.", registry=r)
+        self.handlers_abandoned = Gauge(
+            "jobrunner_handlers_abandoned",
+            "Handlers that ignored their cancellation and still run after their jobs were settled"
+            " (at JOBRUNNER_MAX_ABANDONED_HANDLERS the daemon stops claiming and reports unhealthy).",
+            registry=r,
+        )
         self.lost_leases = Counter(
             "jobrunner_lost_leases", "Attempts whose lease was lost before their outcome was written.", registry=r
         )

@@ -284,6 +284,16 @@ class Settings(BaseSettings):
             " may take to stop before the daemon stops waiting for it and settles its job without it."
         ),
     )
+    max_abandoned_handlers: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Handlers the daemon stopped waiting for (they ignored their cancellation) that may still run"
+            " in the background before it stops claiming and reports unhealthy on /healthz, so the"
+            " orchestrator restarts it. Default: concurrency."
+        ),
+    )
 
     @field_validator("schema_name")
     @classmethod

@@ -251,11 +251,12 @@ class JobExecutor:
         job: Job,
         delay: float,
         message: str,
-        trace: str,
+        trace: str | None,
         log: structlog.typing.FilteringBoundLogger,
     ) -> Outcome:
+        """`trace` None: there is no traceback to store (the handler never raised one)."""
         error = _clip(message, _MAX_ERROR_CHARS)
-        trace = _clip(trace, _MAX_TRACEBACK_CHARS)
+        trace = None if trace is None else _clip(trace, _MAX_TRACEBACK_CHARS)
         if job.is_last_attempt:
             log.error("job dead: no attempts left", error=error, max_attempts=job.max_attempts)
             report_job_error(job, sys.exception(), dead=True)  # called inside the handler's `except`
@@ -279,22 +280,33 @@ class JobExecutor:
 
     def unrequested_cancel(self, job: Job) -> Outcome:
         """The job's task was cancelled by someone other than jobrunner (e.g. the handler cancelled
-        its own task): a failed attempt, retried per the handler's policy."""
-        handler = self._registry.get(job.job_type)
-        delay = handler.retry.delay_for(job.attempt) if handler is not None else 0.0
-        return self._retry_or_dead(job, delay, UNREQUESTED_CANCEL, traceback.format_exc(), self._job_log(job))
+        its own task) before it ran: a failed attempt, retried per the handler's policy. No
+        traceback: the task never ran a line, so there is none to store."""
+        return self._retry_or_dead(job, self._retry_delay(job), UNREQUESTED_CANCEL, None, self._job_log(job))
+
+    def timed_out(self, job: Job) -> Outcome:
+        """The handler passed its timeout, ignored that cancellation and stopped at a later one
+        (a shutdown's): the attempt ends as a timeout."""
+        message = f"timed out after {self._timeout_of(job):g}s (handler timeout) and was cancelled"
+        return self._retry_or_dead(job, self._retry_delay(job), message, None, self._job_log(job))
 
     def timed_out_without_stopping(self, job: Job, waited: float) -> Outcome:
         """The handler passed its timeout and did not stop within `waited` seconds of being cancelled:
         the attempt ends as a timeout while the handler's coroutine may still run."""
+        message = (
+            f"timed out after {self._timeout_of(job):g}s (handler timeout) and did not stop within {waited:g}s"
+            " of being cancelled: jobrunner stopped waiting for it (it may still be running in the background)"
+        )
+        return self._retry_or_dead(job, self._retry_delay(job), message, None, self._job_log(job))
+
+    def _timeout_of(self, job: Job) -> float:
         handler = self._registry.get(job.job_type)
         timeout = handler.timeout if handler is not None and handler.timeout is not None else self._default_timeout
-        delay = handler.retry.delay_for(job.attempt) if handler is not None else 0.0
-        message = (
-            f"timed out after {timeout or 0:g}s (handler timeout) and did not stop within {waited:g}s of being"
-            " cancelled: jobrunner stopped waiting for it (it may still be running in the background)"
-        )
-        return self._retry_or_dead(job, delay, message, "", self._job_log(job))
+        return timeout or 0.0
+
+    def _retry_delay(self, job: Job) -> float:
+        handler = self._registry.get(job.job_type)
+        return handler.retry.delay_for(job.attempt) if handler is not None else 0.0
 
     @staticmethod
     def cancelled(job: Job) -> Outcome:

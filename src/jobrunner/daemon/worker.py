@@ -84,10 +84,13 @@ _TASK_PREFIX = "job-"
 class _Running:
     job: Job
     task: asyncio.Task[None] = field(init=False)
-    # why we cancelled it, when we did: "shutdown" hands it back, "lease" drops it
+    # why we cancelled it, when we did: "shutdown" hands it back, "lease" drops it, "cancel"
+    # ends it cancelled, "timeout" (its deadline passed) spends its attempt
     cancel_reason: str | None = None
     # it did not stop within cancel_grace of being cancelled: its job was settled without it
     abandoned: bool = False
+    # the cancel_grace timer armed at its first cancellation, cancelled when the task ends
+    grace_timer: asyncio.TimerHandle | None = None
 
 
 class Daemon:
@@ -153,8 +156,12 @@ class Daemon:
         self._last_fetch_turn = 0.0
         self._wakeups = WakeupSpacing(settings.notify_min_interval)
         self._cancel_requests: CancelRequests | None = None
-        # handlers that did not stop when cancelled, still running after their jobs were settled
-        self._abandoned: list[asyncio.Task[None]] = []
+        # handlers that did not stop when cancelled, still running after their jobs were settled:
+        # task -> its job type. Each may still hold its type's max_concurrency slot, so claims
+        # count them; past max_abandoned_handlers the daemon stops claiming and is unhealthy.
+        self._abandoned: dict[asyncio.Task[None], str] = {}
+        self._max_abandoned = settings.max_abandoned_handlers or settings.concurrency
+        self.metrics.handlers_abandoned.set_function(lambda: len(self._abandoned))
 
     # -- control -------------------------------------------------------------------------
 
@@ -260,7 +267,7 @@ class Daemon:
                     task.cancel()
                 await asyncio.gather(*services, return_exceptions=True)
         finally:
-            if any(not task.done() for task in self._abandoned):
+            if self._abandoned:
                 # a handler that ignores cancellation may hold a connection for good
                 handler_pool.terminate()
             await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
@@ -381,6 +388,8 @@ class Daemon:
     def _free_slots(self, prefetch: int) -> int:
         """How many jobs the next claim may take: free slots plus the prefetch not yet filled."""
         s = self.settings
+        if len(self._abandoned) >= self._max_abandoned:
+            return 0  # too many handlers left running: claim nothing more (see is_healthy)
         room = s.concurrency + prefetch - len(self._running) - len(self._waiting)
         # cap claimed-but-unsettled jobs too, so a stuck completer stops the claiming
         return max(0, min(room, 2 * s.concurrency + prefetch - len(self._held)))
@@ -489,6 +498,9 @@ class Daemon:
             return jobs
         local = self._executor.local_limits
         by_type = Counter(job.job_type for job in self._held.values())
+        # an abandoned handler holds its type's max_concurrency slot until it really ends: a job
+        # claimed into that slot would wait for it, `running` and heartbeated, for good
+        by_type.update(self._abandoned.values())
         for queue in [None, *self._limited_queues]:
             queues = self._free_queues if queue is None else [queue]
             if not queues:
@@ -579,9 +591,18 @@ class Daemon:
         self._running.pop(job.id, None)
         self._settle(job, outcome)
 
-    def _task_done(self, running: _Running, _task: asyncio.Task[None]) -> None:
-        """A task cancelled before its first step never ran `_execute`, not even its `finally`:
-        settle its job here, or it would stay `running` under our heartbeat for good."""
+    def _task_done(self, running: _Running, task: asyncio.Task[None]) -> None:
+        if running.grace_timer is not None:
+            running.grace_timer.cancel()  # it stopped: nothing to wait for
+            running.grace_timer = None
+        if running.abandoned:
+            # a handler left behind has ended at last: its type's slot is free, and claiming
+            # resumes if the bound had stopped it
+            if self._abandoned.pop(task, None) is not None:
+                self._slot_freed.set()
+            return
+        # a task cancelled before its first step never ran `_execute`, not even its `finally`:
+        # settle its job here, or it would stay `running` under our heartbeat for good
         if self._running.get(running.job.id) is running:
             del self._running[running.job.id]
             self._settle(running.job, self._interrupted(running))
@@ -594,8 +615,12 @@ class Daemon:
             return JobExecutor.cancelled(running.job)
         if running.cancel_reason == "shutdown":
             return JobExecutor.released(running.job)
-        # not cancelled by the daemon (the handler cancelled its own task): a failed attempt
         assert self._executor is not None
+        if running.cancel_reason == "timeout":
+            # it ignored its deadline's cancel and stopped at a later one (a shutdown's): still
+            # a timeout, or a handler that hangs during each rolling deploy would retry for ever
+            return self._executor.timed_out(running.job)
+        # not cancelled by the daemon (the handler cancelled its own task): a failed attempt
         return self._executor.unrequested_cancel(running.job)
 
     # -- handlers that do not stop -------------------------------------------------------------
@@ -605,26 +630,33 @@ class Daemon:
         job_id = task.get_name().removeprefix(_TASK_PREFIX)
         running = self._running.get(int(job_id)) if job_id.isdigit() else None
         if running is not None and running.task is task:
-            self._stop_waiting_later(running, "timeout")
+            running.cancel_reason = running.cancel_reason or "timeout"
+            self._stop_waiting_later(running)
 
-    def _stop_waiting_later(self, running: _Running, reason: str) -> None:
+    def _stop_waiting_later(self, running: _Running) -> None:
+        """Abandon the handler unless it stops within cancel_grace of its first cancellation."""
         assert self._loop is not None
-        self._loop.call_later(self.settings.cancel_grace, self._abandon, running, reason)
+        if running.grace_timer is None:
+            running.grace_timer = self._loop.call_later(self.settings.cancel_grace, self._abandon, running)
 
-    def _abandon(self, running: _Running, reason: str) -> None:
+    def _abandon(self, running: _Running) -> None:
         """The handler did not stop within cancel_grace of being cancelled (it swallows
         CancelledError, or its cleanup hangs): settle its job without it and free its slot. Its
         coroutine goes on in the background: asyncio cannot stop a coroutine that ignores
         cancellation. The job is no longer heartbeated once its outcome is written, and whatever
-        the handler does later is never written (outcomes are fenced on id, attempt, running)."""
+        the handler does later is never written (outcomes are fenced on id, attempt, running).
+        The outcome follows the latest reason: a lease lost after a timeout writes nothing."""
         job = running.job
+        if running.grace_timer is not None:
+            running.grace_timer.cancel()  # the drain got here first, or this is the timer itself
+            running.grace_timer = None
         if running.task.done() or self._running.get(job.id) is not running:
             return
         assert self._executor is not None
         running.abandoned = True
         del self._running[job.id]
-        self._abandoned = [task for task in self._abandoned if not task.done()]
-        self._abandoned.append(running.task)
+        self._abandoned[running.task] = job.job_type
+        reason = running.cancel_reason or "shutdown"
         outcome: Outcome | None
         if reason == "timeout":
             outcome = self._executor.timed_out_without_stopping(job, self.settings.cancel_grace)
@@ -640,6 +672,13 @@ class Daemon:
             outcome=outcome.status if outcome is not None else "dropped (lease lost)",
             still_running_in_background=len(self._abandoned),
         )
+        if len(self._abandoned) >= self._max_abandoned:
+            self.log.error(
+                "too many handlers left running in the background: claiming stopped, /healthz reports"
+                " unhealthy so the process is restarted",
+                abandoned=len(self._abandoned),
+                max_abandoned_handlers=self._max_abandoned,
+            )
         self._settle(job, outcome)
 
     def _settle(self, job: Job, outcome: Outcome | None) -> None:
@@ -714,6 +753,8 @@ class Daemon:
                 still_held = self._held.get(job_id)
                 if running is None or still_held is None or still_held.attempt != held[job_id]:
                     continue  # settled while we were extending
+                if running.cancel_reason == "lease":
+                    continue  # seen at an earlier beat: its handler has not stopped yet
                 self.log.warning(
                     "lease lost: job was taken back, cancelling its handler",
                     job_id=job_id,
@@ -724,12 +765,15 @@ class Daemon:
                 self.metrics.lost_leases.inc()
                 running.cancel_reason = "lease"
                 running.task.cancel()
-                self._stop_waiting_later(running, "lease")
+                self._stop_waiting_later(running)
 
     def is_healthy(self) -> bool:
-        """The event loop runs and the fetch loop is not wedged (it turns at least every poll)."""
+        """The event loop runs, the fetch loop is not wedged (it turns at least every poll), and
+        fewer than max_abandoned_handlers handlers run on after the daemon stopped waiting."""
         if not self.ready.is_set() or self._stopping.is_set():
             return self.ready.is_set()
+        if len(self._abandoned) >= self._max_abandoned:
+            return False
         idle_for = asyncio.get_running_loop().time() - self._last_fetch_turn
         # a full house legitimately parks the fetch loop until a slot frees
         return idle_for < max(60.0, 3 * self.settings.poll_interval) or self._free_slots(0) == 0
@@ -788,12 +832,13 @@ class Daemon:
             self._slot_freed.set()
             return True
         running = self._running.get(job_id)
-        if running is None or running.cancel_reason is not None:
+        # a request outranks a timeout: the job was asked to end, so it ends cancelled
+        if running is None or running.cancel_reason not in (None, "timeout"):
             return False
         self.log.info("cancelling running job on request", job_id=job_id, job_type=running.job.job_type)
         running.cancel_reason = "cancel"
         running.task.cancel()
-        self._stop_waiting_later(running, "cancel")
+        self._stop_waiting_later(running)
         return True
 
     def _held_ids(self) -> list[int]:
@@ -841,7 +886,7 @@ class Daemon:
             # a handler that ignores its cancellation gets cancel_grace, then is left behind
             await asyncio.wait([item.task for item in leftover], timeout=self.settings.cancel_grace)
             for item in leftover:
-                self._abandon(item, item.cancel_reason or "shutdown")
+                self._abandon(item)
         # the outcomes must be committed before we close; retries reconnect on their own
         try:
             await asyncio.wait_for(self._completer.wait_idle(), timeout=max(5.0, self.settings.shutdown_grace))
