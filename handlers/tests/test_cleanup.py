@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 import structlog
 
+from handlers.tests.fake_storage import FakeStorage
+from handlers.tests.test_schema import ALICE, BOB, add_analysis
 from jobrunner_handlers.cleanup import cleanup_old_data
-from tests.handlers.fake_storage import FakeStorage
-from tests.handlers.test_schema import ALICE, BOB, add_analysis
 from tests.support import job_row, running_daemon
 
 NOW = datetime.now(UTC)
