@@ -1,15 +1,16 @@
-# jobrunner daemon image.
+# The app's jobrunner image: the daemon (with Sentry) and the app's job types (handlers/, the
+# glow-app-jobs plugin: its handlers, schedules and migrations).
 #
 #   docker build -t jobrunner .
 #   docker run --rm -e DATABASE_URL=postgresql://… jobrunner migrate     # one-off, per deploy
 #   docker run -d --name jobrunner -e DATABASE_URL=postgresql://… jobrunner   # `jobrunner run`
 #
-# Handlers of your own: build FROM this image and `pip install` your plugin package (it
-# registers through the `jobrunner.handlers` entry point) into /opt/jobrunner/.venv.
+# Another application's image: the same, with its own plugin package (registered through the
+# `jobrunner.handlers` entry point) and lock in place of handlers/ and requirements/lock-app.txt.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# -- build: a virtualenv with jobrunner and its dependencies ------------------------------------
+# -- build: a virtualenv with jobrunner, the app's plugin and their dependencies ----------------
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -18,15 +19,16 @@ WORKDIR /src
 # hatchling builds the wheel from these; sql/ goes into it as jobrunner/sql (pyproject
 # force-include), so the final stage needs nothing from the source tree.
 COPY pyproject.toml README.md ./
-# the dependencies exactly as locked, with hashes (README, "Updating dependencies"); then jobrunner
-# itself with --no-deps, so nothing unpinned can slip in
-COPY requirements/lock.txt ./requirements/lock.txt
-RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements/lock.txt
+# the dependencies of both exactly as locked, with hashes (README, "Updating dependencies"); then
+# jobrunner and the plugin themselves with --no-deps, so nothing unpinned can slip in
+COPY requirements/lock-app.txt ./requirements/lock-app.txt
+RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements/lock-app.txt
 COPY sql ./sql
 COPY src ./src
 COPY handlers ./handlers
-RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --no-deps . \
-    && /opt/jobrunner/.venv/bin/python -c "import jobrunner.sql_files as s; print('sql at', s.sql_dir())"
+RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --no-deps . ./handlers \
+    && /opt/jobrunner/.venv/bin/python -c "import jobrunner.sql_files as s; print('sql at', s.sql_dir())" \
+    && /opt/jobrunner/.venv/bin/python -c "import jobrunner_handlers.schema as a; print('app migrations:', len(a.MIGRATIONS.items))"
 
 # -- run: the same Python, the virtualenv, no compilers, no pip cache, no source ----------------
 FROM ${PYTHON_IMAGE}

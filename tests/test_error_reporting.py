@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -14,11 +19,18 @@ from typing import Any
 import asyncpg
 import pytest
 import sentry_sdk
+from pydantic import SecretStr, ValidationError
 
-from jobrunner import JobContext, PermanentError, RetryLater, handler, register_secret
-from jobrunner.error_reporting import REDACTED, scrub, shutdown_error_reporting
+from jobrunner import JobContext, PermanentError, RetryLater, Settings, handler, register_secret
+from jobrunner.error_reporting import (
+    REDACTED,
+    SentryUnavailable,
+    init_error_reporting,
+    scrub,
+    shutdown_error_reporting,
+)
 from jobrunner.redaction import forget_secrets
-from tests.support import running_daemon, wait_for
+from tests.support import REPO_ROOT, running_daemon, wait_for
 
 SECRET = "sk-live-123"
 URL_PASSWORD = "pa55word-in-a-url"
@@ -297,3 +309,43 @@ async def test_sentry_events_carry_none_of_the_secrets(
     received = b"".join(sentry_endpoint.raw)
     leaked = [name for name, value in LEAKS.items() if value.encode() in received]
     assert not leaked, leaked
+
+
+# The child as on an install without the extra: `None` in sys.modules makes every import of
+# sentry_sdk (and its submodules) raise ImportError.
+WITHOUT_SENTRY_SDK = (
+    "import runpy, sys; sys.modules['sentry_sdk'] = None; runpy.run_module('jobrunner', run_name='__main__')"
+)
+
+
+async def test_a_dsn_without_the_sentry_extra_stops_the_daemon_with_what_to_install(db_url: str) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "PYTHONPATH": str(REPO_ROOT),
+        "JOBRUNNER_HTTP_PORT": "0",
+        "SENTRY_DSN": "https://publickey@o1.ingest.sentry.io/42",
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", WITHOUT_SENTRY_SDK, "run", "--burst"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    output = (proc.stdout + proc.stderr).decode(errors="replace")
+    assert proc.returncode == 2, output
+    assert "SENTRY_DSN is set but the Sentry SDK is not installed: pip install 'jobrunner[sentry]'" in output
+    assert "Traceback" not in output
+
+
+def test_starting_error_reporting_without_the_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in sys.modules if name.split(".")[0] == "sentry_sdk"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ValidationError, match=re.escape("pip install 'jobrunner[sentry]'")):
+        Settings(sentry_dsn="https://publickey@o1.ingest.sentry.io/42")
+    # settings made without validation (an embedding application's own) reach the same wall
+    unchecked = Settings.model_construct(sentry_dsn=SecretStr("https://publickey@o1.ingest.sentry.io/42"))
+    with pytest.raises(SentryUnavailable, match=re.escape("pip install 'jobrunner[sentry]'")):
+        init_error_reporting(unchecked)

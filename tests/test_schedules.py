@@ -96,14 +96,23 @@ async def test_daemon_processes_fire_the_current_tick_once(
     procs = []
     for i, log in enumerate(logs):
         with log.open("wb") as stderr:
-            procs.append(jobrunner_process(db_url, "run", env={"JOBRUNNER_WORKER_ID": f"proc-{i}"}, stderr=stderr))
+            procs.append(
+                jobrunner_process(
+                    db_url,
+                    "run",
+                    "--handlers",
+                    "tests.process_handlers",
+                    env={"JOBRUNNER_WORKER_ID": f"proc-{i}"},
+                    stderr=stderr,
+                )
+            )
     try:
         await wait_until(lambda: all('"daemon started"' in log.read_text() for log in logs), timeout=60)
         # all three run; now a schedule appears whose current tick is due: they race for it at
         # their next check (they follow the database's schedules, declared or not)
-        echo = Schedule(name="echo_every_minute", cron="* * * * *", job_type="echo", payload={"message": "tick"})
+        tick = Schedule(name="noop_every_minute", cron="* * * * *", job_type="noop")
         db_now: datetime = await conn.fetchval("SELECT now()")
-        await ScheduleTable(conn, "public").register([echo], "setup", now=db_now - timedelta(minutes=2))
+        await ScheduleTable(conn, "public").register([tick], "setup", now=db_now - timedelta(minutes=2))
         await wait_for(conn, "SELECT count(*) >= 1 FROM background_jobs WHERE status = 'completed'", timeout=60)
     finally:
         for proc in procs:

@@ -8,10 +8,12 @@
 2. expired ai_response_cache rows;
 3. api_metrics partitions past metrics_retention_days (and old rows in its default partition);
 4. the next months' partitions of every partitioned table, created ahead of time;
-5. finished jobs past jobrunner's retention;
-6. only when archive_retention_days is set: analysis month partitions past it are written to the
+5. only when archive_retention_days is set: analysis month partitions past it are written to the
    archive bucket as gzip JSON lines, downloaded again and compared, and only then detached and
    dropped.
+
+Finished jobs are not its business: the daemon's own pruner removes them after
+JOBRUNNER_RETENTION_SECONDS.
 """
 
 from __future__ import annotations
@@ -26,22 +28,19 @@ import asyncpg
 from pydantic import BaseModel, Field
 
 from jobrunner import JobContext, handler
-from jobrunner import Settings as JobrunnerSettings
 from jobrunner_handlers.ownership import upload_objects
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import AppSettings, app_settings, storage_startup_check
 from jobrunner_handlers.storage import StorageClient
 
 CACHE_BATCH = 5_000
-JOBS_BATCH = 5_000
 ARCHIVE_PAGE = 1_000
 MONTHS_AHEAD = 3  # this month and the next two
 
 
 class CleanupPayload(BaseModel):
-    # each default: the plugin's (or, for finished jobs, jobrunner's) setting
+    # each default: the plugin's setting
     upload_retention_days: int | None = Field(default=None, ge=1)
-    finished_jobs_retention_seconds: float | None = Field(default=None, ge=0)
     max_batches: int | None = Field(default=None, ge=1)
 
 
@@ -101,16 +100,6 @@ async def purge_cache(pool: asyncpg.Pool, max_batches: int) -> int:
         batch: int = await pool.fetchval(sql("cleanup_expired_cache"), CACHE_BATCH)
         deleted += batch
         if batch < CACHE_BATCH:
-            break
-    return deleted
-
-
-async def prune_jobs(pool: asyncpg.Pool, retention_seconds: float, max_batches: int) -> int:
-    deleted = 0
-    for _ in range(max_batches):
-        batch: int = await pool.fetchval(sql("prune_finished_jobs"), retention_seconds, JOBS_BATCH)
-        deleted += batch
-        if batch < JOBS_BATCH:
             break
     return deleted
 
@@ -175,10 +164,6 @@ async def cleanup_old_data(ctx: JobContext[CleanupPayload]) -> dict[str, Any]:
                 )
                 result["metrics"] = json.loads(metrics)
                 result["partitions_created"] = await ctx.pool.fetchval(sql("create_upcoming_partitions"), MONTHS_AHEAD)
-                retention = payload.finished_jobs_retention_seconds
-                if retention is None:
-                    retention = JobrunnerSettings().retention_seconds
-                result["finished_jobs_pruned"] = await prune_jobs(ctx.pool, retention, max_batches)
                 result["archived_partitions"] = (
                     await archive_partitions(ctx, storage, settings, settings.archive_retention_days)
                     if settings.archive_retention_days

@@ -15,8 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner import JobContext, handler
-from jobrunner.schedules import Schedule
+from jobrunner import JobContext, Schedule, handler
 from jobrunner_handlers.cleanup import purge_cache
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import app_settings

@@ -7,6 +7,6 @@ schema) appears only where the app reaches into the queue.
 
 from __future__ import annotations
 
-from jobrunner.migrate import MigrationSet
+from jobrunner import MigrationSet
 
 MIGRATIONS = MigrationSet.from_package("jobrunner_app", "jobrunner_handlers")

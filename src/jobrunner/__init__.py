@@ -6,9 +6,12 @@ from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateL
 from jobrunner.handler import Handler, handler
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
+from jobrunner.migrate import MigrationSet
+from jobrunner.named_queries import NamedQueries, load_queries
 from jobrunner.new_job import NewJob
 from jobrunner.redaction import register_secret
 from jobrunner.retry import RetryPolicy
+from jobrunner.schedules import Schedule
 from jobrunner.settings import Settings
 
 __all__ = [
@@ -22,13 +25,17 @@ __all__ = [
     "JobError",
     "JobRecord",
     "JobStatus",
+    "MigrationSet",
+    "NamedQueries",
     "NewJob",
     "PermanentError",
     "QueueLimits",
     "RetryLater",
     "RetryPolicy",
+    "Schedule",
     "Settings",
     "UpstreamRateLimited",
     "handler",
+    "load_queries",
     "register_secret",
 ]

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from jobrunner import event_loop
 from jobrunner.client import AsyncClient
-from jobrunner.database import connect_kwargs
-from jobrunner.display import literal, printable
-from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl, parse_database_url
-from jobrunner.embedded import EmbeddedPostgres, EmbeddedUnavailable
+from jobrunner.database import DatabaseTarget, connect_kwargs
+from jobrunner.display import literal, printable, status_table
+from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl
+from jobrunner.embedded import EmbeddedUnavailable
 from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import (
@@ -43,28 +43,6 @@ from jobrunner.sql_files import Queries
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-class DatabaseTarget:
-    """The configured database, or the embedded one when none is configured."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.embedded: EmbeddedPostgres | None = None
-
-    def __enter__(self) -> tuple[DatabaseUrl, DatabaseUrl | None]:
-        s = self.settings
-        if s.database_url is not None:
-            url = parse_database_url(s.database_url.get_secret_value(), pgbouncer=s.pgbouncer)
-        else:
-            self.embedded = EmbeddedPostgres(s.embedded_data_dir)
-            url = parse_database_url(self.embedded.start())
-        listen = parse_database_url(s.listen_database_url.get_secret_value()) if s.listen_database_url else None
-        return url, listen
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.embedded is not None:
-            self.embedded.stop()
 
 
 @asynccontextmanager
@@ -245,20 +223,6 @@ def _job_status(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
 
     return _with_database(settings, body)
-
-
-def status_table(counts: list[Any], title: str = "Jobs by type and status") -> Table:
-    statuses = ["pending", "running", "completed", "failed", "dead", "cancelled"]
-    by_type: dict[str, dict[str, int]] = {}
-    for row in counts:
-        by_type.setdefault(row["job_type"], {})[row["status"]] = row["jobs"]
-    table = Table(title=title)
-    table.add_column("job_type")
-    for status in statuses:
-        table.add_column(status, justify="right")
-    for job_type, per_status in sorted(by_type.items()):
-        table.add_row(literal(job_type), *(str(per_status.get(s, 0)) for s in statuses))
-    return table
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,4 +1,5 @@
-"""Connections: the asyncpg pool the daemon runs on, and which errors mean "try again"."""
+"""Connections: which database (configured or embedded), the asyncpg pool the daemon runs on, and
+which errors mean "try again"."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from jobrunner.dsn import DatabaseUrl
+from jobrunner.dsn import DatabaseUrl, parse_database_url
+from jobrunner.embedded import EmbeddedPostgres
+from jobrunner.settings import Settings
 
 # Errors after which the same statement may succeed once the database or network is back.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -67,3 +70,25 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+class DatabaseTarget:
+    """The configured database, or the embedded one when none is configured."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedPostgres | None = None
+
+    def __enter__(self) -> tuple[DatabaseUrl, DatabaseUrl | None]:
+        s = self.settings
+        if s.database_url is not None:
+            url = parse_database_url(s.database_url.get_secret_value(), pgbouncer=s.pgbouncer)
+        else:
+            self.embedded = EmbeddedPostgres(s.embedded_data_dir)
+            url = parse_database_url(self.embedded.start())
+        listen = parse_database_url(s.listen_database_url.get_secret_value()) if s.listen_database_url else None
+        return url, listen
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()

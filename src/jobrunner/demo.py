@@ -25,7 +25,8 @@ from jobrunner import event_loop
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
 from jobrunner.daemon.worker import Daemon
-from jobrunner.database import connect_kwargs
+from jobrunner.database import DatabaseTarget, connect_kwargs
+from jobrunner.display import status_table
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.handler import handler
 from jobrunner.migrate import migrate
@@ -172,8 +173,6 @@ async def _demo(url: DatabaseUrl, settings: Settings, jobs: int, concurrency: in
     finally:
         await conn.close()
 
-    from jobrunner.cli import status_table
-
     console.print(status_table(counts, title="background_jobs after the run"))
     summary = Table(title="Demo summary", show_header=False)
     summary.add_row("jobs processed (attempts)", str(stats.claimed))
@@ -195,8 +194,6 @@ async def _demo(url: DatabaseUrl, settings: Settings, jobs: int, concurrency: in
 
 
 def run_demo(settings: Settings, *, jobs: int, concurrency: int) -> int:
-    from jobrunner.cli import DatabaseTarget
-
     console = Console()
     with DatabaseTarget(settings) as (url, _listen):
         where = "the embedded PostgreSQL" if settings.database_url is None else url.redacted()

@@ -9,7 +9,9 @@ An error stored before a secret was registered would show it.
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 
 from jobrunner.redaction import redact_text
@@ -33,3 +35,17 @@ def literal(value: object) -> Text:
     """A rich cell that shows `value` literally: no markup, no emoji codes, no control characters,
     and no secret (rows written before masking existed, or by other writers, may hold one)."""
     return Text(printable(redact_text("" if value is None else str(value))))
+
+
+def status_table(counts: list[Any], title: str = "Jobs by type and status") -> Table:
+    statuses = ["pending", "running", "completed", "failed", "dead", "cancelled"]
+    by_type: dict[str, dict[str, int]] = {}
+    for row in counts:
+        by_type.setdefault(row["job_type"], {})[row["status"]] = row["jobs"]
+    table = Table(title=title)
+    table.add_column("job_type")
+    for status in statuses:
+        table.add_column(status, justify="right")
+    for job_type, per_status in sorted(by_type.items()):
+        table.add_row(literal(job_type), *(str(per_status.get(s, 0)) for s in statuses))
+    return table

@@ -12,6 +12,9 @@ Local variables of stack frames are never sent: a handler's locals can hold anyt
 
 Sentry's client is process-global, so this module is too: `init_error_reporting` once at
 daemon start; `report_job_error` is a no-op until then, or when no DSN is set.
+
+The SDK is the optional extra `jobrunner[sentry]`, imported only once a DSN is set; a DSN set
+without it is a configuration error (`Settings` refuses it), not a silent loss of reports.
 """
 
 from __future__ import annotations
@@ -21,10 +24,6 @@ import json
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
-from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
 from jobrunner.redaction import redact_text
 
@@ -44,11 +43,11 @@ SECRET_KEY = re.compile(
 )
 # the SDK's own scrubber matches whole key names (case-insensitive): its list plus the names
 # our payloads and upstreams use
-_SDK_DENYLIST = [
-    *DEFAULT_DENYLIST,
+_OUR_DENYLIST = [
     *("jwt", "pwd", "pass", "private", "sig", "signature", "x-amz-signature", "x_amz_signature", "access_token"),
     *("refresh_token", "id_token", "client_secret", "bearer", "dsn", "database_url", "service_role_key"),
 ]
+SDK_MISSING = "SENTRY_DSN is set but the Sentry SDK is not installed: pip install 'jobrunner[sentry]'"
 _MAX_DEPTH = 20
 
 _enabled = False
@@ -76,17 +75,30 @@ def _scrub_event(event: Event, _hint: Hint) -> Event | None:
     return scrubbed
 
 
+class SentryUnavailable(RuntimeError):
+    """A DSN is set, but the extra `jobrunner[sentry]` is not installed."""
+
+
 def init_error_reporting(settings: Settings) -> bool:
     """Start reporting to Sentry if settings.sentry_dsn is set; returns whether it is on."""
     global _enabled
     if settings.sentry_dsn is None:
         return _enabled
+    try:
+        import sentry_sdk
+        from sentry_sdk.integrations.logging import LoggingIntegration
+        from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+    except ImportError:
+        raise SentryUnavailable(SDK_MISSING) from None
+
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_environment,
         include_local_variables=False,
         # send_default_pii stays unset, i.e. off (setting it at all is deprecated since 2.x)
-        event_scrubber=EventScrubber(denylist=_SDK_DENYLIST, recursive=True, send_default_pii=False),
+        event_scrubber=EventScrubber(
+            denylist=[*DEFAULT_DENYLIST, *_OUR_DENYLIST], recursive=True, send_default_pii=False
+        ),
         # only what this module reports: no events from log records, no performance tracing,
         # no integrations that would record queries (with parameters) behind our back
         integrations=[LoggingIntegration(level=None, event_level=None)],
@@ -103,6 +115,8 @@ def shutdown_error_reporting(timeout: float = 2.0) -> None:
     """Send what is queued and stop reporting (tests, embedding applications)."""
     global _enabled
     if _enabled:
+        import sentry_sdk
+
         client = sentry_sdk.get_client()
         client.flush(timeout=timeout)
         client.close(timeout=timeout)
@@ -123,6 +137,8 @@ def _capture(job: Job, exc: BaseException | None, *, dead: bool) -> None:
         payload: Any = scrub(json.loads(job.payload_json))
     except ValueError:
         payload = "(not valid JSON)"
+    import sentry_sdk
+
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("job_type", job.job_type)
         scope.set_tag("job_id", str(job.id))

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobrunner.error_reporting import SDK_MISSING
 from jobrunner.event_loop import EventLoopChoice
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.schedules import Schedule
@@ -244,8 +245,10 @@ class Settings(BaseSettings):
     @classmethod
     def _sentry_dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            from sentry_sdk.utils import BadDsn, Dsn
-
+            try:
+                from sentry_sdk.utils import BadDsn, Dsn
+            except ImportError:
+                raise ValueError(SDK_MISSING) from None
             try:
                 Dsn(value.get_secret_value())
             except BadDsn as exc:

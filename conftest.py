@@ -1,4 +1,9 @@
-"""Every test gets its own database, cloned in milliseconds from a migrated template.
+"""Every test gets its own database, cloned in milliseconds from a migrated template: the core's
+tests (tests/) and the app plugin's (handlers/tests/) alike.
+
+The template holds what `jobrunner migrate` creates here: the core's migrations, then those of
+every installed plugin, as a daemon started on it expects. With the core alone installed, only
+the queue's objects.
 
 The server: DATABASE_URL when set, else PostgreSQL on 127.0.0.1:5432 when one answers, else the
 embedded server (the same one `jobrunner demo` uses). Never a mock.

@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 from PIL import Image
 
+from handlers.tests.fake_storage import FakeStorage
+from handlers.tests.test_schema import ALICE
 from jobrunner_handlers.settings import app_settings
 from jobrunner_handlers.thumbnails import NotAnAcceptedImage, make_thumbnails
 from jobrunner_handlers.uploads import process_upload
-from tests.handlers.fake_storage import FakeStorage
-from tests.handlers.test_schema import ALICE
 from tests.support import job_row, running_daemon
 
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from handlers.tests.test_schema import ALICE, add_analysis
 from jobrunner_handlers.recommendations import Product, generate_recommendations, rank_products, weak_areas
-from tests.handlers.test_schema import ALICE, add_analysis
 from tests.support import job_row, running_daemon
 
 CATALOG = [

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.handlers.local_server import JsonRequestHandler, LocalServer
+from handlers.tests.local_server import JsonRequestHandler, LocalServer
 
 PREFIX = "/storage/v1/object/"
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from handlers.tests.fake_storage import FakeStorage
 from jobrunner_handlers.settings import app_settings
-from tests.handlers.fake_storage import FakeStorage
 
 _APP_VARIABLES = [
     "OPENAI_API_KEY",

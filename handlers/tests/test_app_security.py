@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from tests.handlers.test_schema import ALICE, BOB
+from handlers.tests.test_schema import ALICE, BOB
 from tests.test_security import QUEUE_TABLES, as_user, login_role, supabase_db
 
 __all__ = ["login_role", "supabase_db"]  # fixtures used here, defined in tests/test_security.py

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.handlers.local_server import JsonRequestHandler, LocalServer
+from handlers.tests.local_server import JsonRequestHandler, LocalServer
 
 
 @dataclass

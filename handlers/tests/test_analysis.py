@@ -13,10 +13,10 @@ import pytest
 import structlog
 from PIL import Image
 
+from handlers.tests.fake_openai import FakeOpenAI, api_error, rate_limited, reply, server_error
+from handlers.tests.fake_storage import FakeStorage
+from handlers.tests.test_schema import ALICE, BOB
 from jobrunner_handlers.analysis import AREAS, MalformedModelReply, analyze_image, parse_reply, reply_schema
-from tests.handlers.fake_openai import FakeOpenAI, api_error, rate_limited, reply, server_error
-from tests.handlers.fake_storage import FakeStorage
-from tests.handlers.test_schema import ALICE, BOB
 from tests.support import job_row, running_daemon
 
 IMAGE_PATH = f"{ALICE}/2025/selfie.jpg"

@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 import structlog
 
+from handlers.tests.fake_expo import Failure, FakeExpo
+from handlers.tests.test_schema import ALICE, BOB
 from jobrunner_handlers.notifications import check_push_receipts, send_notification
-from tests.handlers.fake_expo import Failure, FakeExpo
-from tests.handlers.test_schema import ALICE, BOB
 from tests.support import job_row, running_daemon
 
 

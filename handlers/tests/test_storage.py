@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from handlers.tests.fake_storage import FakeStorage
 from jobrunner import RetryLater
 from jobrunner_handlers.settings import AppSettings, app_settings
 from jobrunner_handlers.storage import StorageClient, StorageRefused, StorageUnavailable
-from tests.handlers.fake_storage import FakeStorage
 
 MIB = 1024 * 1024
 JPEG_MAGIC = b"\xff\xd8\xff\xe0fake-jpeg-bytes"

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 from PIL import Image, ImageDraw
 
+from handlers.tests.fake_storage import FakeStorage
+from handlers.tests.test_schema import ALICE
 from jobrunner_handlers.thumbnails import DEFAULT_MAX_PIXELS
-from tests.handlers.fake_storage import FakeStorage
-from tests.handlers.test_schema import ALICE
 from tests.support import jobrunner_process, wait_for
 
 MIB = 1024 * 1024
