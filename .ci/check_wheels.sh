@@ -69,6 +69,8 @@ assert b"jobrunner_handlers" not in zipfile.ZipFile(sys.argv[1]).read(entry_poin
 sql = sorted(n for n in app if n.endswith(".sql"))
 assert any(n.startswith("jobrunner_handlers/migrations/") for n in sql), "the plugin wheel lacks its migrations"
 assert "jobrunner_handlers/sql/queries.sql" in sql, "the plugin wheel lacks its named SQL"
+assert any(n.startswith("jobrunner_handlers/functions/") for n in sql), "the plugin wheel lacks its function files"
+assert any(n.startswith("jobrunner/sql/functions/") for n in core), "the core wheel lacks its function files"
 print(f"core wheel: {len(core)} files; plugin wheel: {len(app)} files, its SQL:")
 print("\n".join(f"  {n}" for n in sql))
 EOF

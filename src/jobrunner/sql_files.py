@@ -13,7 +13,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+from jobrunner.named_queries import parse_queries
+
 _MIGRATION_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _FUNCTION_FILE = re.compile(r"^(\w+)\.sql$")
 # in a migration: apply these function files here (see jobrunner.migrate)
@@ -61,14 +62,10 @@ def bind(query: str, *args: str | int | None) -> str:
 def _raw_queries() -> dict[str, str]:
     queries: dict[str, str] = {}
     for path in sorted((sql_dir() / "queries").glob("*.sql")):
-        text = path.read_text()
-        marks = list(_NAME_LINE.finditer(text))
-        for mark, following in zip(marks, [*marks[1:], None], strict=True):
-            end = following.start() if following else len(text)
-            name = mark.group(1)
+        for name, body in parse_queries(path.read_text(), path.name).items():
             if name in queries:
                 raise ValueError(f"query {name!r} is defined twice (second in {path.name})")
-            queries[name] = text[mark.end() : end].strip()
+            queries[name] = body
     return queries
 
 

@@ -4,11 +4,11 @@
 -- re-applies a file whenever it changes.
 --
 -- The app's tables live in `public` (the schema PostgREST exposes to the mobile app), whatever
--- jobrunner's own schema (where background_jobs lives); the app's files name jobrunner's schema
--- only where the app reaches into the queue (prune_finished_background_jobs). The core's roles (jobrunner_worker)
--- exist: the core's migrations run first. A database may hold several jobrunner schemas, each
--- migrating the app into the same `public`: every statement here may run a second time, hence
--- IF NOT EXISTS and DROP POLICY IF EXISTS.
+-- jobrunner's own schema (where background_jobs lives); the app never reaches into the queue's
+-- tables (finished jobs are the core pruner's). The core's roles (jobrunner_worker) exist: the
+-- core's migrations run first. A database may hold several jobrunner schemas, each migrating
+-- the app into the same `public`: every statement here may run a second time, hence IF NOT
+-- EXISTS and DROP POLICY IF EXISTS.
 
 -- == What Supabase provides ====================================================================
 -- Plain PostgreSQL (tests, the embedded server) lacks the roles `anon`, `authenticated`,

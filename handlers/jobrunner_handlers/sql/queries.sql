@@ -74,9 +74,6 @@ SELECT public.cleanup_old_metrics(make_interval(days => $1::int), $2::int)::text
 -- name: create_upcoming_partitions
 SELECT public.create_upcoming_partitions($1::int);
 
--- name: prune_finished_jobs
-SELECT public.prune_finished_background_jobs(make_interval(secs => $1::float8), $2::int);
-
 -- name: archivable_partitions
 -- Analysis month partitions that ended more than $1 days ago, oldest first.
 SELECT parent::text AS parent, m.partition::text AS partition, m.range_start, m.range_end
