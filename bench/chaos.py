@@ -824,7 +824,9 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
         limited_overlap_unclipped = await q(overlap_sql(RAW_END))
         # jobs whose worker was SIGKILLed mid-execution: how long until they ran again, and why
         # (a job killed on its last attempt is rescued as dead and never runs again)
-        after_death = await after_worker_death(conn, config.lease_seconds, config.rescue_interval)
+        after_death = await after_worker_death(
+            conn, config.lease_seconds, config.rescue_interval, frozenset({"chaos_limited"})
+        )
         # the paused worker: what it held, and what someone else ran again meanwhile
         pause_rows = await conn.fetch(
             """
@@ -985,9 +987,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"({r['wall_seconds_until_drained']}s in all)",
         f"wait after worker died    p50 {one['p50']}s, p99 {one['p99']}s, max {one['max']}s from the kill to the "
         f"next start, one worker death ({one['n']} executions; bound: lease + 2 × rescue interval = "
-        f"{w['bound_seconds']}s); {w['killed_executions']} executions killed, {w['run_again']} ran again",
+        f"{w['bound_seconds']}s); {w['killed_executions']} executions killed and {w['killed_unstarted']} claimed "
+        f"jobs not started yet, {w['run_again']} ran again",
         f"  all killed executions   p50 {every['p50']}s, p99 {every['p99']}s, max {every['max']}s; "
         f"{w['chains']} chains (a later holder killed or paused too): max {w['chain_waits']['max']}s",
+        f"  {', '.join(w['limited_types'])} (global limit)  p50 {w['limited']['p50']}s, p99 {w['limited']['p99']}s, "
+        f"max {w['limited']['max']}s ({w['limited']['n']} waits; not held to the bound: claimed within their limit)",
         f"  kill to next claim      p50 {w['recovery']['p50']}s, p99 {w['recovery']['p99']}s, "
         f"max {w['recovery']['max']}s (chains included)",
         "  where the time went     "
@@ -998,7 +1003,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     ]
     for outlier in w["over_bound"]:
         lines.append(
-            f"  over the bound: job {outlier['job_id']} (attempt {outlier['attempt']}, {outlier['killed_worker']} "
+            f"  over the bound: job {outlier['job_id']} ({outlier['job_type']} attempt {outlier['attempt']}, "
+            f"{'running' if outlier['started'] else 'not started'} on {outlier['killed_worker']} "
             f"killed {outlier['killed_at'][11:23]}) waited {outlier['wait_seconds']}s: "
             + ("; ".join(outlier["causes"]) or "no step over its share")
         )

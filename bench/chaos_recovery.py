@@ -34,7 +34,7 @@ import asyncpg
 
 KILLED_EXECUTIONS_SQL = """
 WITH killed AS (
-    SELECT e.job_id, e.attempt, e.worker, e.started_at, d.killed_at,
+    SELECT e.job_id, e.attempt, e.job_type, e.worker, true AS started, d.killed_at,
            (SELECT min(n.started_at) FROM executions AS n
             WHERE n.job_id = e.job_id AND n.started_at > e.started_at) AS next_start
     FROM executions AS e JOIN chaos_daemons AS d ON d.worker = e.worker
@@ -45,6 +45,23 @@ WITH killed AS (
       AND NOT EXISTS (SELECT 1 FROM chaos_attempt_ends AS x
                       WHERE x.job_id = e.job_id AND x.attempt = e.attempt AND x.worker = e.worker
                         AND x.logged_at <= d.killed_at)
+    UNION ALL
+    -- claimed by the killed worker and not started yet: waiting in its prefetch for a slot, or
+    -- its handler had not recorded its start
+    SELECT c.job_id, c.attempt, j.job_type, c.worker, false, d.killed_at,
+           (SELECT min(n.started_at) FROM executions AS n
+            WHERE n.job_id = c.job_id AND n.started_at > c.at) AS next_start
+    FROM chaos_transitions AS c
+    JOIN chaos_daemons AS d ON d.worker = c.worker
+    JOIN background_jobs AS j ON j.id = c.job_id
+    WHERE c.kind = 'claim' AND d.killed_at IS NOT NULL AND d.killed_at >= c.at
+      AND NOT EXISTS (SELECT 1 FROM executions AS e
+                      WHERE e.job_id = c.job_id AND e.attempt = c.attempt AND e.worker = c.worker)
+      -- still held at the kill: not handed back, rescued or retried before it
+      AND NOT EXISTS (SELECT 1 FROM chaos_transitions AS t
+                      WHERE t.job_id = c.job_id AND t.attempt = c.attempt AND t.worker = c.worker
+                        AND t.kind <> 'claim' AND t.at >= c.at AND t.at <= d.killed_at)
+      AND NOT (j.worker_id = c.worker AND j.attempts = c.attempt AND j.finished_at <= d.killed_at)
 )
 SELECT k.*,
        (SELECT n.worker FROM executions AS n
@@ -201,7 +218,10 @@ def account(
     return {
         "job_id": row["job_id"],
         "attempt": row["attempt"],
+        "job_type": row["job_type"],
         "killed_worker": row["worker"],
+        # false: claimed, not started yet when its worker was killed
+        "started": row["started"],
         "killed_at": killed_at.isoformat(),
         "lease_expires_at": None if row["lease_expires_at"] is None else row["lease_expires_at"].isoformat(),
         "rescued_at": None if rescued_at is None else rescued_at.isoformat(),
@@ -218,8 +238,11 @@ def account(
     }
 
 
-async def after_worker_death(conn: asyncpg.Connection, lease: float, rescue_interval: float) -> dict[str, Any]:
-    """The wait from each SIGKILL to the next start of the jobs it cut short, explained."""
+async def after_worker_death(
+    conn: asyncpg.Connection, lease: float, rescue_interval: float, limited_types: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The wait from each SIGKILL to the next start of the jobs it cut short, explained. Jobs of
+    `limited_types` (global limits) also wait for their limit and its claim: reported apart."""
     rows = await conn.fetch(KILLED_EXECUTIONS_SQL)
     claim_rows = await conn.fetch(CLAIMS_SQL, sorted({r["job_id"] for r in rows}))
     claims: dict[int, list[Claim]] = defaultdict(list)
@@ -232,28 +255,44 @@ async def after_worker_death(conn: asyncpg.Connection, lease: float, rescue_inte
     pauses = [(p["worker"], p["paused_at"], p["resumed_at"]) for p in await conn.fetch("SELECT * FROM chaos_pauses")]
     failures = Failures(kills, pauses)
     accounts = [account(r, claims[r["job_id"]], failures, lease, rescue_interval) for r in rows]
+    for a in accounts:
+        if a["job_type"] in limited_types:
+            a["causes"].insert(0, "a globally limited type (claimed apart, within its limit)")
     bound = lease + 2 * rescue_interval
     waited = [a for a in accounts if a["wait_seconds"] is not None]
-    single = [a["wait_seconds"] for a in waited if not a["chain"]]
+    one_death = [a for a in waited if not a["chain"] and a["job_type"] not in limited_types]
+    single = [a["wait_seconds"] for a in one_death]
+    unstarted = [a["wait_seconds"] for a in one_death if not a["started"]]
+    limited = [a["wait_seconds"] for a in waited if not a["chain"] and a["job_type"] in limited_types]
     chains = [a for a in waited if a["chain"]]
     steps: dict[str, list[float]] = defaultdict(list)
-    for a in waited:
-        if not a["chain"]:
-            for name, value in a["steps_seconds"].items():
-                if value is not None:
-                    steps[name].append(value)
-    recoveries = [a["recovery_seconds"] for a in waited if a["recovery_seconds"] is not None]
+    for a in one_death:
+        for name, value in a["steps_seconds"].items():
+            if value is not None:
+                steps[name].append(value)
+    recoveries = [
+        a["recovery_seconds"]
+        for a in waited
+        if a["recovery_seconds"] is not None and a["job_type"] not in limited_types
+    ]
     return {
         "bound_seconds": bound,
-        "killed_executions": len(accounts),
+        "killed_executions": sum(1 for a in accounts if a["started"]),
+        # jobs the killed worker had claimed and not started (counted in the waits below too)
+        "killed_unstarted": sum(1 for a in accounts if not a["started"]),
         "run_again": len(waited),
         # the issue's measure: one worker death, the job's next holder did not fail too
         "single_failure": _stats(single),
+        "single_failure_unstarted": _stats(unstarted),
+        # jobs of globally limited types, one worker death: their claim waits for the limit too
+        "limited_types": sorted(limited_types),
+        "limited": _stats(limited),
         # every killed execution, chains included
         "all": _stats([a["wait_seconds"] for a in waited]),
         "chains": len(chains),
         "chain_waits": _stats([a["wait_seconds"] for a in chains]),
         # the kill to the job's first claim after its rescue: the daemons' part, chains included
+        # (limited types apart)
         "recovery": _stats(recoveries),
         # where the time of single-failure waits went
         "steps": {name: _stats(values) for name, values in steps.items()},
