@@ -9,7 +9,8 @@ sleep longer than the lease so only heartbeats keep them; one type under
 GlobalLimits(max_running=3)) and runs D daemon processes
 (`python -m jobrunner run --handlers bench.chaos_handlers`). During the chaos window it:
 
-- SIGKILLs a random daemon every few seconds and starts a new one;
+- SIGKILLs a random daemon (one that has started: it may hold jobs) every few seconds and starts
+  a new one;
 - SIGSTOPs one daemon for longer than its lease, then SIGCONTs it;
 - restarts PostgreSQL once (`pg_ctlcluster … restart`), only when the server is the local cluster
   on 127.0.0.1:5432 whose data directory the server itself reports (never another server);
@@ -31,9 +32,17 @@ Then it waits for the queue to drain and checks, with SQL over `background_jobs`
   re-ran shows up in its log as `outcome discarded` (fenced by the attempt number) or `lease
   lost` (cancelled by its heartbeat); the job's recorded outcome is the later attempt's;
 - a dead worker's jobs keep their place: the wait from each SIGKILL to the next start of the jobs
-  it was running is reported (p50, p99, max) with the backlog of runnable jobs at each kill, and
-  its 99th percentile must stay within lease + 2 × rescue interval (the lease runs out, a
-  rescuer on some replica sees it, the next claim takes the job first) however long the backlog;
+  it held (running, or claimed and not started yet) is reported (p50, p99, max) with the backlog
+  of runnable jobs at each kill, and its 99th percentile must stay within lease + 2 × rescue
+  interval (the lease runs out, a rescuer on some replica sees it, the next claim takes the job
+  first) however long the backlog. Each wait is taken apart (bench/chaos_recovery.py): lease
+  expiry, rescue and rescuer, every later claim and how it ended, next start, from a trigger's
+  record of every claim and rescue (`chaos_transitions`) and the daemons' logs; every wait over
+  the bound is listed with its causes. The bound is for one worker death: a job whose next
+  holder is killed or paused too before it starts the job (a second, independent failure) is a
+  *chain*, reported apart, its first recovery (the kill to the next claim) still held to the
+  bound. Jobs of the globally limited type are reported apart too: their claim waits for the
+  limit;
 - the global limit holds: at most 3 `chaos_limited` executions overlap. An execution occupies a
   slot from its start until the earliest of: its recorded end (or, when a connection cut broke
   the handler's own record of it, the time its daemon logged the attempt's failure), its
@@ -206,6 +215,14 @@ class DaemonProcess:
     started_at: datetime
     killed_at: datetime | None = None
     paused_until: float = 0.0  # monotonic; not killed while paused or just resumed
+    started: bool = False  # it logged "daemon started": it may hold jobs
+
+    def has_started(self) -> bool:
+        """Whether it logged "daemon started" (looked up in its log until it has)."""
+        if not self.started:
+            with contextlib.suppress(FileNotFoundError):
+                self.started = b'"daemon started"' in self.log_path.read_bytes()
+        return self.started
 
 
 @dataclass
@@ -213,6 +230,8 @@ class ChaosLog:
     """What the run did, as it did it."""
 
     kills: int = 0
+    # kills put off because fewer than two daemons were working (replacements still starting)
+    kills_deferred: int = 0
     pauses: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
     restart_skipped: str | None = None
@@ -566,6 +585,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
     cut_at = [window * (0.3 + 0.5 * i / max(1, config.connection_cuts - 1)) for i in range(config.connection_cuts)]
     restart_at = 0.45 * window if restart_command is not None else None
     next_kill = config.kill_every
+    kill_deferred = False
     paused: DaemonProcess | None = None
     pause_began = 0.0
     try:
@@ -596,8 +616,19 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                 chaos.restarts.append(await restart_postgres(restart_command, db_url))
             if t >= next_kill:
                 next_kill += config.kill_every
-                candidates = [d for d in fleet.alive if d.paused_until < time.monotonic()]
-                if candidates:
+                # only a daemon that has started can hold jobs: killing one still importing
+                # Python (seconds on a loaded machine) would only thin the fleet. And a kill
+                # leaves at least one working daemon: the wait after a death is bounded by a
+                # replica's rescuer, which a fleet of starting processes does not run yet (when
+                # replacements start slower than the kills come, the kill waits)
+                candidates = [d for d in fleet.alive if d.paused_until < time.monotonic() and d.has_started()]
+                working = [d for d in fleet.alive if d is not paused and d.has_started()]
+                if len(working) < 2:
+                    chaos.kills_deferred += 0 if kill_deferred else 1
+                    kill_deferred = True
+                    next_kill = t + 0.25
+                elif candidates:
+                    kill_deferred = False
                     chaos.backlog_at_kills.append(await sampler.backlog())
                     fleet.kill(rng.choice(candidates))
                     chaos.kills += 1
@@ -908,6 +939,7 @@ async def verify(db_url: str, config: ChaosConfig, chaos: ChaosLog, logs: dict[s
         "config": asdict(config),
         "chaos": {
             "kills": chaos.kills,
+            "kills_deferred": chaos.kills_deferred,
             "pauses": [
                 {
                     "worker": p["worker"],
@@ -960,9 +992,13 @@ def _backlog_range(samples: list[int | None]) -> str:
     return f"min {known[0]:,}, median {known[len(known) // 2]:,}, max {known[-1]:,}"
 
 
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value}s"
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     c, d, w, r = summary["chaos"], summary["duplicate_executions"], summary["after_worker_death"], summary["run"]
-    one, every = w["single_failure"], w["all"]
+    one, every, lim = w["single_failure"], w["all"], w["limited"]
     restarts = ", ".join(f"down {x['down_seconds']}s" for x in c["postgres_restarts"]) or (
         f"skipped ({c['postgres_restart_skipped']})" if c["postgres_restart_skipped"] else "none"
     )
@@ -970,7 +1006,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     lines = [
         f"jobs                      {summary['jobs']:,} ({summary['config']['daemons']} daemons, "
         f"{r['daemons_started']} started in all)",
-        f"kills (SIGKILL)           {c['kills']}",
+        f"kills (SIGKILL)           {c['kills']} (deferred {c['kills_deferred']}× for a working daemon to remain)",
         f"pauses (SIGSTOP)          {pauses}",
         f"PostgreSQL restarts       {len(c['postgres_restarts'])} ({restarts})",
         f"connection cuts           {c['connection_cuts']} (backends terminated: {c['backends_terminated']})",
@@ -985,18 +1021,18 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"(without pause clipping {summary['limited_max_overlap_unclipped']})",
         f"time to drain             {r['time_to_drain_seconds']}s after the {r['chaos_window_seconds']}s chaos window "
         f"({r['wall_seconds_until_drained']}s in all)",
-        f"wait after worker died    p50 {one['p50']}s, p99 {one['p99']}s, max {one['max']}s from the kill to the "
-        f"next start, one worker death ({one['n']} executions; bound: lease + 2 × rescue interval = "
+        f"wait after worker died    p50 {_s(one['p50'])}, p99 {_s(one['p99'])}, max {_s(one['max'])} from the kill "
+        f"to the next start, one worker death ({one['n']} jobs; bound: lease + 2 × rescue interval = "
         f"{w['bound_seconds']}s); {w['killed_executions']} executions killed and {w['killed_unstarted']} claimed "
         f"jobs not started yet, {w['run_again']} ran again",
-        f"  all killed executions   p50 {every['p50']}s, p99 {every['p99']}s, max {every['max']}s; "
-        f"{w['chains']} chains (a later holder killed or paused too): max {w['chain_waits']['max']}s",
-        f"  {', '.join(w['limited_types'])} (global limit)  p50 {w['limited']['p50']}s, p99 {w['limited']['p99']}s, "
-        f"max {w['limited']['max']}s ({w['limited']['n']} waits; not held to the bound: claimed within their limit)",
-        f"  kill to next claim      p50 {w['recovery']['p50']}s, p99 {w['recovery']['p99']}s, "
-        f"max {w['recovery']['max']}s (chains included)",
+        f"  all killed jobs         p50 {_s(every['p50'])}, p99 {_s(every['p99'])}, max {_s(every['max'])}; "
+        f"{w['chains']} chains (a later holder killed or paused too), max {_s(w['chain_waits']['max'])}",
+        f"  global-limit types      p50 {_s(lim['p50'])}, p99 {_s(lim['p99'])}, max {_s(lim['max'])} "
+        f"({lim['n']} jobs of {', '.join(w['limited_types'])}; not held to the bound: claimed within their limit)",
+        f"  kill to next claim      p50 {_s(w['recovery']['p50'])}, p99 {_s(w['recovery']['p99'])}, "
+        f"max {_s(w['recovery']['max'])} (chains included)",
         "  where the time went     "
-        + ", ".join(f"{name} p50 {v['p50']}s max {v['max']}s" for name, v in w["steps"].items()),
+        + ", ".join(f"{name} p50 {_s(v['p50'])} max {_s(v['max'])}" for name, v in w["steps"].items()),
         f"backlog at the kills      {_backlog_range(w['backlog_at_kills'])} runnable jobs waiting",
         f"outcomes                  {summary['outcomes']}",
         f"verdict                   {'PASSED' if summary['passed'] else 'FAILED'}",
