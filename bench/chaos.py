@@ -174,6 +174,9 @@ CREATE TABLE IF NOT EXISTS chaos_attempt_ends (
 );
 """
 
+# seconds a daemon works before it may be killed: its first claims (with nothing measured yet
+# it claims no more than its free slots, and so takes the jobs of global limits) are done
+FIRST_CLAIMS = 1.0
 # log events of the daemons that the summary counts
 REFUSED_EVENT = "outcome discarded: the job's lease was lost before it was written"
 LEASE_LOST_EVENT = "lease lost: job was taken back, cancelling its handler"
@@ -215,14 +218,21 @@ class DaemonProcess:
     started_at: datetime
     killed_at: datetime | None = None
     paused_until: float = 0.0  # monotonic; not killed while paused or just resumed
-    started: bool = False  # it logged "daemon started": it may hold jobs
+    started: float | None = None  # monotonic time the run first saw its "daemon started"
 
     def has_started(self) -> bool:
         """Whether it logged "daemon started" (looked up in its log until it has)."""
-        if not self.started:
+        if self.started is None:
             with contextlib.suppress(FileNotFoundError):
-                self.started = b'"daemon started"' in self.log_path.read_bytes()
-        return self.started
+                if b'"daemon started"' in self.log_path.read_bytes():
+                    self.started = time.monotonic()
+        return self.started is not None
+
+    def working_for(self) -> float:
+        """Seconds since it was seen started (0 before)."""
+        if not self.has_started() or self.started is None:
+            return 0.0
+        return time.monotonic() - self.started
 
 
 @dataclass
@@ -230,7 +240,7 @@ class ChaosLog:
     """What the run did, as it did it."""
 
     kills: int = 0
-    # kills put off because fewer than two daemons were working (replacements still starting)
+    # kills put off because no daemon had worked FIRST_CLAIMS yet, or none would have remained
     kills_deferred: int = 0
     pauses: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -616,18 +626,21 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                 chaos.restarts.append(await restart_postgres(restart_command, db_url))
             if t >= next_kill:
                 next_kill += config.kill_every
-                # only a daemon that has started can hold jobs: killing one still importing
-                # Python (seconds on a loaded machine) would only thin the fleet. And a kill
-                # leaves at least one working daemon: the wait after a death is bounded by a
-                # replica's rescuer, which a fleet of starting processes does not run yet (when
-                # replacements start slower than the kills come, the kill waits)
-                candidates = [d for d in fleet.alive if d.paused_until < time.monotonic() and d.has_started()]
+                # only a daemon that has worked for a moment holds jobs: killing one still
+                # importing Python (seconds on a loaded machine) would only thin the fleet, and
+                # killing each replacement the moment it starts would single out its first claim.
+                # And a kill leaves at least one working daemon: the wait after a death is
+                # bounded by a replica's rescuer, which a fleet of starting processes does not
+                # run yet (when replacements start slower than the kills come, the kill waits)
+                candidates = [
+                    d for d in fleet.alive if d.paused_until < time.monotonic() and d.working_for() >= FIRST_CLAIMS
+                ]
                 working = [d for d in fleet.alive if d is not paused and d.has_started()]
-                if len(working) < 2:
+                if len(working) < 2 or not candidates:
                     chaos.kills_deferred += 0 if kill_deferred else 1
                     kill_deferred = True
                     next_kill = t + 0.25
-                elif candidates:
+                else:
                     kill_deferred = False
                     chaos.backlog_at_kills.append(await sampler.backlog())
                     fleet.kill(rng.choice(candidates))
@@ -1006,7 +1019,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     lines = [
         f"jobs                      {summary['jobs']:,} ({summary['config']['daemons']} daemons, "
         f"{r['daemons_started']} started in all)",
-        f"kills (SIGKILL)           {c['kills']} (deferred {c['kills_deferred']}× for a working daemon to remain)",
+        f"kills (SIGKILL)           {c['kills']} ({c['kills_deferred']} put off: no daemon had worked "
+        f"{FIRST_CLAIMS:g}s, or none would remain)",
         f"pauses (SIGSTOP)          {pauses}",
         f"PostgreSQL restarts       {len(c['postgres_restarts'])} ({restarts})",
         f"connection cuts           {c['connection_cuts']} (backends terminated: {c['backends_terminated']})",
