@@ -177,6 +177,8 @@ CREATE TABLE IF NOT EXISTS chaos_attempt_ends (
 # seconds a daemon works before it may be killed: its first claims (with nothing measured yet
 # it claims no more than its free slots, and so takes the jobs of global limits) are done
 FIRST_CLAIMS = 1.0
+# most seconds the first daemons may take to start before the chaos window opens regardless
+FLEET_START_TIMEOUT = 60.0
 # log events of the daemons that the summary counts
 REFUSED_EVENT = "outcome discarded: the job's lease was lost before it was written"
 LEASE_LOST_EVENT = "lease lost: job was taken back, cancelling its handler"
@@ -601,6 +603,15 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
     try:
         for _ in range(config.daemons):
             fleet.start()
+        # the window opens once the fleet works: on a loaded machine a daemon takes seconds to
+        # import, and a kill or a pause before then hits a process that holds nothing
+        spawned = time.monotonic()
+        # (polled: their logs are the only sign, written by other processes)
+        while not all(d.has_started() for d in fleet.alive):
+            if time.monotonic() - spawned > FLEET_START_TIMEOUT:
+                break
+            await asyncio.sleep(0.1)
+        fleet_start_seconds = time.monotonic() - spawned
         started = time.monotonic()
         window_end = started + window
         while time.monotonic() < window_end:
@@ -693,6 +704,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
     summary = await verify(db_url, config, chaos, logs)
     summary["run"] = {
         "enqueue_seconds": round(enqueue_seconds, 2),
+        "fleet_start_seconds": round(fleet_start_seconds, 2),
         "chaos_window_seconds": window,
         "time_to_drain_seconds": None if drained_at is None else round(drained_at - window_closed, 2),
         "wall_seconds_until_drained": None if drained_at is None else round(drained_at - started, 2),
@@ -1034,7 +1046,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"limit max_running=3       max overlap {summary['limited_max_overlap']} "
         f"(without pause clipping {summary['limited_max_overlap_unclipped']})",
         f"time to drain             {r['time_to_drain_seconds']}s after the {r['chaos_window_seconds']}s chaos window "
-        f"({r['wall_seconds_until_drained']}s in all)",
+        f"({r['wall_seconds_until_drained']}s in all; the fleet took {r['fleet_start_seconds']}s to start)",
         f"wait after worker died    p50 {_s(one['p50'])}, p99 {_s(one['p99'])}, max {_s(one['max'])} from the kill "
         f"to the next start, one worker death ({one['n']} jobs; bound: lease + 2 × rescue interval = "
         f"{w['bound_seconds']}s); {w['killed_executions']} executions killed and {w['killed_unstarted']} claimed "
