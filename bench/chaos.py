@@ -12,6 +12,9 @@ GlobalLimits(max_running=3)) and runs D daemon processes
 - SIGKILLs a random daemon (one that has started: it may hold jobs) every few seconds and starts
   a new one;
 - SIGSTOPs one daemon for longer than its lease, then SIGCONTs it;
+- never leaves the fleet without a working daemon: a kill or the pause waits while it would (the
+  bound on the wait after a death needs a replica's rescuer; replacements take seconds to start
+  on a loaded machine);
 - restarts PostgreSQL once (`pg_ctlcluster … restart`), only when the server is the local cluster
   on 127.0.0.1:5432 whose data directory the server itself reports (never another server);
 - cuts every connection of the daemons (`pg_terminate_backend`) a few times.
@@ -616,8 +619,10 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
         window_end = started + window
         while time.monotonic() < window_end:
             t = time.monotonic() - started
-            if paused is None and pause_at is not None and t >= pause_at:
-                paused = rng.choice(fleet.alive)
+            # like a kill, the pause leaves at least one working daemon (it waits for one)
+            pausable = [d for d in fleet.alive if d.has_started()]
+            if paused is None and pause_at is not None and t >= pause_at and len(pausable) >= 2:
+                paused = rng.choice(pausable)
                 pause_began = time.monotonic()
                 paused.paused_until = float("inf")
                 chaos.pauses.append({"worker": paused.worker, "paused_at": now()})
