@@ -15,10 +15,11 @@ tables give the steps of its recovery:
   (`chaos_daemons`, `chaos_pauses`).
 
 The bound the issue sets (lease + 2 × rescue interval) is about one worker death: the lease runs
-out, a rescuer sees it, the next claim takes the job first. A job whose next holder then dies or
-is paused before it starts the job suffers a second, independent failure and must wait for that
-holder's lease too; its wait is reported on its own (a *chain*) and not held to the one-death
-bound. The daemon's part of a chain is still checked: the first failure's recovery (the kill to
+out, a rescuer sees it, the next claim takes the job first. A job whose next holder then dies, is
+paused, or fails the attempt (its handler raised: a connection cut broke it) before the job
+starts again suffers a second, independent failure and waits for that holder's lease, or as a
+retry behind the backlog; its wait is reported on its own (a *chain*) and not held to the
+one-death bound. The daemon's part of a chain is still checked: the first failure's recovery (the kill to
 the next claim) must fit the bound like any other.
 """
 
@@ -144,10 +145,10 @@ class Failures:
         """How `worker` failed between start and end (end None: open), if it did."""
         killed = self.kills.get(worker)
         if killed is not None and killed >= start and (end is None or killed <= end):
-            return f"killed at {_clock(killed)}"
+            return f"killed at {_clock(killed)} while it held the job"
         for paused_worker, paused_at, resumed_at in self.pauses:
             if paused_worker == worker and (end is None or paused_at < end) and resumed_at > start:
-                return f"paused {_clock(paused_at)} to {_clock(resumed_at)}"
+                return f"paused {_clock(paused_at)} to {_clock(resumed_at)} while it held the job"
         return None
 
 
@@ -175,6 +176,10 @@ def account(
         ran_it = i == len(after) - 1 and next_start is not None and claim.worker == row["next_worker"]
         end = next_start if ran_it else claim.ended_at
         failed = failures.during(claim.worker, claim.at, end)
+        if failed is None and not ran_it and claim.ended_as not in ("rescue", "release"):
+            # its attempt failed (the handler raised, e.g. its connection was cut): the job
+            # went back as a retry, behind the backlog, as any failed attempt does
+            failed = f"failed its attempt ({claim.ended_as} at {_clock(claim.ended_at) if claim.ended_at else '?'})"
         holders.append(
             {
                 "worker": claim.worker,
@@ -198,7 +203,7 @@ def account(
     bound = lease + 2 * rescue_interval
     causes: list[str] = []
     if second_failure:
-        causes.append("second failure: a later holder " + "; ".join(second_failure) + " while it held the job")
+        causes.append("second failure: a later holder " + "; ".join(second_failure))
     if rescued_at is None:
         causes.append("no rescue of the killed attempt recorded")
     elif row["left_as"] != "rescue":
@@ -215,6 +220,8 @@ def account(
         causes.append(f"first claimed {c:.2f}s after the rescue")
     if s is not None and s > rescue_interval:
         causes.append(f"started {s:.2f}s after its last claim (waited in the holder for a slot or a connection)")
+    if wait is not None and wait > bound and not causes:
+        causes.append("no step over its share: the steps add up")
     return {
         "job_id": row["job_id"],
         "attempt": row["attempt"],

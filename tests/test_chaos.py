@@ -116,6 +116,15 @@ def test_a_job_whose_next_holder_is_killed_too_is_a_chain_not_one_death() -> Non
     assert account_["causes"][0].startswith("second failure: a later holder chaos-2 killed")
 
 
+def test_a_later_attempt_that_fails_is_a_second_failure() -> None:
+    # the rescued job's next attempt failed (a connection cut broke its handler) and went back
+    # as a retry, behind the backlog
+    claims = [Claim("chaos-2", at(5.5), "retry", at(5.9)), Claim("chaos-3", at(24.0), None, None)]
+    account_ = account(killed_row(24.1, "chaos-3"), claims, Failures({"chaos-1": T0}, []), 5.0, 0.5)
+    assert account_["chain"]
+    assert account_["causes"][0] == "second failure: a later holder chaos-2 failed its attempt (retry at 09:11:42.900)"
+
+
 def test_a_holder_paused_while_it_holds_the_job_is_a_second_failure() -> None:
     claims = [Claim("chaos-2", at(5.5), "rescue", at(16.0)), Claim("chaos-3", at(16.1), None, None)]
     failures = Failures({"chaos-1": T0}, [("chaos-2", at(7.0), at(15.0))])
