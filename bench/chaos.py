@@ -1056,6 +1056,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"to the next start, one worker death ({one['n']} jobs; bound: lease + 2 × rescue interval = "
         f"{w['bound_seconds']}s); {w['killed_executions']} executions killed and {w['killed_unstarted']} claimed "
         f"jobs not started yet, {w['run_again']} ran again",
+        f"  per kill (its longest)  p50 {_s(w['single_failure_per_kill']['p50'])}, "
+        f"max {_s(w['single_failure_per_kill']['max'])} over {w['single_failure_per_kill']['n']} kills (the jobs of a "
+        "kill share its lease expiry and rescue)",
         f"  all killed jobs         p50 {_s(every['p50'])}, p99 {_s(every['p99'])}, max {_s(every['max'])}; "
         f"{w['chains']} chains (a later holder killed or paused too), max {_s(w['chain_waits']['max'])}",
         f"  global-limit types      p50 {_s(lim['p50'])}, p99 {_s(lim['p99'])}, max {_s(lim['max'])} "

@@ -271,6 +271,10 @@ async def after_worker_death(
     single = [a["wait_seconds"] for a in one_death]
     unstarted = [a["wait_seconds"] for a in one_death if not a["started"]]
     limited = [a["wait_seconds"] for a in waited if not a["chain"] and a["job_type"] in limited_types]
+    # the jobs of one kill share its lease expiry and rescue: the kills are the independent samples
+    worst_of_kill: dict[str, float] = {}
+    for a in one_death:
+        worst_of_kill[a["killed_worker"]] = max(worst_of_kill.get(a["killed_worker"], 0.0), a["wait_seconds"])
     chains = [a for a in waited if a["chain"]]
     steps: dict[str, list[float]] = defaultdict(list)
     for a in one_death:
@@ -291,6 +295,8 @@ async def after_worker_death(
         # the measure: one worker death, the job's next holder did not fail too
         "single_failure": _stats(single),
         "single_failure_unstarted": _stats(unstarted),
+        # per kill, the longest one-death wait of its jobs
+        "single_failure_per_kill": _stats(list(worst_of_kill.values())),
         # jobs of globally limited types, one worker death: their claim waits for the limit too
         "limited_types": sorted(limited_types),
         "limited": _stats(limited),
