@@ -12,9 +12,9 @@ GlobalLimits(max_running=3)) and runs D daemon processes
 - SIGKILLs a random daemon (one that has started: it may hold jobs) every few seconds and starts
   a new one;
 - SIGSTOPs one daemon for longer than its lease, then SIGCONTs it;
-- never leaves the fleet without a working daemon: a kill or the pause waits while it would (the
-  bound on the wait after a death needs a replica's rescuer; replacements take seconds to start
-  on a loaded machine);
+- never leaves the fleet with fewer than `--keep-working` (default 1) working daemons: a kill or
+  the pause waits while it would (the bound on the wait after a death needs a replica's rescuer
+  when the lease runs out; replacements take seconds to start on a loaded machine);
 - restarts PostgreSQL once (`pg_ctlcluster … restart`), only when the server is the local cluster
   on 127.0.0.1:5432 whose data directory the server itself reports (never another server);
 - cuts every connection of the daemons (`pg_terminate_backend`) a few times.
@@ -201,6 +201,8 @@ class ChaosConfig:
     # the window in which damage is done; delayed jobs are spread over it
     chaos_seconds: float = 60.0
     kill_every: float = 4.0
+    # a kill or the pause leaves at least this many working daemons (it waits while it would not)
+    keep_working: int = 1
     # jobs get priorities -5, -4, … (this many levels). With one level a killed job's wait shows
     # where it went back in the queue: behind the whole backlog, or in its old place
     priority_levels: int = 16
@@ -245,7 +247,7 @@ class ChaosLog:
     """What the run did, as it did it."""
 
     kills: int = 0
-    # kills put off because no daemon had worked FIRST_CLAIMS yet, or none would have remained
+    # kills put off because no daemon had worked FIRST_CLAIMS yet, or too few would have remained
     kills_deferred: int = 0
     pauses: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -621,7 +623,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
             t = time.monotonic() - started
             # like a kill, the pause leaves at least one working daemon (it waits for one)
             pausable = [d for d in fleet.alive if d.has_started()]
-            if paused is None and pause_at is not None and t >= pause_at and len(pausable) >= 2:
+            if paused is None and pause_at is not None and t >= pause_at and len(pausable) > config.keep_working:
                 paused = rng.choice(pausable)
                 pause_began = time.monotonic()
                 paused.paused_until = float("inf")
@@ -652,7 +654,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                     d for d in fleet.alive if d.paused_until < time.monotonic() and d.working_for() >= FIRST_CLAIMS
                 ]
                 working = [d for d in fleet.alive if d is not paused and d.has_started()]
-                if len(working) < 2 or not candidates:
+                if len(working) <= config.keep_working or not candidates:
                     chaos.kills_deferred += 0 if kill_deferred else 1
                     kill_deferred = True
                     next_kill = t + 0.25
@@ -1037,7 +1039,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"jobs                      {summary['jobs']:,} ({summary['config']['daemons']} daemons, "
         f"{r['daemons_started']} started in all)",
         f"kills (SIGKILL)           {c['kills']} ({c['kills_deferred']} put off: no daemon had worked "
-        f"{FIRST_CLAIMS:g}s, or none would remain)",
+        f"{FIRST_CLAIMS:g}s, or fewer than {summary['config']['keep_working']} would remain working)",
         f"pauses (SIGSTOP)          {pauses}",
         f"PostgreSQL restarts       {len(c['postgres_restarts'])} ({restarts})",
         f"connection cuts           {c['connection_cuts']} (backends terminated: {c['backends_terminated']})",
@@ -1091,6 +1093,7 @@ async def main_async(args: argparse.Namespace) -> int:
         lease_seconds=args.lease,
         chaos_seconds=args.window,
         kill_every=args.kill_every,
+        keep_working=args.keep_working,
         rescue_interval=args.rescue_interval,
         priority_levels=args.priorities,
         restart_postgres=not args.no_restart,
@@ -1117,6 +1120,12 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=5.0, help="JOBRUNNER_LEASE_SECONDS of the daemons")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of chaos")
     parser.add_argument("--kill-every", type=float, default=4.0)
+    parser.add_argument(
+        "--keep-working",
+        type=int,
+        default=1,
+        help="a kill or the pause leaves at least this many working daemons (it waits while it would not)",
+    )
     parser.add_argument("--rescue-interval", type=float, default=0.5, help="JOBRUNNER_RESCUE_INTERVAL of the daemons")
     parser.add_argument(
         "--priorities", type=int, default=16, help="priority levels of the jobs (1: every job waits in one line)"
