@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bench.chaos import LIMITED_MAX_RUNNING, ChaosConfig, print_summary, run_chaos
 from bench.chaos_recovery import Claim, Failures, account, percentile
 

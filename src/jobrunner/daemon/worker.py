@@ -73,7 +73,7 @@ class DaemonStats:
 
 class _Waiting(NamedTuple):
     job: Job
-    since: float  # event-loop time it was claimed
+    since: float  # event-loop time its claim was sent (its lease started no earlier)
 
 
 # a job's task is named after it (the deadline of a timed-out handler finds it by name)
@@ -154,6 +154,9 @@ class Daemon:
         self._limited_queues = [q for q in settings.queues if q in settings.queue_limits]
         # the fetch loop's last turn: a watchdog beat only while it keeps turning
         self._last_fetch_turn = 0.0
+        # event-loop time the last heartbeat that succeeded was sent: every lease it renewed
+        # runs at least until then + lease_seconds
+        self._leases_renewed_at = 0.0
         self._wakeups = WakeupSpacing(settings.notify_min_interval)
         self._cancel_requests: CancelRequests | None = None
         # handlers that did not stop when cancelled, still running after their jobs were settled:
@@ -434,8 +437,12 @@ class Daemon:
                 failures = 0
             self._wakeups.claimed(bool(jobs), notified, now)
             notified = False
+            lapsed = bool(jobs) and self._lease_lapsed(now)
             for job in jobs:
-                self._hold(job)
+                self._hold(job, now, start=not lapsed)
+            if lapsed:
+                self._give_back_lapsed(jobs)
+                continue
             if len(jobs) == limit or self._store.filled_byte_budget(jobs):
                 continue  # there may be more right away
             if self.burst and not jobs and not self._held:
@@ -540,17 +547,38 @@ class Daemon:
         except TRANSIENT_ERRORS:
             return 0.0  # ask again after the next poll
 
-    def _hold(self, job: Job) -> None:
+    def _hold(self, job: Job, claimed_at: float, *, start: bool = True) -> None:
         """A job just claimed: run it if a slot is free, else keep it waiting for one (and when
-        stopping, keep it for the drain to hand back)."""
+        stopping, keep it for the drain to hand back). With start=False only recorded as held."""
         self.stats.claimed += 1
         self.metrics.job_claimed(job.job_type, job.queue, job.waited_seconds)
         self._held[job.id] = job
+        if not start:
+            return
         if len(self._running) < self.settings.concurrency and not self._stopping.is_set():
             self._start(job)
         else:
-            assert self._loop is not None
-            self._waiting[job.id] = _Waiting(job, self._loop.time())
+            self._waiting[job.id] = _Waiting(job, claimed_at)
+
+    def _lease_lapsed(self, claimed_at: float) -> bool:
+        """Whether a lease that started no earlier than `claimed_at` (and was last renewed by
+        the heartbeat sent at `_leases_renewed_at`) may have run out: a claim or a process held
+        up for longer than the lease. Another replica may have rescued and started the job."""
+        assert self._loop is not None
+        started = max(claimed_at, self._leases_renewed_at)
+        return self._loop.time() - started >= self.settings.lease_seconds
+
+    def _give_back_lapsed(self, jobs: Sequence[Job]) -> None:
+        """Hand back jobs whose lease may have run out instead of running them: the write is
+        fenced on the attempt, so it is discarded if the job was rescued meanwhile."""
+        assert self._completer is not None
+        self.log.warning(
+            "claimed jobs handed back unstarted: their lease may have run out before they could start",
+            jobs=len(jobs),
+            lease_seconds=self.settings.lease_seconds,
+        )
+        for job in jobs:
+            self._completer.submit(JobExecutor.released(job))
 
     def _start(self, job: Job) -> None:
         assert self._loop is not None
@@ -560,8 +588,11 @@ class Daemon:
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._running) < self.settings.concurrency and not self._stopping.is_set():
-            job_id = next(iter(self._waiting))
-            self._start(self._waiting.pop(job_id).job)
+            waiting = self._waiting.pop(next(iter(self._waiting)))
+            if self._lease_lapsed(waiting.since):
+                self._give_back_lapsed([waiting.job])
+                continue
+            self._start(waiting.job)
 
     async def _execute(self, running: _Running) -> None:
         assert self._executor is not None
@@ -731,6 +762,7 @@ class Daemon:
             held = {job_id: job.attempt for job_id, job in self._held.items()}
             if not held:
                 continue
+            sent = asyncio.get_running_loop().time()
             try:
                 still_ours = await self._store.extend_leases(held, self.settings.lease_seconds)
             except Exception as exc:
@@ -738,6 +770,7 @@ class Daemon:
                 # one missed beat is fine: the interval is at most half the lease
                 self.log.warning("heartbeat failed, will retry", error=repr(exc), jobs=len(held))
                 continue
+            self._leases_renewed_at = sent
             for job_id in held.keys() - still_ours:
                 waiting = self._waiting.get(job_id)
                 if waiting is not None and waiting.job.attempt == held[job_id]:
