@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from jobrunner.dsn import InvalidDatabaseUrl, parse_database_url, redact
-from tests.support import jobrunner_process
+from tests.support import jobrunner_process, url_with_query
 
 LEFT = "Left7Secret"
 RIGHT = "Right9Secret"
@@ -92,7 +92,8 @@ async def test_no_password_form_leaks_from_a_daemon_that_cannot_connect(dead_por
 
 
 def test_daemon_started_line_has_no_password_parameter(db_url: str) -> None:
-    url = f"{db_url}?password={LEFT}{RIGHT}"  # trust auth: the password is sent and ignored
+    # trust auth: the password is sent and ignored; the URL may already have a query (a socket host)
+    url = url_with_query(db_url, f"password={LEFT}{RIGHT}")
     proc = jobrunner_process(url, "run", "--burst", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     output = (out + err).decode(errors="replace")
