@@ -51,6 +51,7 @@ from jobrunner.migrate import migrate
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.sql_files import Queries
+from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES
 
 BENCH_DB = "jobrunner_bench"
 _pickups: dict[int, float] = {}
@@ -230,7 +231,7 @@ async def claim_cost(conn: asyncpg.Connection, batch: int = CLAIM_PROBE_BATCH) -
         await transaction.start()
         try:
             started = time.perf_counter()
-            rows = await conn.fetch(query, ["default"], "claim-probe", batch, 60.0, [])
+            rows = await conn.fetch(query, ["default"], "claim-probe", batch, 60.0, [], DEFAULT_CLAIM_MAX_BYTES)
             elapsed = time.perf_counter() - started
         finally:
             await transaction.rollback()
