@@ -247,7 +247,8 @@ class ChaosLog:
     """What the run did, as it did it."""
 
     kills: int = 0
-    # kills put off because no daemon had worked FIRST_CLAIMS yet, or too few would have remained
+    # kills put off because no daemon had worked FIRST_CLAIMS yet, too few would have remained,
+    # or (for half a kill interval) none held a job
     kills_deferred: int = 0
     pauses: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
@@ -525,6 +526,14 @@ class Sampler:
             self._conn = None
             return None
 
+    async def holders(self) -> set[str]:
+        """The workers holding a running job now (none when the sample failed)."""
+        row = await self.fetchrow(
+            "SELECT coalesce(array_agg(DISTINCT worker_id), '{}') AS workers"
+            " FROM background_jobs WHERE status = 'running' AND worker_id IS NOT NULL"
+        )
+        return set() if row is None else set(row["workers"])
+
     async def progress(self) -> asyncpg.Record | None:
         return await self.fetchrow(
             """
@@ -603,6 +612,7 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
     restart_at = 0.45 * window if restart_command is not None else None
     next_kill = config.kill_every
     kill_deferred = False
+    kill_due = 0.0  # when the kill now waiting fell due
     paused: DaemonProcess | None = None
     pause_began = 0.0
     try:
@@ -643,6 +653,8 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                 restart_at = None
                 chaos.restarts.append(await restart_postgres(restart_command, db_url))
             if t >= next_kill:
+                if not kill_deferred:
+                    kill_due = t
                 next_kill += config.kill_every
                 # only a daemon that has worked for a moment holds jobs: killing one still
                 # importing Python (seconds on a loaded machine) would only thin the fleet, and
@@ -654,6 +666,16 @@ async def run_chaos(config: ChaosConfig, db_url: str, log_dir: Path) -> dict[str
                     d for d in fleet.alive if d.paused_until < time.monotonic() and d.working_for() >= FIRST_CLAIMS
                 ]
                 working = [d for d in fleet.alive if d is not paused and d.has_started()]
+                # a kill lands on a daemon holding jobs when one does: at the tail of a small
+                # run most daemons hold nothing, and killing one tests nothing. It waits up to
+                # half a kill interval for one before it kills a random candidate
+                if candidates and len(working) > config.keep_working:
+                    holders = await sampler.holders()
+                    holding = [d for d in candidates if d.worker in holders]
+                    if holding:
+                        candidates = holding
+                    elif t < kill_due + config.kill_every / 2:
+                        candidates = []
                 if len(working) <= config.keep_working or not candidates:
                     chaos.kills_deferred += 0 if kill_deferred else 1
                     kill_deferred = True
@@ -1039,7 +1061,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"jobs                      {summary['jobs']:,} ({summary['config']['daemons']} daemons, "
         f"{r['daemons_started']} started in all)",
         f"kills (SIGKILL)           {c['kills']} ({c['kills_deferred']} put off: no daemon had worked "
-        f"{FIRST_CLAIMS:g}s, or fewer than {summary['config']['keep_working']} would remain working)",
+        f"{FIRST_CLAIMS:g}s, or fewer than {summary['config']['keep_working']} would remain working, "
+        "or none held a job yet)",
         f"pauses (SIGSTOP)          {pauses}",
         f"PostgreSQL restarts       {len(c['postgres_restarts'])} ({restarts})",
         f"connection cuts           {c['connection_cuts']} (backends terminated: {c['backends_terminated']})",
