@@ -50,8 +50,7 @@ from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.sql_files import Queries
-from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES
+from jobrunner.store import JobStore
 
 BENCH_DB = "jobrunner_bench"
 _pickups: dict[int, float] = {}
@@ -224,14 +223,14 @@ async def claim_cost(conn: asyncpg.Connection, batch: int = CLAIM_PROBE_BATCH) -
     stands: its own statement, each in a transaction that is rolled back, so nothing is claimed
     and no commit is timed (the probes re-claim the same jobs; their aborted row versions are a
     few thousand beside the table's rows)."""
-    query = Queries("public").claim_batch
+    store = JobStore(conn, "public")
     times: list[float] = []
     for probe in range(CLAIM_PROBES + 1):
         transaction = conn.transaction()
         await transaction.start()
         try:
             started = time.perf_counter()
-            rows = await conn.fetch(query, ["default"], "claim-probe", batch, 60.0, [], DEFAULT_CLAIM_MAX_BYTES)
+            rows = await store.claim_batch(["default"], "claim-probe", batch, 60.0)
             elapsed = time.perf_counter() - started
         finally:
             await transaction.rollback()
