@@ -216,7 +216,7 @@ def build_systems(keys: list[str]) -> tuple[list[System], list[str]]:
             systems.append(
                 jobrunner_system(
                     "app",
-                    "jobrunner + app",
+                    "with app",
                     _app_registry,
                     plugin_schedules=True,
                     description=f"Daemon with every installed plugin ({', '.join(plugins)}) and its schedules; "
@@ -227,7 +227,7 @@ def build_systems(keys: list[str]) -> tuple[list[System], list[str]]:
             systems.append(
                 jobrunner_system(
                     "limits",
-                    f"+ {LIMITED_TYPES} limits",
+                    f"{LIMITED_TYPES} limits",
                     lambda: _bench_registry(*limited_handlers()),
                     plugin_schedules=False,
                     description=f"Daemon with the bench's handlers and {LIMITED_TYPES} limited job types "
@@ -479,58 +479,65 @@ def best_peer(peers: dict[str, dict[str, Any]], row: _Row) -> tuple[str, float] 
     return (min if row.lower_is_better else max)(found, key=lambda item: item[1])
 
 
+LABEL_WIDTH = 31
+VALUE_WIDTH = 12
+PEER_WIDTH = 26
+RATIO_WIDTH = 17
+
+
 def print_side_by_side(report: dict[str, Any], peers: dict[str, dict[str, Any]] | None = None) -> None:
     """The table: each system's figure, the best peer's (when `peers`, bench.compare's summaries,
-    are given), then each ÷ the bare loop."""
+    are given), then each ÷ the bare loop; then 0 vs 10 declared limited types."""
     p = report["parameters"]
     load = report["load_average"]
     print(
         f"\nside by side: {p['jobs']:,} no-op jobs per drain, one worker in this process ({p['event_loop']}), "
-        f"{p['rounds']} rounds of every system back to back; pick-up: one job every 10 ms, "
+        f"rounds: {p['rounds']}, each runs every system back to back; pick-up: one job every 10 ms, "
         f"{p['pickup_samples_per_round']} per round; load average {' '.join(map(str, load['before']))} before, "
         f"{' '.join(map(str, load['after']))} after"
     )
     systems = report["systems"]
     summary = report["summary"]
+    peers = peers or {}
     keys = [k for k in systems if k != "limits"]
-    width = 16
-    peer_names = peers or {}
-    header = f"{'':<31}" + "".join(f"{systems[k]['label']:>{width}}" for k in keys)
-    if peer_names:
-        header += f"{'best peer':>{width + 14}}"
     ratio_keys = [k for k in keys if k != "bare"] if "bare" in systems else []
-    header += "".join(f"{systems[k]['label'] + ' ÷ bare':>{width + 8}}" for k in ratio_keys)
-    if peer_names and "bare" in systems:
-        header += f"{'peer ÷ bare':>{width}}"
+    header = f"{'':<{LABEL_WIDTH}}" + "".join(f"{systems[k]['label']:>{VALUE_WIDTH}}" for k in keys)
+    if peers:
+        header += f"{'best peer':>{PEER_WIDTH}}"
+    header += "".join(f"{systems[k]['label'] + ' ÷ bare':>{RATIO_WIDTH}}" for k in ratio_keys)
+    if peers and ratio_keys:
+        header += f"{'peer ÷ bare':>{RATIO_WIDTH}}"
     print(header)
     print("-" * len(header))
     for row in _rows(p["concurrency"]):
         values: dict[str, float | None] = {k: row.value(summary[k]) for k in keys}
-        line = f"{row.label:<31}" + "".join(_cell(values[k], width) for k in keys)
-        best = best_peer(peer_names, row) if peer_names else None
-        if peer_names:
-            line += f"{'-':>{width + 14}}" if best is None else f"{f'{best[1]:,} ({best[0]})':>{width + 14}}"
-        line += "".join(_ratio(report, row, k, "bare", values, width + 8) for k in ratio_keys)
-        if peer_names and "bare" in systems:
-            theirs = values.get("bare")
-            line += f"{'-':>{width}}" if best is None or not theirs else f"{best[1] / theirs:>{width}.2f}"
+        line = f"{row.label:<{LABEL_WIDTH}}" + "".join(_cell(values[k], VALUE_WIDTH) for k in keys)
+        best = best_peer(peers, row)
+        if peers:
+            line += f"{'-':>{PEER_WIDTH}}" if best is None else f"{f'{best[1]:,} ({best[0]})':>{PEER_WIDTH}}"
+        line += "".join(_ratio(report, row, k, "bare", values, RATIO_WIDTH) for k in ratio_keys)
+        if peers and ratio_keys:
+            bare = values.get("bare")
+            line += f"{'-':>{RATIO_WIDTH}}" if best is None or not bare else f"{best[1] / bare:>{RATIO_WIDTH}.2f}"
         print(line)
     print(
-        "(÷ bare: for drains and CPU the median of each round's ratio; for pick-up the pooled percentiles' ratio. "
-        "Throughput: above 1 is faster than the bare loop; CPU and ms: below 1 is less)"
+        "(÷ bare: drains and CPU, the median of each round's ratio; pick-up, the ratio of the percentiles of all "
+        "rounds' samples. Above 1 is more jobs/s, more CPU, more ms than the bare loop)"
     )
-    if peer_names:
+    if peers:
         print("(best peer: from the peers' own runs in this command, after jobrunner's: its ratio is not paired)")
     if "limits" in systems and "jobrunner" in systems:
-        print(f"\nlimited job types declared with no job waiting (jobrunner, no plugin): 0 vs {LIMITED_TYPES}")
-        print(f"{'':<31}{'0 types':>{width}}{f'{LIMITED_TYPES} types':>{width}}{f'{LIMITED_TYPES} ÷ 0':>{width}}")
+        print(f"\nlimited job types declared, no job of them waiting (jobrunner, no plugin): 0 vs {LIMITED_TYPES}")
+        print(
+            f"{'':<{LABEL_WIDTH}}{'0 types':>{VALUE_WIDTH}}{f'{LIMITED_TYPES} types':>{VALUE_WIDTH}}"
+            f"{f'{LIMITED_TYPES} ÷ 0':>{RATIO_WIDTH}}"
+        )
         for row in _rows(p["concurrency"]):
-            if row.paired is not None and row.paired[0] == "cpu_us_per_job":
-                continue
             values = {k: row.value(summary[k]) for k in ("jobrunner", "limits")}
+            ratio = _ratio(report, row, "limits", "jobrunner", values, RATIO_WIDTH)
             print(
-                f"{row.label:<31}{_cell(values['jobrunner'], width)}{_cell(values['limits'], width)}"
-                f"{_ratio(report, row, 'limits', 'jobrunner', values, width)}"
+                f"{row.label:<{LABEL_WIDTH}}{_cell(values['jobrunner'], VALUE_WIDTH)}"
+                f"{_cell(values['limits'], VALUE_WIDTH)}{ratio}"
             )
     for system in systems.values():
         print(f"  {system['label']}: {system['description']}")

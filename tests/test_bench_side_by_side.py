@@ -72,6 +72,6 @@ async def test_side_by_side_completes_every_job_of_every_system(
     peer = {"drain_jobs_per_second": {10: 1234}, "cpu_us_per_job": {10: 50.0}, "pickup": {}}
     print_side_by_side(report, {"somepeer": peer})
     table = capsys.readouterr().out
-    assert "bare loop" in table and "jobrunner + app ÷ bare" in table
+    assert "bare loop" in table and "with app ÷ bare" in table
     assert "1,234 (somepeer)" in table
     assert "0 types" in table and "10 ÷ 0" in table
