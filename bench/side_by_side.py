@@ -385,6 +385,10 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# the drains' figures compared run by run: (the run's key, the ratios' key)
+PAIRED_FIGURES = (("jobs_per_second", "jobs_per_second"), ("worker_cpu_us_per_job", "cpu_us_per_job"))
+
+
 def paired_ratios(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each system's drain ÷ another's run in the same round, median over the rounds: against the
     bare loop, and "+ 10 limits" and "+ app" against plain jobrunner."""
@@ -394,26 +398,16 @@ def paired_ratios(raw: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if ours not in raw or theirs not in raw:
             continue
         ratios[f"{ours}/{theirs}"] = {
-            "jobs_per_second": {
+            name: {
                 c: round(
                     statistics.median(
-                        a["jobs_per_second"] / b["jobs_per_second"]
-                        for a, b in zip(runs, raw[theirs]["drain"][c], strict=True)
+                        a[run_key] / b[run_key] for a, b in zip(runs, raw[theirs]["drain"][c], strict=True)
                     ),
                     2,
                 )
                 for c, runs in raw[ours]["drain"].items()
-            },
-            "cpu_us_per_job": {
-                c: round(
-                    statistics.median(
-                        a["worker_cpu_us_per_job"] / b["worker_cpu_us_per_job"]
-                        for a, b in zip(runs, raw[theirs]["drain"][c], strict=True)
-                    ),
-                    2,
-                )
-                for c, runs in raw[ours]["drain"].items()
-            },
+            }
+            for run_key, name in PAIRED_FIGURES
         }
     return ratios
 
