@@ -210,7 +210,7 @@ def build_systems(keys: list[str]) -> tuple[list[System], list[str]]:
         elif key == "app":
             plugins = installed_plugins()
             if not plugins:
-                notes.append("jobrunner + app: no handler plugin is installed (entry points jobrunner.handlers)")
+                notes.append("with app: no handler plugin is installed (entry points jobrunner.handlers)")
                 continue
             registry = _app_registry()
             systems.append(
