@@ -46,7 +46,7 @@ QUEUE_FUNCTIONS = [
     "claim_jobs('me', 30, 1, 1000, ARRAY['default'], 1, true, ARRAY['x'], ARRAY[1], ARRAY[1], ARRAY[NULL::int],"
     " ARRAY[60], ARRAY[NULL::int], ARRAY['ai'], ARRAY[1], ARRAY[NULL::int], ARRAY[60])",
     "claim_part('queue', ARRAY['default'], '{}', NULL, NULL, 1, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
-    " '{}', 1000)",
+    " '{}', 1000, false)",
     "claim_walk_queue('default', '{}', 1)",
     "claim_walk_type('x', ARRAY['default'], 1)",
     "claim_walk_keys('x', ARRAY['default'], 1, 1)",
