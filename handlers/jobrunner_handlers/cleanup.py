@@ -7,13 +7,12 @@
    row naming anything else is logged and kept, with all of its objects;
 2. expired ai_response_cache rows;
 3. api_metrics partitions past metrics_retention_days (and old rows in its default partition);
-4. the next months' partitions of every partitioned table, created ahead of time;
-5. only when archive_retention_days is set: analysis month partitions past it are written to the
+4. only when archive_retention_days is set: analysis month partitions past it are written to the
    archive bucket as gzip JSON lines, downloaded again and compared, and only then detached and
    dropped.
 
 Finished jobs are not its business: the daemon's own pruner removes them after
-JOBRUNNER_RETENTION_SECONDS.
+JOBRUNNER_RETENTION_SECONDS. Nor are partitions: maintain_partitions keeps them.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from jobrunner_handlers.storage import StorageClient
 
 CACHE_BATCH = 5_000
 ARCHIVE_PAGE = 1_000
-MONTHS_AHEAD = 3  # this month and the next two
 
 
 class CleanupPayload(BaseModel):
@@ -163,7 +161,6 @@ async def cleanup_old_data(ctx: JobContext[CleanupPayload]) -> dict[str, Any]:
                     sql("cleanup_old_metrics"), settings.metrics_retention_days, settings.cleanup_batch_size * 100
                 )
                 result["metrics"] = json.loads(metrics)
-                result["partitions_created"] = await ctx.pool.fetchval(sql("create_upcoming_partitions"), MONTHS_AHEAD)
                 result["archived_partitions"] = (
                     await archive_partitions(ctx, storage, settings, settings.archive_retention_days)
                     if settings.archive_retention_days

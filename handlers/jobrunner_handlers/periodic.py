@@ -20,11 +20,13 @@ from jobrunner_handlers.cleanup import purge_cache
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import app_settings
 
-# job type -> cron expression (UTC): hourly; daily at 02:00; Sundays at 03:00
+# job type -> cron expression (UTC): hourly; daily at 02:00; Sundays at 03:00; daily at 00:15
+# (maintain_partitions: jobrunner_handlers.partitions)
 SCHEDULES = {
     "refresh_user_statistics": "0 * * * *",
     "purge_expired_cache": "0 2 * * *",
     "cleanup_old_metrics": "0 3 * * 0",
+    "maintain_partitions": "15 0 * * *",
 }
 
 # Registered through the `jobrunner.schedules` entry point: every replica declares them, the

@@ -93,6 +93,13 @@ class AppSettings(BaseSettings):
     cleanup_batch_size: int = Field(default=100, ge=1, le=1000)
     cleanup_max_batches: int = Field(default=50, ge=1)
 
+    # -- month partitions (maintain_partitions) -------------------------------------------
+    # partitions exist for this month and at least this many after it
+    partition_months_ahead: int = Field(default=3, ge=3, le=36)
+    # a month with more rows than this waiting in a default partition is not moved by the job
+    # (the move holds the default partition's lock): the job fails, saying what to run by hand
+    partition_move_max_rows: int = Field(default=100_000, ge=0)
+
     # -- recommendations ------------------------------------------------------------------
     recommendations_count: int = Field(default=10, ge=1, le=100)
     recommendations_exclude_days: int = Field(default=14, ge=0)

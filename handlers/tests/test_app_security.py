@@ -187,7 +187,9 @@ async def test_the_worker_cannot_aim_partition_functions_at_other_tables(
 
 
 async def test_the_worker_still_keeps_and_archives_partitions(worker: asyncpg.Connection) -> None:
-    created = await worker.fetchval("SELECT create_month_partition('glow_analyses'::regclass, '2031-05-01')")
+    created = await worker.fetchval(
+        "SELECT partition_name FROM create_month_partition('glow_analyses'::regclass, '2031-05-01')"
+    )
     assert created == "glow_analyses_p2031_05"
     assert (
         await worker.fetch("SELECT * FROM partition_rows_page('glow_analyses_p2031_05'::regclass, NULL, NULL, 10)")

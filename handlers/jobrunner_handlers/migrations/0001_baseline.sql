@@ -509,5 +509,5 @@ SELECT public.protect_partition(p)
 FROM unnest(ARRAY['public.glow_analyses_default', 'public.style_analyses_default',
                   'public.progress_photos_default', 'public.api_metrics_default']::regclass[]) AS p;
 
--- this month and the next two; cleanup_old_data keeps creating them ahead
-SELECT public.create_upcoming_partitions(3);
+-- this month and the next three; the daily maintain_partitions job keeps creating them ahead
+SELECT public.create_upcoming_partitions(4);

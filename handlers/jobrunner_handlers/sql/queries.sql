@@ -71,8 +71,14 @@ SELECT public.cleanup_expired_cache($1::int);
 -- name: cleanup_old_metrics
 SELECT public.cleanup_old_metrics(make_interval(days => $1::int), $2::int)::text;
 
--- name: create_upcoming_partitions
-SELECT public.create_upcoming_partitions($1::int);
+-- name: partitions_due
+-- What maintain_partitions creates, as of $2 (NULL: now).
+SELECT parent::text AS parent, month, default_rows
+FROM public.partitions_due($1::int, coalesce($2::timestamptz, now()));
+
+-- name: create_month_partition
+-- One partition per call, each in its own transaction: its locks end with it.
+SELECT partition_name, moved_rows FROM public.create_month_partition($1::regclass, $2::date, $3::bigint);
 
 -- name: archivable_partitions
 -- Analysis month partitions that ended more than $1 days ago, oldest first.
