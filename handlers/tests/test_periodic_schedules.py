@@ -15,6 +15,10 @@ EXPECTED = {
     "app.cleanup_old_metrics": ("0 3 * * 0", "cleanup_old_metrics", "UTC"),
     # month partitions: this month and the next three, rows moved out of the default partitions
     "app.maintain_partitions": ("15 0 * * *", "maintain_partitions", "UTC"),
+    # unused uploads (objects no row names, older than 90 days)
+    "app.cleanup_old_data": ("30 3 * * *", "cleanup_old_data", "UTC"),
+    # analysis months past the retention, to the archive bucket: monthly, as the backend document asks
+    "app.archive_old_analyses": ("0 4 1 * *", "archive_old_analyses", "UTC"),
 }
 
 
