@@ -13,7 +13,8 @@ A fenced block is one of:
 
 Any other block is an error: a new example is either run or says why not.
 
-A page may carry directives in an HTML comment, `<!-- docs-test: key=value; key=value -->`:
+A page may carry directives in an HTML comment at the start of a line,
+`<!-- docs-test: key=value; key=value -->`:
 `requires=module` (skip the page unless it imports, e.g. the app plugin), `ends=completed,failed`
 (the statuses jobs may end in; default completed, cancelled), `jobs=validate` (do not run the
 jobs left at the end, only check their payloads against their handlers: for job types that call
@@ -35,7 +36,7 @@ DEFAULT_ENDS = ("completed", "cancelled")
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _TITLE = re.compile(r'title="(?P<title>[^"]*)"')
 _BRACES = re.compile(r"\{(?P<attrs>[^}]*)\}")
-_DIRECTIVE = re.compile(r"<!--\s*docs-test:(?P<body>.*?)-->", re.DOTALL)
+_DIRECTIVE = re.compile(r"^<!--\s*docs-test:(?P<body>.*?)-->", re.DOTALL | re.MULTILINE)
 
 
 class DocsExampleError(ValueError):
