@@ -110,17 +110,20 @@ def parse_info(info: str) -> tuple[str, str | None, bool]:
     info = info.strip()
     no_run = False
     language = ""
+    title_match = _TITLE.search(info)
+    title = title_match.group("title") if title_match else None
     braces = _BRACES.search(info)
     if braces:
+        if title_match and not braces.start() <= title_match.start() < braces.end():
+            # pymdownx.superfences does not take this form: the block would render as text
+            raise DocsExampleError(f'write ```lang {{.no-run title="..."}}, not {info!r}')
         classes = braces.group("attrs").split()
         no_run = ".no-run" in classes
         rest = [c[1:] for c in classes if c.startswith(".") and c != ".no-run"]
         if info.startswith("{") and rest:
             language = rest[0]
         info = (info[: braces.start()] + info[braces.end() :]).strip()
-    title_match = _TITLE.search(info)
-    title = title_match.group("title") if title_match else None
-    if title_match:
+    elif title_match:
         info = (info[: title_match.start()] + info[title_match.end() :]).strip()
     if not language and info:
         language = info.split()[0]

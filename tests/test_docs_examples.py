@@ -32,6 +32,7 @@ from tests.docs_examples import (
     output_matches,
     parse_blocks,
     parse_console,
+    parse_info,
     parse_page,
 )
 from tests.support import REPO_ROOT
@@ -219,6 +220,13 @@ def test_blocks_are_classified(tmp_path: Path) -> None:
     ]
     assert blocks[1].title == "tasks.py"
     assert blocks[4].text == "SELECT 1;\n"
+
+
+def test_a_title_beside_the_braces_is_refused() -> None:
+    """Material renders ```toml title="x" {.no-run} as text; the title goes inside the braces."""
+    with pytest.raises(DocsExampleError, match="not"):
+        parse_info('toml title="x.toml" {.no-run}')
+    assert parse_info('toml {.no-run title="x.toml"}') == ("toml", "x.toml", True)
 
 
 def test_an_unmarked_block_that_cannot_run_is_an_error() -> None:
