@@ -511,3 +511,17 @@ FROM unnest(ARRAY['public.glow_analyses_default', 'public.style_analyses_default
 
 -- this month and the next two; cleanup_old_data keeps creating them ahead
 SELECT public.create_upcoming_partitions(3);
+
+-- == What the Edge Functions call with the service key =========================================
+-- PostgREST runs a request made with the service key as `service_role`, NOINHERIT on Supabase (and
+-- as created above): it holds only what is granted to it by name, never what its memberships hold
+-- (the core makes it a member of jobrunner_worker and jobrunner_enqueuer, which lets it SET ROLE
+-- to them, nothing more). The Edge Functions enqueue jobs, so the enqueue functions (jobrunner's,
+-- in its schema; SECURITY DEFINER, they insert pending jobs and nothing else) are granted to it.
+-- The app's own functions grant it what it calls in their files. Re-applying the core's function
+-- files keeps these grants (CREATE OR REPLACE keeps privileges; the files revoke only from
+-- PUBLIC, anon and authenticated).
+GRANT USAGE ON SCHEMA {schema} TO service_role;
+GRANT EXECUTE ON FUNCTION {schema}.enqueue_job(text, jsonb, text, integer, timestamptz, integer, text, text),
+    {schema}.enqueue_jobs(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], text[])
+    TO service_role;
