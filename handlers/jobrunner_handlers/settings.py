@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobrunner import PermanentError
+from jobrunner_handlers import buckets
 
 MIB = 1024 * 1024
 
@@ -55,11 +56,15 @@ class AppSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "JOBRUNNER_APP_SUPABASE_SERVICE_ROLE_KEY"),
     )
-    uploads_bucket: str = Field(default="uploads", min_length=1)
+    # the buckets functions/setup_app_storage.sql creates (jobrunner_handlers/buckets.py); another
+    # name needs its bucket, policies and user_upload_buckets row made by hand
+    uploads_bucket: str = Field(default=buckets.USER_UPLOADS, min_length=1)
     # None: thumbnails go next to their original, in the uploads bucket
     thumbnails_bucket: str | None = None
-    archive_bucket: str = Field(default="archive", min_length=1)
-    max_download_bytes: int = Field(default=5 * MIB, ge=1, description="The uploads bucket's size limit.")
+    archive_bucket: str = Field(default=buckets.ARCHIVE, min_length=1)
+    max_download_bytes: int = Field(
+        default=buckets.USER_UPLOADS_MAX_BYTES, ge=1, description="The uploads bucket's size limit."
+    )
     storage_timeout: float = Field(default=30.0, gt=0)
     # Tests only: lets the Storage client use http:// and loopback/private addresses
     # (link-local addresses such as 169.254.169.254 stay refused regardless).

@@ -22,14 +22,14 @@ NOW = datetime.now(UTC)
 async def add_upload(conn: asyncpg.Connection, storage: FakeStorage, name: str, age_days: int) -> None:
     path = f"{ALICE}/{name}.jpg"
     thumb = f"{ALICE}/{name}.thumb_256.webp"
-    storage.put("uploads", path, b"\xff\xd8\xff original")
-    storage.put("uploads", thumb, b"RIFF thumbnail", "image/webp")
+    storage.put("user-uploads", path, b"\xff\xd8\xff original")
+    storage.put("user-uploads", thumb, b"RIFF thumbnail", "image/webp")
     await conn.execute(
         "INSERT INTO progress_photos (user_id, bucket, storage_path, thumbnails, created_at) "
-        "VALUES ($1, 'uploads', $2, $3::jsonb, $4)",
+        "VALUES ($1, 'user-uploads', $2, $3::jsonb, $4)",
         ALICE,
         path,
-        json.dumps([{"size": 256, "bucket": "uploads", "path": thumb}]),
+        json.dumps([{"size": 256, "bucket": "user-uploads", "path": thumb}]),
         NOW - timedelta(days=age_days),
     )
 
@@ -63,7 +63,7 @@ async def test_cleanup_removes_what_is_past_retention_and_reports_it(
     # finished jobs are the daemon's pruner's (JOBRUNNER_RETENTION_SECONDS), not the app's
     assert "finished_jobs_pruned" not in result
     assert result["archived_partitions"] == []  # archiving is off by default
-    assert app_env.paths("uploads") == [f"{ALICE}/recent.jpg", f"{ALICE}/recent.thumb_256.webp"]
+    assert app_env.paths("user-uploads") == [f"{ALICE}/recent.jpg", f"{ALICE}/recent.thumb_256.webp"]
     assert await conn.fetchval("SELECT array_agg(storage_path) FROM progress_photos") == [f"{ALICE}/recent.jpg"]
     assert await conn.fetchval("SELECT array_agg(cache_key) FROM ai_response_cache") == ["kept"]
     # the months ahead exist (created by the migration, kept by every run)
@@ -125,7 +125,7 @@ async def test_cleanup_deletes_only_objects_in_the_rows_owners_folder_of_a_known
     objects, another bucket or a path that climbs out: skipped and logged, never deleted."""
     bob_files = [f"{BOB}/selfie.jpg", f"{BOB}/selfie.thumb_256.webp"]
     for path in bob_files:
-        app_env.put("uploads", path, b"bob's")
+        app_env.put("user-uploads", path, b"bob's")
     app_env.put("archive", f"{ALICE}/a.jpg", b"an archive")
     app_env.put("archive", "glow_analyses/glow_analyses_p2024_01.jsonl.gz", b"an archive")
 
@@ -133,14 +133,14 @@ async def test_cleanup_deletes_only_objects_in_the_rows_owners_folder_of_a_known
         return json.dumps([{"size": 256, "bucket": b, "path": p} for b, p in objects])
 
     forged = [
-        ("uploads", f"{BOB}/selfie.jpg", "[]"),
-        ("uploads", f"{ALICE}/../{BOB}/selfie.jpg", "[]"),
-        ("uploads", f"{ALICE}/%2e%2e/{BOB}/selfie.jpg", "[]"),
-        ("uploads", f"/{BOB}/selfie.jpg", "[]"),
+        ("user-uploads", f"{BOB}/selfie.jpg", "[]"),
+        ("user-uploads", f"{ALICE}/../{BOB}/selfie.jpg", "[]"),
+        ("user-uploads", f"{ALICE}/%2e%2e/{BOB}/selfie.jpg", "[]"),
+        ("user-uploads", f"/{BOB}/selfie.jpg", "[]"),
         ("archive", f"{ALICE}/a.jpg", "[]"),
-        ("uploads", f"{ALICE}/mine.jpg", thumbs(("uploads", f"{BOB}/selfie.thumb_256.webp"))),
-        ("uploads", f"{ALICE}/mine2.jpg", thumbs(("archive", "glow_analyses/glow_analyses_p2024_01.jsonl.gz"))),
-        ("uploads", f"{ALICE}/mine3.jpg", json.dumps([{"path": f"{ALICE}/x/../../{BOB}/selfie.jpg"}])),
+        ("user-uploads", f"{ALICE}/mine.jpg", thumbs(("user-uploads", f"{BOB}/selfie.thumb_256.webp"))),
+        ("user-uploads", f"{ALICE}/mine2.jpg", thumbs(("archive", "glow_analyses/glow_analyses_p2024_01.jsonl.gz"))),
+        ("user-uploads", f"{ALICE}/mine3.jpg", json.dumps([{"path": f"{ALICE}/x/../../{BOB}/selfie.jpg"}])),
     ]
     for index, (bucket, path, thumbnails) in enumerate(forged):
         await conn.execute(
@@ -163,7 +163,7 @@ async def test_cleanup_deletes_only_objects_in_the_rows_owners_folder_of_a_known
         "skipped_rows": len(forged),
         "more_remaining": False,
     }
-    assert app_env.paths("uploads") == sorted(bob_files)
+    assert app_env.paths("user-uploads") == sorted(bob_files)
     assert app_env.paths("archive") == sorted([f"{ALICE}/a.jpg", "glow_analyses/glow_analyses_p2024_01.jsonl.gz"])
     assert await conn.fetchval("SELECT count(*) FROM progress_photos") == len(forged)
     skipped = [

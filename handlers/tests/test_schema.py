@@ -66,11 +66,15 @@ async def test_users_see_only_their_own_rows(conn: asyncpg.Connection) -> None:
         await conn.execute("INSERT INTO glow_analyses (user_id, image_path, overall_score) VALUES ($1, 'x', 1)", ALICE)
     # the user's own uploads, and nobody else's
     await conn.execute(
-        "INSERT INTO progress_photos (user_id, bucket, storage_path) VALUES ($1, 'uploads', $2)", ALICE, f"{ALICE}/a"
+        "INSERT INTO progress_photos (user_id, bucket, storage_path) VALUES ($1, 'user-uploads', $2)",
+        ALICE,
+        f"{ALICE}/a",
     )
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
         await conn.execute(
-            "INSERT INTO progress_photos (user_id, bucket, storage_path) VALUES ($1, 'uploads', $2)", BOB, f"{BOB}/b"
+            "INSERT INTO progress_photos (user_id, bucket, storage_path) VALUES ($1, 'user-uploads', $2)",
+            BOB,
+            f"{BOB}/b",
         )
     assert await conn.execute("UPDATE profiles SET display_name = 'x' WHERE id = $1", BOB) == "UPDATE 0"
     # a partition queried directly is locked down too

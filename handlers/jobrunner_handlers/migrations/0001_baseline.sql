@@ -298,12 +298,12 @@ CREATE TABLE IF NOT EXISTS public.api_rate_limits (
 );
 CREATE INDEX IF NOT EXISTS idx_api_rate_limits_window ON public.api_rate_limits (window_start);
 
--- The buckets users upload to (JOBRUNNER_APP_UPLOADS_BUCKET; add a row when it is not `uploads`):
--- a progress_photos row may only name one of them (progress_photos_own below).
+-- The buckets users upload to (JOBRUNNER_APP_UPLOADS_BUCKET; add a row when it is not
+-- `user-uploads`): a progress_photos row may only name one of them (progress_photos_own below).
 CREATE TABLE IF NOT EXISTS public.user_upload_buckets (
     bucket text PRIMARY KEY CHECK (bucket ~ '^[a-z0-9][a-z0-9._-]{0,62}$')
 );
-INSERT INTO public.user_upload_buckets (bucket) VALUES ('uploads') ON CONFLICT DO NOTHING;
+INSERT INTO public.user_upload_buckets (bucket) VALUES ('user-uploads') ON CONFLICT DO NOTHING;
 
 -- Per-user statistics, refreshed by refresh_user_statistics_cache.
 CREATE MATERIALIZED VIEW IF NOT EXISTS public.user_statistics_cache AS
@@ -525,3 +525,11 @@ GRANT USAGE ON SCHEMA {schema} TO service_role;
 GRANT EXECUTE ON FUNCTION {schema}.enqueue_job(text, jsonb, text, integer, timestamptz, integer, text, text),
     {schema}.enqueue_jobs(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], text[])
     TO service_role;
+
+-- == Supabase Storage: the app's buckets and their policies ===================================
+-- user-uploads (5 MiB, images only), analyses, avatars (users read and write under their own
+-- `<user id>/` folder only) and the plugin's archive, created where Supabase's `storage` schema
+-- exists; plain PostgreSQL has no Storage and gets nothing here (setup_app_storage.sql says why,
+-- and how to run it again).
+-- jobrunner:functions setup_app_storage
+SELECT public.setup_app_storage();
