@@ -43,11 +43,8 @@ RPCS = [
         "SELECT count(*) FROM enqueue_jobs(ARRAY['send_notification'], ARRAY['{}'::jsonb], ARRAY['default'], "
         "ARRAY[0], ARRAY[now()], ARRAY[5], ARRAY[NULL::text], ARRAY[NULL::text])",
     ),
-    Rpc(
-        "check_rate_limit(uuid,text,integer)",
-        "service_role",
-        f"SELECT check_rate_limit('{ALICE}', 'analysis', 100)",
-    ),
+    Rpc("check_rate_limit(uuid,text)", "service_role", f"SELECT check_rate_limit('{ALICE}', 'analysis')"),
+    Rpc("api_rate_limit_refusals(interval)", "service_role", "SELECT count(*) FROM api_rate_limit_refusals()"),
     # -- maintenance an operator may run with the service key ----------------------------------
     Rpc("cleanup_expired_cache(integer)", "service_role", "SELECT cleanup_expired_cache(10)"),
     Rpc("cleanup_old_metrics(interval,integer)", "service_role", "SELECT cleanup_old_metrics('30 days', 10)"),
@@ -84,6 +81,7 @@ RPCS = [
     Rpc("is_storage_path_of(uuid,text)", "service_role", f"SELECT is_storage_path_of('{ALICE}', '{ALICE}/a.jpg')"),
     # -- the mobile app (a user's JWT) ---------------------------------------------------------
     Rpc("get_my_statistics()", "authenticated", "SELECT count(*) FROM get_my_statistics()"),
+    Rpc("check_rate_limit(text)", "authenticated", "SELECT check_rate_limit('analysis')"),
     Rpc("is_storage_path_of(uuid,text)", "authenticated", f"SELECT is_storage_path_of('{ALICE}', '{ALICE}/a.jpg')"),
 ]
 

@@ -533,3 +533,28 @@ GRANT EXECUTE ON FUNCTION {schema}.enqueue_job(text, jsonb, text, integer, times
 -- and how to run it again).
 -- jobrunner:functions setup_app_storage
 SELECT public.setup_app_storage();
+
+-- == Rate limits per endpoint class ============================================================
+-- The backend document's defaults, one row per class of endpoint: analysis 100, general 200,
+-- uploads 20 requests a minute per user. check_rate_limit takes the class and reads its limit
+-- here; change a limit with an UPDATE (as the owner), it applies from the next call on. 0 turns
+-- a class off (every call refused).
+CREATE TABLE IF NOT EXISTS public.api_rate_limit_classes (
+    endpoint_class  text        PRIMARY KEY CHECK (endpoint_class ~ '^[a-z][a-z0-9_]{0,39}$'),
+    max_per_minute  integer     NOT NULL CHECK (max_per_minute BETWEEN 0 AND 1000000),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO public.api_rate_limit_classes (endpoint_class, max_per_minute)
+VALUES ('analysis', 100), ('general', 200), ('uploads', 20)
+ON CONFLICT (endpoint_class) DO NOTHING;
+
+-- api_rate_limits.endpoint holds the class; request_count counts every call of the window,
+-- refused_count those over the limit (the ones check_rate_limit answered false).
+ALTER TABLE public.api_rate_limits ADD COLUMN IF NOT EXISTS refused_count integer NOT NULL DEFAULT 0;
+
+ALTER TABLE public.api_rate_limit_classes ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS api_rate_limit_classes_worker_read ON public.api_rate_limit_classes;
+CREATE POLICY api_rate_limit_classes_worker_read ON public.api_rate_limit_classes
+    FOR SELECT TO jobrunner_worker USING (true);
+REVOKE ALL ON public.api_rate_limit_classes FROM PUBLIC, anon, authenticated;
+GRANT SELECT ON public.api_rate_limit_classes TO jobrunner_worker, service_role;
