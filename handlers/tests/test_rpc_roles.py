@@ -45,6 +45,7 @@ RPCS = [
     ),
     Rpc("check_rate_limit(uuid,text)", "service_role", f"SELECT check_rate_limit('{ALICE}', 'analysis')"),
     Rpc("api_rate_limit_refusals(interval)", "service_role", "SELECT count(*) FROM api_rate_limit_refusals()"),
+    Rpc("record_user_activity(uuid[])", "service_role", f"SELECT record_user_activity(ARRAY['{ALICE}'::uuid])"),
     # -- maintenance an operator may run with the service key ----------------------------------
     Rpc("cleanup_expired_cache(integer)", "service_role", "SELECT cleanup_expired_cache(10)"),
     Rpc("cleanup_old_metrics(interval,integer)", "service_role", "SELECT cleanup_old_metrics('30 days', 10)"),
@@ -82,6 +83,17 @@ RPCS = [
     # -- the mobile app (a user's JWT) ---------------------------------------------------------
     Rpc("get_my_statistics()", "authenticated", "SELECT count(*) FROM get_my_statistics()"),
     Rpc("check_rate_limit(text)", "authenticated", "SELECT check_rate_limit('analysis')"),
+    Rpc("touch_my_last_active()", "authenticated", "SELECT touch_my_last_active()"),
+    Rpc(
+        "get_my_analyses(text,timestamp with time zone,uuid,integer)",
+        "authenticated",
+        "SELECT count(*) FROM get_my_analyses()",
+    ),
+    Rpc(
+        "get_my_progress_photos(timestamp with time zone,uuid,integer)",
+        "authenticated",
+        "SELECT count(*) FROM get_my_progress_photos()",
+    ),
     Rpc("is_storage_path_of(uuid,text)", "authenticated", f"SELECT is_storage_path_of('{ALICE}', '{ALICE}/a.jpg')"),
 ]
 

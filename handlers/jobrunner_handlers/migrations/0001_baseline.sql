@@ -558,3 +558,14 @@ CREATE POLICY api_rate_limit_classes_worker_read ON public.api_rate_limit_classe
     FOR SELECT TO jobrunner_worker USING (true);
 REVOKE ALL ON public.api_rate_limit_classes FROM PUBLIC, anon, authenticated;
 GRANT SELECT ON public.api_rate_limit_classes TO jobrunner_worker, service_role;
+
+-- == Users' last activity ======================================================================
+-- profiles.last_active_at: when the user was last seen, written by the server only
+-- (record_user_activity, batched, for the service key; touch_my_last_active for the user
+-- themselves), so users insert and update every other column of their profile but this one.
+ALTER TABLE public.profiles ADD COLUMN IF NOT EXISTS last_active_at timestamptz;
+-- active users over a window count a range of it
+CREATE INDEX IF NOT EXISTS idx_profiles_last_active ON public.profiles (last_active_at);
+REVOKE INSERT, UPDATE ON public.profiles FROM authenticated;
+GRANT INSERT (id, display_name, skin_type, concerns, created_at, updated_at),
+    UPDATE (display_name, skin_type, concerns, updated_at) ON public.profiles TO authenticated;
