@@ -125,6 +125,12 @@ class AppSettings(BaseSettings):
     # request bodies larger than this are gzip-compressed (as Expo's Node SDK does)
     expo_gzip_min_bytes: int = Field(default=1024, ge=0)
 
+    # -- the API's metrics on /metrics (jobrunner_handlers.api_monitoring) ------------------
+    # the window the app sampler's gauges cover; the shipped alerts are written for 5 minutes
+    api_metrics_window_seconds: int = Field(default=300, ge=60, le=3600)
+    # a request slower than this counts in glow_api_slow_requests
+    api_slow_request_ms: int = Field(default=2000, ge=1, le=3_600_000)
+
     @field_validator("thumbnail_sizes", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

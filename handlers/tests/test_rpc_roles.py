@@ -46,6 +46,20 @@ RPCS = [
     Rpc("check_rate_limit(uuid,text)", "service_role", f"SELECT check_rate_limit('{ALICE}', 'analysis')"),
     Rpc("api_rate_limit_refusals(interval)", "service_role", "SELECT count(*) FROM api_rate_limit_refusals()"),
     Rpc("record_user_activity(uuid[])", "service_role", f"SELECT record_user_activity(ARRAY['{ALICE}'::uuid])"),
+    Rpc(
+        "record_api_requests(jsonb)",
+        "service_role",
+        """SELECT record_api_requests('[{"endpoint": "analyze", "status_code": 200, "response_time_ms": 5}]')""",
+    ),
+    # the backend document's monitoring queries, for an admin dashboard with the service key
+    Rpc(
+        "api_endpoint_stats(interval,integer,boolean)",
+        "service_role",
+        "SELECT count(*) FROM api_endpoint_stats()",
+    ),
+    Rpc("api_slow_endpoints(interval,integer)", "service_role", "SELECT count(*) FROM api_slow_endpoints()"),
+    Rpc("api_error_rates(interval)", "service_role", "SELECT count(*) FROM api_error_rates()"),
+    Rpc("api_active_users(interval)", "service_role", "SELECT api_active_users()"),
     # -- maintenance an operator may run with the service key ----------------------------------
     Rpc("cleanup_expired_cache(integer)", "service_role", "SELECT cleanup_expired_cache(10)"),
     Rpc("cleanup_old_metrics(interval,integer)", "service_role", "SELECT cleanup_old_metrics('30 days', 10)"),

@@ -569,3 +569,27 @@ CREATE INDEX IF NOT EXISTS idx_profiles_last_active ON public.profiles (last_act
 REVOKE INSERT, UPDATE ON public.profiles FROM authenticated;
 GRANT INSERT (id, display_name, skin_type, concerns, created_at, updated_at),
     UPDATE (display_name, skin_type, concerns, updated_at) ON public.profiles TO authenticated;
+
+-- == API request metrics =======================================================================
+-- The app's API layer records its requests in batches with record_api_requests (service key).
+-- error_kind: why a failed request failed, as the API classifies it ('database': the database
+-- could not be reached or refused a connection, e.g. PostgREST's PGRST000-PGRST003; 'timeout';
+-- 'upstream': OpenAI, Expo or Storage; 'internal': anything else); NULL when it did not fail.
+ALTER TABLE public.api_metrics ADD COLUMN IF NOT EXISTS error_kind text
+    CHECK (error_kind IN ('database', 'timeout', 'upstream', 'internal'));
+-- the monitoring functions read the last minutes of every endpoint
+CREATE INDEX IF NOT EXISTS idx_api_metrics_created ON public.api_metrics (created_at);
+
+-- The endpoints the daemon's metrics label by name (api_endpoint_stats): the first 50 that
+-- record_api_requests sees, or rows an operator adds; the others are summed as `__other__`, so
+-- the number of series stays bounded whatever the API records. Delete a row to free its place.
+CREATE TABLE IF NOT EXISTS public.api_metric_endpoints (
+    endpoint    text        PRIMARY KEY CHECK (endpoint ~ '^[A-Za-z0-9_./:-]{1,100}$'),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.api_metric_endpoints ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS api_metric_endpoints_worker_all ON public.api_metric_endpoints;
+CREATE POLICY api_metric_endpoints_worker_all ON public.api_metric_endpoints
+    FOR ALL TO jobrunner_worker USING (true) WITH CHECK (true);
+REVOKE ALL ON public.api_metric_endpoints FROM PUBLIC, anon, authenticated;
+GRANT SELECT, INSERT ON public.api_metric_endpoints TO jobrunner_worker, service_role;
