@@ -15,7 +15,8 @@ import jobrunner
 from jobrunner import Sampler
 from jobrunner.handler import handler
 from jobrunner.metrics import DaemonMetrics
-from jobrunner.samplers import SamplerError, _samplers_in
+from jobrunner.plugin_entry_points import objects_in
+from jobrunner.samplers import SamplerError
 from tests.support import running_daemon, wait_for, wait_until
 from tests.test_ops_endpoint import _samples
 
@@ -67,11 +68,11 @@ def test_a_sampler_is_checked_when_declared(arguments: dict[str, Any], error: st
 
 
 def test_an_entry_point_names_samplers_and_nothing_else() -> None:
-    assert list(_samplers_in(PENDING, "here")) == [PENDING]
-    assert list(_samplers_in([PENDING], "here")) == [PENDING]
+    assert list(objects_in(PENDING, Sampler, "here", SamplerError)) == [PENDING]
+    assert list(objects_in([PENDING], Sampler, "here", SamplerError)) == [PENDING]
     for wrong in ("text", {"a": PENDING}, [PENDING, "x"], 3):
         with pytest.raises(SamplerError, match="Sampler"):
-            list(_samplers_in(wrong, "entry point x"))
+            list(objects_in(wrong, Sampler, "entry point x", SamplerError))
 
 
 async def test_one_replica_samples_and_the_other_takes_over_when_it_stops(

@@ -11,7 +11,14 @@ import yaml
 
 from jobrunner.metrics import DaemonMetrics
 from jobrunner_handlers.api_monitoring import sample_api
-from tests.test_alert_rules import RULES_DIR, _promtool, exported_series_names, needs_promtool
+from tests.test_alert_rules import (
+    RULES_DIR,
+    assert_every_alert_tested_both_ways,
+    assert_promtool_accepts,
+    assert_rule_tests_pass,
+    exported_series_names,
+    needs_promtool,
+)
 
 RULES = RULES_DIR / "glow-app-alerts.yml"
 RULE_TESTS = RULES_DIR / "glow-app-alerts.test.yml"
@@ -27,28 +34,16 @@ ALERTS = {
 
 @needs_promtool
 def test_promtool_accepts_the_rules() -> None:
-    result = _promtool("check", "rules", RULES.name)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
+    assert_promtool_accepts(RULES, ALERTS)
 
 
 @needs_promtool
 def test_the_rules_fire_on_their_fixtures_and_stay_quiet_otherwise() -> None:
-    result = _promtool("test", "rules", RULE_TESTS.name)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
+    assert_rule_tests_pass(RULE_TESTS)
 
 
 def test_every_alert_is_tested_both_ways() -> None:
-    rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
-    assert {rule["alert"] for rule in rules} == ALERTS
-    firing: set[str] = set()
-    quiet: set[str] = set()
-    for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
-        for check in case.get("alert_rule_test", []):
-            (firing if check["exp_alerts"] else quiet).add(check["alertname"])
-    assert firing == ALERTS
-    assert quiet == ALERTS
+    assert_every_alert_tested_both_ways(RULES, RULE_TESTS, ALERTS)
 
 
 async def test_the_rules_read_only_what_is_exported(

@@ -98,6 +98,7 @@ RPCS = [
     Rpc("get_my_statistics()", "authenticated", "SELECT count(*) FROM get_my_statistics()"),
     Rpc("check_rate_limit(text)", "authenticated", "SELECT check_rate_limit('analysis')"),
     Rpc("touch_my_last_active()", "authenticated", "SELECT touch_my_last_active()"),
+    Rpc("require_request_user()", "authenticated", "SELECT require_request_user()"),
     Rpc(
         "get_my_analyses(text,timestamp with time zone,uuid,integer)",
         "authenticated",

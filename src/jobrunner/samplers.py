@@ -18,11 +18,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 import asyncpg
 from prometheus_client import Metric
 
+from jobrunner.plugin_entry_points import declared_objects
 from jobrunner.registry import RegistryError
 
 SAMPLERS_ENTRY_POINT_GROUP = "jobrunner.samplers"
@@ -59,31 +59,13 @@ class Sampler:
         return f"sampler:{self.name}"
 
 
-def _samplers_in(obj: object, origin: str) -> Iterator[Sampler]:
-    if isinstance(obj, Sampler):
-        yield obj
-    elif isinstance(obj, Iterable) and not isinstance(obj, (str, bytes, dict)):
-        for item in obj:
-            if not isinstance(item, Sampler):
-                raise SamplerError(f"{origin} lists {item!r}, which is not a jobrunner Sampler")
-            yield item
-    else:
-        raise SamplerError(f"{origin} is {obj!r}: expected a Sampler or a list of them")
-
-
 def entry_point_samplers(group: str = SAMPLERS_ENTRY_POINT_GROUP) -> list[Sampler]:
     """The samplers installed plugins declare, by entry point name; a name declared twice is an error."""
     found: dict[str, tuple[Sampler, str]] = {}
-    for point in sorted(entry_points(group=group), key=lambda p: p.name):
-        origin = f"entry point {point.name} ({point.value})"
-        try:
-            loaded = point.load()
-        except Exception as exc:  # a broken plugin must say which one it is
-            raise SamplerError(f"cannot load {origin}: {exc}") from exc
-        for item in _samplers_in(loaded, origin):
-            if item.name in found and found[item.name][0] is not item:
-                raise SamplerError(f"two samplers named {item.name!r}: from {found[item.name][1]} and from {origin}")
-            found[item.name] = (item, origin)
+    for item, origin in declared_objects(group, Sampler, SamplerError):
+        if item.name in found and found[item.name][0] is not item:
+            raise SamplerError(f"two samplers named {item.name!r}: from {found[item.name][1]} and from {origin}")
+        found[item.name] = (item, origin)
     return [item for item, _ in found.values()]
 
 

@@ -12,6 +12,7 @@
 -- Two callers: an Edge Function with the service key names the user (check_rate_limit(user,
 -- class), service_role and the worker only); a user's own request is counted for its JWT's user
 -- (check_rate_limit(class), authenticated), never for a user the caller names.
+-- requires: require_request_user
 
 CREATE OR REPLACE FUNCTION public.check_rate_limit(p_user_id uuid, p_endpoint_class text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -42,16 +43,8 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION public.check_rate_limit(p_endpoint_class text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    caller uuid := auth.uid();
-BEGIN
-    IF caller IS NULL THEN
-        RAISE EXCEPTION 'check_rate_limit: the request carries no user (a JWT with a sub)'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN public.check_rate_limit(caller, p_endpoint_class);
-END
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT public.check_rate_limit(public.require_request_user(), p_endpoint_class)
 $$;
 
 -- Supabase grants anon/authenticated every new function: each variant to its callers only

@@ -9,6 +9,7 @@
 -- auth.uid() picks them. `image_path` is what the document calls image_url: the image's object
 -- path in the user-uploads bucket, or the Storage URL the analysis was asked for with; get a URL
 -- to show with Storage's createSignedUrl (docs/app/backend.md).
+-- requires: require_request_user
 
 CREATE OR REPLACE FUNCTION public.get_my_analyses(
     p_kind              text        DEFAULT NULL,
@@ -20,12 +21,8 @@ CREATE OR REPLACE FUNCTION public.get_my_analyses(
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    me uuid := auth.uid();
+    me uuid := public.require_request_user();
 BEGIN
-    IF me IS NULL THEN
-        RAISE EXCEPTION 'get_my_analyses: the request carries no user (a JWT with a sub)'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
     IF p_kind IS NOT NULL AND p_kind NOT IN ('glow', 'style') THEN
         RAISE EXCEPTION 'get_my_analyses: p_kind is glow, style or NULL (both)' USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -4,6 +4,7 @@
 -- get_my_analyses; walks idx_progress_photos_user_created. Runs as the caller: row security and
 -- auth.uid() give a user their own photos only. `bucket` and `storage_path` name the original,
 -- `thumbnails` the sizes process_upload made ([{"size", "bucket", "path", "width", "height"}]).
+-- requires: require_request_user
 
 CREATE OR REPLACE FUNCTION public.get_my_progress_photos(
     p_before_created_at timestamptz DEFAULT NULL,
@@ -14,12 +15,8 @@ CREATE OR REPLACE FUNCTION public.get_my_progress_photos(
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    me uuid := auth.uid();
+    me uuid := public.require_request_user();
 BEGIN
-    IF me IS NULL THEN
-        RAISE EXCEPTION 'get_my_progress_photos: the request carries no user (a JWT with a sub)'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'get_my_progress_photos: p_limit is 1 to 100' USING ERRCODE = 'invalid_parameter_value';
     END IF;
