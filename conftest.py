@@ -37,6 +37,9 @@ LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 # would enqueue one into a test's database. Tests of schedules declare their own. Child daemons
 # inherit this.
 os.environ.setdefault("JOBRUNNER_PLUGIN_SCHEDULES", "false")
+# Likewise the app plugin's metric sampler: a `jobrunner run` child would query the app's tables.
+# Tests of samplers pass theirs to the Daemon.
+os.environ.setdefault("JOBRUNNER_PLUGIN_SAMPLERS", "false")
 
 
 # modules that check the deploy files (Prometheus rules with promtool, Grafana, systemd, the

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from jobrunner.daemon.worker import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.handler import Handler
 from jobrunner.registry import HandlerRegistry
+from jobrunner.samplers import Sampler
 from jobrunner.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +53,16 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_daemon(
-    db_url: str, handlers: Iterable[Handler], *, burst: bool = False, **overrides: Any
+    db_url: str,
+    handlers: Iterable[Handler],
+    *,
+    burst: bool = False,
+    samplers: Sequence[Sampler] = (),
+    **overrides: Any,
 ) -> AsyncIterator[Daemon]:
     """A real Daemon in this event loop; stopped (and awaited) on exit."""
     settings = make_settings(db_url, **overrides)
-    daemon = Daemon(settings, HandlerRegistry(handlers), parse_database_url(db_url), burst=burst)
+    daemon = Daemon(settings, HandlerRegistry(handlers), parse_database_url(db_url), burst=burst, samplers=samplers)
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)

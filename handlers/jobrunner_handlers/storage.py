@@ -24,9 +24,9 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import httpx
 
 from jobrunner import PermanentError, RetryLater
+from jobrunner_handlers.buckets import IMAGE_CONTENT_TYPES
 from jobrunner_handlers.settings import AppSettings
 
-IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/heic", "image/heif")
 _MAX_REDIRECTS = 3
 _URL_PREFIXES = ("/storage/v1/object/public/", "/storage/v1/object/authenticated/", "/storage/v1/object/sign/")
 

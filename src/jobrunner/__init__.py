@@ -11,6 +11,7 @@ from jobrunner.named_queries import NamedQueries, load_queries
 from jobrunner.new_job import NewJob
 from jobrunner.redaction import register_secret
 from jobrunner.retry import RetryPolicy
+from jobrunner.samplers import Sampler
 from jobrunner.schedules import Schedule
 from jobrunner.settings import Settings
 
@@ -32,6 +33,7 @@ __all__ = [
     "QueueLimits",
     "RetryLater",
     "RetryPolicy",
+    "Sampler",
     "Schedule",
     "Settings",
     "UpstreamRateLimited",

@@ -37,6 +37,7 @@ from jobrunner.migrate import (
 from jobrunner.new_job import InvalidJob
 from jobrunner.redaction import redact_text, register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry, RegistryError
+from jobrunner.samplers import entry_point_samplers
 from jobrunner.settings import Settings, describe_settings_error
 from jobrunner.sql_files import Queries
 
@@ -73,13 +74,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from jobrunner.daemon.worker import Daemon, NotMigrated
 
     registry = HandlerRegistry.discover(settings.handler_modules)
+    samplers = entry_point_samplers() if settings.plugin_samplers else []
     freeze_startup_heap()
 
     async def body(url: DatabaseUrl, listen: DatabaseUrl | None) -> int:
         if args.migrate:
             async with _connection(url, settings) as conn:
                 await migrate(conn, settings.schema_name)
-        daemon = Daemon(settings, registry, url, listen, burst=args.burst)
+        daemon = Daemon(settings, registry, url, listen, burst=args.burst, samplers=samplers)
         daemon.install_signal_handlers()
         try:
             await daemon.run()
