@@ -464,6 +464,11 @@ def _redacting_excepthook(kind: type[BaseException], value: BaseException, trace
     sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, trace))))
 
 
+# what a statement meets in a database `jobrunner migrate` has not (fully) set up: a missing table,
+# a missing function (enqueue_job, cancel_job, or one of an older signature), a missing schema
+_NOT_MIGRATED = (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError)
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.excepthook = _redacting_excepthook
     register_environment_secrets()
@@ -485,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError) as exc:
         _complain(f"jobrunner: {exc}")
         return EXIT_USAGE
-    except asyncpg.UndefinedTableError as exc:
+    except _NOT_MIGRATED as exc:
         _complain(f"jobrunner: the database is not migrated ({exc}); run `jobrunner migrate` first")
         return EXIT_USAGE
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
