@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping
+from importlib.metadata import version
 
 import pytest
 
@@ -45,3 +46,15 @@ def test_a_schema_that_does_not_exist_says_to_migrate(db_url: str, command: list
     assert result.returncode == 2, result.stderr
     assert 'schema "not_there" does not exist' in result.stderr
     assert "run `jobrunner migrate` first" in result.stderr
+
+
+# -- --version -------------------------------------------------------------------------------
+
+
+def test_version_is_the_installed_distributions() -> None:
+    result = run_cli("postgresql://postgres@127.0.0.1:1/unused", "--version")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"jobrunner {version('jobrunner')}"
+    # the app's plugin is installed beside the core in development: named with its version
+    assert f"plugin glow-app-jobs {version('glow-app-jobs')}" in lines[1:]

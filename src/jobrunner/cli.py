@@ -374,9 +374,39 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- parsing -------------------------------------------------------------------------------
 
+# the entry-point groups through which a plugin adds to jobrunner
+_PLUGIN_GROUPS = ("jobrunner.handlers", "jobrunner.migrations", "jobrunner.schedules")
+
+
+def version_report() -> str:
+    """`jobrunner X.Y.Z` from the installed distribution's metadata, then one line per installed
+    plugin distribution (what a bug report needs); read only when asked for."""
+    from importlib.metadata import entry_points, version
+
+    lines = [f"jobrunner {version('jobrunner')}"]
+    plugins: set[tuple[str, str]] = set()
+    for group in _PLUGIN_GROUPS:
+        for point in entry_points(group=group):
+            if point.dist is not None:
+                plugins.add((point.dist.name, point.dist.version))
+    lines += [f"plugin {name} {plugin_version}" for name, plugin_version in sorted(plugins)]
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        print(version_report())
+        parser.exit()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jobrunner", description=__doc__)
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print jobrunner's version and the installed plugins', and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
