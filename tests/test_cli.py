@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from collections.abc import Mapping
 from importlib.metadata import version
 
 import pytest
 
+from jobrunner.cli import build_parser
 from tests.support import jobrunner_process
 
 
@@ -58,3 +60,38 @@ def test_version_is_the_installed_distributions() -> None:
     assert lines[0] == f"jobrunner {version('jobrunner')}"
     # the app's plugin is installed beside the core in development: named with its version
     assert f"plugin glow-app-jobs {version('glow-app-jobs')}" in lines[1:]
+
+
+# -- --help ----------------------------------------------------------------------------------
+
+
+def subcommands(parser: argparse.ArgumentParser, prefix: str = "jobrunner") -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its full name (`jobrunner db url`), nested ones included."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found[f"{prefix} {name}"] = child
+                found.update(subcommands(child, f"{prefix} {name}"))
+    return found
+
+
+def test_every_command_and_option_has_a_description() -> None:
+    commands = subcommands(build_parser())
+    assert {"jobrunner run", "jobrunner enqueue", "jobrunner cancel"} <= commands.keys()
+    undescribed = [name for name, parser in commands.items() if not parser.description]
+    assert undescribed == []
+    unexplained = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, parser in commands.items()
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert unexplained == []
+
+
+def test_subcommand_help_shows_the_description() -> None:
+    result = run_cli("postgresql://postgres@127.0.0.1:1/unused", "enqueue", "--help")
+    assert result.returncode == 0
+    assert "Enqueue one job and print its id" in result.stdout
+    assert "the job's payload, a JSON object" in result.stdout

@@ -407,63 +407,136 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action=_VersionAction, help="print jobrunner's version and the installed plugins', and exit"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("--concurrency", type=int, help="handlers running at once (JOBRUNNER_CONCURRENCY)")
-    run.add_argument("--queues", help="comma-separated queues to work (JOBRUNNER_QUEUES)")
-    run.add_argument(
-        "--handlers", action="append", default=[], metavar="MODULE", help="also load handlers from MODULE (repeatable)"
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        description="Run the daemon: claim the runnable jobs of its queues and run their handlers until "
+        "SIGTERM or SIGINT, then let running jobs finish for JOBRUNNER_SHUTDOWN_GRACE. Handlers come from "
+        "the installed plugins (jobrunner.handlers entry points) and --handlers. Refuses to start (exit 2) "
+        "while migrations are missing.",
     )
-    run.add_argument("--burst", action="store_true", help="exit 0 once no runnable job is left")
-    run.add_argument("--poll-interval", type=float, help="seconds between polls (JOBRUNNER_POLL_INTERVAL)")
-    run.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY")
-    run.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    run.add_argument("--concurrency", type=int, help="handlers running at once (JOBRUNNER_CONCURRENCY, default 10)")
+    run.add_argument("--queues", help="comma-separated queues to work (JOBRUNNER_QUEUES, default: default)")
+    run.add_argument(
+        "--handlers",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also load the handlers defined in the Python module MODULE (repeatable; JOBRUNNER_HANDLER_MODULES)",
+    )
+    run.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit 0 once no job is runnable and this daemon's jobs are settled (jobs scheduled later are not "
+        "waited for, beyond JOBRUNNER_BURST_WAIT)",
+    )
+    run.add_argument(
+        "--poll-interval", type=float, metavar="SECONDS", help="seconds between polls (JOBRUNNER_POLL_INTERVAL, 1)"
+    )
+    run.add_argument(
+        "--no-listen", action="store_true", help="poll only, no LISTEN/NOTIFY wake-ups (JOBRUNNER_LISTEN=false)"
+    )
+    run.add_argument("--migrate", action="store_true", help="apply the missing migrations first, as `migrate` does")
     run.set_defaults(func=cmd_run)
 
-    migrate_parser = sub.add_parser("migrate", help="apply database migrations (idempotent)")
-    migrate_parser.add_argument(
-        "--sql", action="store_true", help="print the SQL that migrate would apply, apply nothing"
+    migrate_parser = sub.add_parser(
+        "migrate",
+        help="apply database migrations (idempotent)",
+        description="Apply the missing migrations and changed function files (the core's, then each plugin's) "
+        "in one transaction under an advisory lock, so replicas may run it together; print what was applied. "
+        "Fails (exit 2) if an applied migration file was changed.",
     )
     migrate_parser.add_argument(
-        "--empty", action="store_true", help="with --sql: for an empty database, without connecting"
+        "--sql",
+        action="store_true",
+        help="apply nothing: print what migrate would apply to the database, as one BEGIN; ... COMMIT; script",
+    )
+    migrate_parser.add_argument(
+        "--empty", action="store_true", help="with --sql: the script for an empty database, without connecting"
     )
     migrate_parser.set_defaults(func=cmd_migrate)
 
-    enqueue = sub.add_parser("enqueue", help="enqueue one job, print its id")
-    enqueue.add_argument("job_type")
-    enqueue.add_argument("--payload", default="{}", help="JSON object")
-    enqueue.add_argument("--queue", default="default")
-    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first")
-    enqueue.add_argument("--delay", type=float, default=None, help="seconds from now")
-    enqueue.add_argument("--max-attempts", type=int, default=5)
-    enqueue.add_argument("--dedupe-key", default=None)
+    enqueue = sub.add_parser(
+        "enqueue",
+        help="enqueue one job, print its id",
+        description="Enqueue one job and print its id (on a dedupe hit, the id of the live job holding the key). "
+        "Exit 2 if the job is invalid.",
+    )
+    enqueue.add_argument("job_type", help="the job type: the job_type of the handler that runs it")
+    enqueue.add_argument(
+        "--payload", default="{}", metavar="JSON", help="the job's payload, a JSON object (default {})"
+    )
+    enqueue.add_argument("--queue", default="default", help="the queue it goes to (default: default)")
+    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first (a 32-bit integer, default 0)")
+    enqueue.add_argument(
+        "--delay", type=float, default=None, metavar="SECONDS", help="runnable SECONDS from now (default: at once)"
+    )
+    enqueue.add_argument(
+        "--max-attempts", type=int, default=5, metavar="N", help="attempts before it ends dead (1-1000, default 5)"
+    )
+    enqueue.add_argument(
+        "--dedupe-key",
+        default=None,
+        metavar="KEY",
+        help="while a pending or running job holds KEY, enqueue nothing and print that job's id",
+    )
     enqueue.set_defaults(func=cmd_enqueue)
 
-    status = sub.add_parser("status", help="jobs by type and status, oldest runnable, recent failures")
-    status.add_argument("--json", action="store_true")
-    status.add_argument("--dead", type=int, default=10, help="how many recent failures to list")
+    status = sub.add_parser(
+        "status",
+        help="jobs by type and status, oldest runnable, recent failures",
+        description="Jobs counted by type and status, the oldest runnable job of each queue, and the latest "
+        "failed and dead jobs; or, with --job, one job. Exit 1 if --job names no job.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument(
+        "--dead", type=int, default=10, metavar="N", help="how many of the latest failed and dead jobs to list (10)"
+    )
     status.add_argument("--job", type=int, metavar="ID", help="show one job: status, progress, result, errors")
     status.set_defaults(func=cmd_status)
 
-    retry = sub.add_parser("retry", help="requeue a failed/dead job, or all dead jobs of a type")
+    retry = sub.add_parser(
+        "retry",
+        help="requeue a failed/dead job, or all dead jobs of a type",
+        description="Give jobs a fresh set of attempts, runnable now. Exit 1 if the job is not failed, dead or "
+        "cancelled, or if a live job holds the dedupe_key of one of them (then nothing is requeued).",
+    )
     target = retry.add_mutually_exclusive_group(required=True)
-    target.add_argument("job_id", nargs="?", type=int)
+    target.add_argument("job_id", nargs="?", type=int, help="the job to requeue")
     target.add_argument("--type", help="requeue every failed or dead job of this type")
     retry.set_defaults(func=cmd_retry)
 
-    cancel = sub.add_parser("cancel", help="cancel a job (a running one is stopped where it runs)")
-    cancel.add_argument("job_id", type=int)
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a job (a running one is stopped where it runs)",
+        description="Cancel a pending job at once, or ask the worker running a job to stop it (it ends "
+        "cancelled once its handler has stopped).",
+    )
+    cancel.add_argument("job_id", type=int, help="the job to cancel")
     cancel.set_defaults(func=cmd_cancel)
 
-    schedules = sub.add_parser("schedules", help="cron schedules with their last and next run")
-    schedules.add_argument("--json", action="store_true")
-    schedules.add_argument("--remove", metavar="NAME", help="delete a schedule no replica declares any more")
+    schedules = sub.add_parser(
+        "schedules",
+        help="cron schedules with their last and next run",
+        description="The cron schedules in the database and those declared here (settings, plugins), with "
+        "their last and next run.",
+    )
+    schedules.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    schedules.add_argument(
+        "--remove", metavar="NAME", help="delete the schedule NAME, which no replica declares any more (exit 1 if none)"
+    )
     schedules.set_defaults(func=cmd_schedules)
 
-    demo = sub.add_parser("demo", help="run a realistic workload on the embedded database and report")
-    demo.add_argument("--jobs", type=int, default=5000)
-    demo.add_argument("--concurrency", type=int, default=50)
+    demo = sub.add_parser(
+        "demo",
+        help="run a realistic workload on the embedded database and report",
+        description="Run the real daemon on a mixed workload with simulated latencies and failures, in its own "
+        "schema (jobrunner_demo) of the configured or embedded database, and report throughput and latency.",
+    )
+    demo.add_argument("--jobs", type=int, default=5000, metavar="N", help="jobs to enqueue and run (default 5000)")
+    demo.add_argument("--concurrency", type=int, default=50, metavar="N", help="handlers running at once (default 50)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
