@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Mapping
 from importlib.metadata import version
 
+import asyncpg
 import pytest
 
 from jobrunner.cli import build_parser
@@ -95,3 +96,35 @@ def test_subcommand_help_shows_the_description() -> None:
     assert result.returncode == 0
     assert "Enqueue one job and print its id" in result.stdout
     assert "the job's payload, a JSON object" in result.stdout
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+
+async def test_retry_type_requeues_failed_and_dead_and_says_so(db_url: str, conn: asyncpg.Connection) -> None:
+    ids = {}
+    for job_type, status in [("x", "failed"), ("x", "dead"), ("x", "cancelled"), ("x", "completed"), ("y", "dead")]:
+        ids[job_type, status] = await conn.fetchval(
+            "INSERT INTO background_jobs (job_type, status, attempts, finished_at) VALUES ($1, $2, 1, now())"
+            " RETURNING id",
+            job_type,
+            status,
+        )
+    result = run_cli(db_url, "retry", "--type", "x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "requeued 2 job(s)"
+    after = {key: await conn.fetchval("SELECT status FROM background_jobs WHERE id = $1", i) for key, i in ids.items()}
+    assert after == {
+        ("x", "failed"): "pending",
+        ("x", "dead"): "pending",
+        ("x", "cancelled"): "cancelled",
+        ("x", "completed"): "completed",
+        ("y", "dead"): "dead",
+    }
+    # the help says what the command did
+    commands = subcommands(build_parser())
+    retry = commands["jobrunner retry"]
+    type_help = next(a.help for a in retry._actions if a.dest == "type")
+    assert type_help == "requeue every failed and every dead job of TYPE (its cancelled jobs are left alone)"
+    listing = " ".join(build_parser().format_help().split())
+    assert "requeue one failed, dead or cancelled job, or every failed and dead job of a type" in listing

@@ -499,13 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     retry = sub.add_parser(
         "retry",
-        help="requeue a failed/dead job, or all dead jobs of a type",
+        help="requeue one failed, dead or cancelled job, or every failed and dead job of a type",
         description="Give jobs a fresh set of attempts, runnable now. Exit 1 if the job is not failed, dead or "
         "cancelled, or if a live job holds the dedupe_key of one of them (then nothing is requeued).",
     )
     target = retry.add_mutually_exclusive_group(required=True)
-    target.add_argument("job_id", nargs="?", type=int, help="the job to requeue")
-    target.add_argument("--type", help="requeue every failed or dead job of this type")
+    target.add_argument("job_id", nargs="?", type=int, help="the failed, dead or cancelled job to requeue")
+    target.add_argument(
+        "--type", help="requeue every failed and every dead job of TYPE (its cancelled jobs are left alone)"
+    )
     retry.set_defaults(func=cmd_retry)
 
     cancel = sub.add_parser(
