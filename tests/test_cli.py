@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib.metadata import version
 
 import asyncpg
@@ -128,3 +130,54 @@ async def test_retry_type_requeues_failed_and_dead_and_says_so(db_url: str, conn
     assert type_help == "requeue every failed and every dead job of TYPE (its cancelled jobs are left alone)"
     listing = " ".join(build_parser().format_help().split())
     assert "requeue one failed, dead or cancelled job, or every failed and dead job of a type" in listing
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+async def test_enqueue_takes_every_option_the_clients_take(db_url: str, conn: asyncpg.Connection) -> None:
+    result = run_cli(
+        db_url,
+        "enqueue",
+        "report",
+        "--payload",
+        '{"user": 7}',
+        "--queue",
+        "reports",
+        "--priority",
+        "3",
+        "--run-at",
+        "2030-01-31T09:00:00+01:00",
+        "--max-attempts",
+        "2",
+        "--dedupe-key",
+        "report:7",
+        "--concurrency-key",
+        "user:7",
+    )
+    assert result.returncode == 0, result.stderr
+    row = await conn.fetchrow("SELECT * FROM background_jobs WHERE id = $1", int(result.stdout))
+    assert row is not None
+    assert (row["job_type"], json.loads(row["payload"]), row["queue"], row["priority"]) == (
+        "report",
+        {"user": 7},
+        "reports",
+        3,
+    )
+    assert row["scheduled_at"] == datetime(2030, 1, 31, 8, 0, tzinfo=UTC)
+    assert (row["max_attempts"], row["dedupe_key"], row["concurrency_key"]) == (2, "report:7", "user:7")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--run-at", "2030-01-31T09:00:00"], "has no UTC offset"),
+        (["--run-at", "tomorrow"], "not an ISO 8601 time"),
+        (["--run-at", "2030-01-31T09:00:00Z", "--delay", "5"], "not allowed with argument"),
+    ],
+    ids=["naive", "not-a-time", "with-delay"],
+)
+def test_enqueue_refuses_a_run_at_it_cannot_place(db_url: str, options: list[str], message: str) -> None:
+    result = run_cli(db_url, "enqueue", "report", *options)
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -10,6 +10,7 @@ import traceback
 import types
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -148,6 +149,8 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 delay=args.delay,
                 max_attempts=args.max_attempts,
                 dedupe_key=args.dedupe_key,
+                concurrency_key=args.concurrency_key,
+                run_at=args.run_at,
             )
         print(job_id)
         return EXIT_OK
@@ -374,6 +377,19 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- parsing -------------------------------------------------------------------------------
 
+
+def _aware_time(text: str) -> datetime:
+    """--run-at: an ISO 8601 time that says which zone it is in (a bare local time is ambiguous
+    on a server, and the clients refuse naive datetimes)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add one, e.g. {text}+00:00 or {text}Z")
+    return moment
+
+
 # the entry-point groups through which a plugin adds to jobrunner
 _PLUGIN_GROUPS = ("jobrunner.handlers", "jobrunner.migrations", "jobrunner.schedules")
 
@@ -470,8 +486,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument("--queue", default="default", help="the queue it goes to (default: default)")
     enqueue.add_argument("--priority", type=int, default=0, help="higher runs first (a 32-bit integer, default 0)")
-    enqueue.add_argument(
+    when = enqueue.add_mutually_exclusive_group()
+    when.add_argument(
         "--delay", type=float, default=None, metavar="SECONDS", help="runnable SECONDS from now (default: at once)"
+    )
+    when.add_argument(
+        "--run-at",
+        type=_aware_time,
+        default=None,
+        metavar="TIME",
+        help="runnable from TIME, ISO 8601 with a UTC offset (2030-01-31T09:00:00+01:00, or Z for UTC)",
     )
     enqueue.add_argument(
         "--max-attempts", type=int, default=5, metavar="N", help="attempts before it ends dead (1-1000, default 5)"
@@ -481,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="KEY",
         help="while a pending or running job holds KEY, enqueue nothing and print that job's id",
+    )
+    enqueue.add_argument(
+        "--concurrency-key",
+        default=None,
+        metavar="KEY",
+        help="group the job with others of its type holding KEY (e.g. a user id) for the type's "
+        "per_key_max_running limit",
     )
     enqueue.set_defaults(func=cmd_enqueue)
 
