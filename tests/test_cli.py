@@ -181,3 +181,13 @@ def test_enqueue_refuses_a_run_at_it_cannot_place(db_url: str, options: list[str
     result = run_cli(db_url, "enqueue", "report", *options)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("payload", ["null", "[1, 2]", '"text"', "3"])
+async def test_enqueue_refuses_a_payload_that_is_not_an_object(
+    db_url: str, conn: asyncpg.Connection, payload: str
+) -> None:
+    result = run_cli(db_url, "enqueue", "report", "--payload", payload)
+    assert result.returncode == 2
+    assert "--payload must be a JSON object" in result.stderr
+    assert await conn.fetchval("SELECT count(*) FROM background_jobs") == 0

@@ -329,7 +329,7 @@ async def test_enqueue_job_function_with_named_arguments(conn: asyncpg.Connectio
     row = await job_row(conn, minimal)
     assert (json.loads(row["payload"]), row["queue"], row["priority"], row["status"]) == ({}, "default", 0, "pending")
     nulls = await conn.fetchval(
-        "SELECT enqueue_job(job_type => 'rpc', payload => NULL, queue => NULL, priority => NULL, max_attempts => NULL)"
+        "SELECT enqueue_job(job_type => 'rpc', queue => NULL, priority => NULL, max_attempts => NULL)"
     )
     row = await job_row(conn, nulls)
     assert (json.loads(row["payload"]), row["queue"], row["priority"], row["max_attempts"]) == ({}, "default", 0, 5)
@@ -340,6 +340,25 @@ async def test_enqueue_job_function_with_named_arguments(conn: asyncpg.Connectio
 async def test_enqueue_job_function_rejects_a_non_object_payload(conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="payload_check"):
         await conn.fetchval("SELECT enqueue_job('rpc', '[1, 2]'::jsonb)")
+    assert await conn.fetchval(COUNT) == 0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT enqueue_job('rpc', NULL)",
+        "SELECT enqueue_job(job_type => 'rpc', payload => NULL)",
+        "SELECT enqueue_jobs(ARRAY['rpc', 'rpc'], ARRAY['{}', NULL]::jsonb[], ARRAY['default', 'default'],"
+        " ARRAY[0, 0], ARRAY[NULL, NULL]::timestamptz[], ARRAY[5, 5], ARRAY[NULL, NULL]::text[],"
+        " ARRAY[NULL, NULL]::text[])",
+    ],
+    ids=["positional", "named", "bulk"],
+)
+async def test_enqueue_functions_refuse_a_null_payload(conn: asyncpg.Connection, call: str) -> None:
+    # a NULL (a missing value in the caller's code) is not the empty object: leaving the argument
+    # out is how to ask for {}
+    with pytest.raises(asyncpg.NullValueNotAllowedError, match="payload must be a JSON object, not NULL"):
+        await conn.fetchval(call)
     assert await conn.fetchval(COUNT) == 0
 
 

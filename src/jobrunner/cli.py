@@ -137,6 +137,11 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"jobrunner: --payload is not valid JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if not isinstance(payload, dict):
+        # null too: the client would take None for "no payload" and store {}
+        kind = "null" if payload is None else f"a JSON {_json_kind(payload)}"
+        print(f"jobrunner: --payload must be a JSON object ({{...}}), not {kind}", file=sys.stderr)
+        return EXIT_USAGE
 
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
         async with _connection(url, settings) as conn:
@@ -160,6 +165,14 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidJob as exc:
         print(f"jobrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    return "boolean" if isinstance(value, bool) else "number"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
