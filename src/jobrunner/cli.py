@@ -44,6 +44,13 @@ from jobrunner.sql_files import Queries
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_NOTHING_TO_CANCEL = 3
+
+CANCEL_EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  cancelled (it was pending), or running and its worker told to stop it
+  {EXIT_FAILURE}  there is no such job
+  {EXIT_USAGE}  usage error: invalid settings, database not migrated, cannot connect
+  {EXIT_NOTHING_TO_CANCEL}  nothing to cancel: the job had already ended (completed, failed, dead or cancelled)"""
 
 
 @asynccontextmanager
@@ -272,20 +279,35 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
         async with _connection(url, settings) as conn:
-            status = await AsyncClient(conn, settings.schema_name).cancel(args.job_id)
-        if status is None:
-            print(f"jobrunner: there is no job {args.job_id}", file=sys.stderr)
-            return EXIT_FAILURE
-        if status == "cancelled":
-            print(f"cancelled job {args.job_id}")
-        elif status == "cancelling":
-            print(f"job {args.job_id} is running: its worker was told to stop it; it will end cancelled")
-        else:
-            print(f"jobrunner: job {args.job_id} was not cancelled: it is already {status}", file=sys.stderr)
-            return EXIT_FAILURE
-        return EXIT_OK
+            row = await conn.fetchrow(Queries(settings.schema_name).cancel_job_reporting, args.job_id)
+        return _report_cancel(args.job_id, row)
 
     return _with_database(settings, body)
+
+
+def _report_cancel(job_id: int, row: asyncpg.Record | None) -> int:
+    """What `cancel` did, from the job's state before and after (see CANCEL_EXIT_CODES)."""
+    if row is None:
+        print(f"jobrunner: there is no job {job_id}", file=sys.stderr)
+        return EXIT_FAILURE
+    before, after = row["status_before"], row["status_after"]
+    if before == "pending":
+        print(f"cancelled job {job_id} (it was pending)")
+    elif before == "running" and row["cancel_requested_before"] is not None:
+        print(
+            f"job {job_id} is running and was already asked to stop at {row['cancel_requested_before']}; "
+            "its worker was told again; it will end cancelled"
+        )
+    elif after == "cancelling":
+        print(f"job {job_id} is running: its worker was told to stop it; it will end cancelled")
+    else:
+        ended = "was already cancelled" if before == "cancelled" else f"has already ended {printable(before)}"
+        print(
+            f"jobrunner: job {job_id} {ended} (at {row['finished_at']}): nothing to cancel",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING_TO_CANCEL
+    return EXIT_OK
 
 
 def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
@@ -557,8 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser(
         "cancel",
         help="cancel a job (a running one is stopped where it runs)",
-        description="Cancel a pending job at once, or ask the worker running a job to stop it (it ends "
-        "cancelled once its handler has stopped).",
+        description="Cancel a pending job at once, or ask the worker running a job to stop it\n"
+        "(it ends cancelled once its handler has stopped).",
+        epilog=CANCEL_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cancel.add_argument("job_id", type=int, help="the job to cancel")
     cancel.set_defaults(func=cmd_cancel)
