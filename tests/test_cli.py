@@ -241,3 +241,26 @@ def test_cancel_help_lists_its_exit_codes() -> None:
     assert "exit codes:" in cancel_help
     for line in ["0  ", "1  there is no such job", "2  ", "3  nothing to cancel"]:
         assert f"\n  {line}" in cancel_help, cancel_help
+
+
+# -- mistyped settings -----------------------------------------------------------------------
+
+
+def test_a_command_warns_about_a_mistyped_variable_on_stderr(db_url: str) -> None:
+    result = run_cli(db_url, "status", "--json", env={"JOBRUNNER_CONCURENCY": "4"})
+    assert result.returncode == 0, result.stderr
+    assert (
+        "jobrunner: warning: JOBRUNNER_CONCURENCY (set in the environment) is not a jobrunner setting and is "
+        "ignored; did you mean JOBRUNNER_CONCURRENCY?"
+    ) in result.stderr
+    json.loads(result.stdout)  # the warning stays off stdout
+
+
+def test_the_daemon_logs_a_mistyped_variable_at_start_up(db_url: str) -> None:
+    result = run_cli(db_url, "run", "--burst", env={"JOBRUNNER_APP_UPLOAD_BUCKET": "photos"})
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    warned = [line for line in lines if line.get("variable") == "JOBRUNNER_APP_UPLOAD_BUCKET"]
+    assert len(warned) == 1, result.stderr
+    assert warned[0]["level"] == "warning"
+    assert warned[0]["did_you_mean"] == "JOBRUNNER_APP_UPLOADS_BUCKET"

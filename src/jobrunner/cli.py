@@ -426,7 +426,7 @@ def _aware_time(text: str) -> datetime:
 
 
 # the entry-point groups through which a plugin adds to jobrunner
-_PLUGIN_GROUPS = ("jobrunner.handlers", "jobrunner.migrations", "jobrunner.schedules")
+_PLUGIN_GROUPS = ("jobrunner.handlers", "jobrunner.migrations", "jobrunner.schedules", "jobrunner.settings")
 
 
 def version_report() -> str:
@@ -637,6 +637,30 @@ def _redacting_excepthook(kind: type[BaseException], value: BaseException, trace
     sys.stderr.write(redact_text("".join(traceback.format_exception(kind, value, trace))))
 
 
+def _warn_about_unknown_variables(*, as_log: bool) -> None:
+    """Name the JOBRUNNER_ variables no setting reads (a mistyped name is otherwise ignored in
+    silence): a log line for the daemon, plain lines on stderr for the other commands."""
+    import os
+
+    import structlog
+
+    from jobrunner.unknown_settings import dotenv_variables, find_unknown_variables
+
+    findings = find_unknown_variables({"environment": os.environ, ".env file": dotenv_variables()})
+    log = structlog.get_logger("jobrunner")
+    for problem in findings.unreadable:
+        text = f"JOBRUNNER_ variables not checked: a plugin's settings cannot be read: {problem}"
+        if as_log:
+            log.warning(text)
+        else:
+            _complain(f"jobrunner: warning: {text}")
+    for unknown in findings.unknown:
+        if as_log:
+            log.warning(unknown.message(), variable=unknown.name, did_you_mean=unknown.suggestion)
+        else:
+            _complain(f"jobrunner: warning: {unknown.message()}")
+
+
 # what a statement meets in a database `jobrunner migrate` has not (fully) set up: a missing table,
 # a missing function (enqueue_job, cancel_job, or one of an older signature), a missing schema
 _NOT_MIGRATED = (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError)
@@ -658,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     register_settings_secrets(settings)
     configure_logging(settings.log_format, settings.log_level)
+    _warn_about_unknown_variables(as_log=args.command == "run")
     try:
         code: int = args.func(args, settings)
     except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError) as exc:
