@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -264,3 +266,50 @@ def test_the_daemon_logs_a_mistyped_variable_at_start_up(db_url: str) -> None:
     assert len(warned) == 1, result.stderr
     assert warned[0]["level"] == "warning"
     assert warned[0]["did_you_mean"] == "JOBRUNNER_APP_UPLOADS_BUCKET"
+
+
+# -- an unreachable database -----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: nothing listens on it
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://app:s3cret-pw@no-such-host.invalid:6543/db", "at no-such-host.invalid:6543:"),
+        ("postgresql://app:s3cret-pw@127.0.0.1:{port}/db", "at 127.0.0.1:{port}:"),
+        ("postgresql://app:s3cret-pw@[::1]:{port}/db", "at [::1]:{port}:"),
+        (
+            "postgresql://app:s3cret-pw@/db?host=/nonexistent/sockets&port={port}",
+            "/nonexistent/sockets/.s.PGSQL.{port}",
+        ),
+    ],
+    ids=["unresolvable", "refused", "ipv6", "socket"],
+)
+@pytest.mark.parametrize("command", [["status"], ["enqueue", "echo"], ["migrate", "--sql"]], ids=" ".join)
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(
+    url: str, named: str, command: list[str]
+) -> None:
+    port = _free_port()
+    result = run_cli(url.format(port=port), *command)
+    assert result.returncode == 2
+    assert "cannot connect to the database" in result.stderr
+    assert named.format(port=port) in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_refused_login_names_the_server(db_url: str) -> None:
+    server = urlsplit(db_url)
+    if not server.hostname:
+        pytest.skip("the test server listens on a Unix socket: trust authentication, no login to refuse")
+    url = urlunsplit(server._replace(netloc=f"no_such_role:s3cret-pw@{server.hostname}:{server.port or 5432}"))
+    result = run_cli(url, "status")
+    assert result.returncode == 2
+    assert f"the database at {server.hostname}:{server.port or 5432} refused the login" in result.stderr
+    assert "s3cret" not in result.stderr

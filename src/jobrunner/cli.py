@@ -53,9 +53,27 @@ CANCEL_EXIT_CODES = f"""exit codes:
   {EXIT_NOTHING_TO_CANCEL}  nothing to cancel: the job had already ended (completed, failed, dead or cancelled)"""
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The command's connection failed; the message names the server, never the password."""
+
+
+async def _connect(url: DatabaseUrl, settings: Settings) -> asyncpg.Connection:
+    # asyncpg's own messages do not say which server: a typo in a host name read only
+    # "Name or service not known"
+    try:
+        return await asyncpg.connect(**connect_kwargs(url, settings.connect_timeout))
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise DatabaseUnavailable(f"the database at {url.server()} refused the login: {exc}") from exc
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+        reason = str(exc) or (
+            f"no answer within {settings.connect_timeout:g}s" if isinstance(exc, TimeoutError) else type(exc).__name__
+        )
+        raise DatabaseUnavailable(f"cannot connect to the database at {url.server()}: {reason}") from exc
+
+
 @asynccontextmanager
 async def _connection(url: DatabaseUrl, settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(**connect_kwargs(url, settings.connect_timeout))
+    conn = await _connect(url, settings)
     try:
         yield conn
     finally:
@@ -109,9 +127,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 async with _connection(url, settings) as conn:
                     steps = await plan_migrations(conn, schema)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+            except DatabaseUnavailable as exc:
                 _complain(
-                    f"jobrunner: cannot connect to the database ({exc}), so cannot tell what it lacks; "
+                    f"jobrunner: {exc}\nso `migrate --sql` cannot tell what it lacks; "
                     "`jobrunner migrate --sql --empty` prints what an empty database needs"
                 )
                 return EXIT_USAGE
@@ -685,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     _warn_about_unknown_variables(as_log=args.command == "run")
     try:
         code: int = args.func(args, settings)
-    except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError) as exc:
+    except (RegistryError, InvalidDatabaseUrl, EmbeddedUnavailable, MigrationError, DatabaseUnavailable) as exc:
         _complain(f"jobrunner: {exc}")
         return EXIT_USAGE
     except _NOT_MIGRATED as exc:
