@@ -18,7 +18,7 @@ from jobrunner.cli import build_parser
 from tests.support import jobrunner_process
 
 
-def run_cli(db_url: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(db_url: str, *args: str, env: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
     proc = jobrunner_process(db_url, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
@@ -313,3 +313,36 @@ def test_a_refused_login_names_the_server(db_url: str) -> None:
     assert result.returncode == 2
     assert f"the database at {server.hostname}:{server.port or 5432} refused the login" in result.stderr
     assert "s3cret" not in result.stderr
+
+
+# -- piped output ----------------------------------------------------------------------------
+
+LONG_TYPE = "nightly_" + "report_" * 20 + "end"
+LONG_ERROR = "ValueError: " + "the upstream said no " * 4 + "(end)"  # status shows 120 characters
+
+
+@pytest.mark.parametrize("columns", [None, "80"], ids=["no COLUMNS", "COLUMNS=80"])
+async def test_piped_tables_keep_each_row_on_one_line(
+    db_url: str, conn: asyncpg.Connection, columns: str | None
+) -> None:
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, status, attempts, last_error, finished_at)"
+        " VALUES ($1, 'dead', 5, $2, now())",
+        LONG_TYPE,
+        LONG_ERROR,
+    )
+    definition = {"cron": "0 3 * * *", "job_type": LONG_TYPE, "queue": "reports"}
+    await conn.execute(
+        "INSERT INTO jobrunner_schedules (name, definition) VALUES ($1, $2)", LONG_TYPE, json.dumps(definition)
+    )
+    status = run_cli(db_url, "status", env={"COLUMNS": columns})
+    assert status.returncode == 0, status.stderr
+    # what `jobrunner status | grep TYPE` sees: the type, its counts and its last error on one line
+    rows = [line for line in status.stdout.splitlines() if LONG_TYPE in line]
+    counts = [[cell.strip() for cell in line.split("│")[2:8]] for line in rows]
+    assert ["0", "0", "0", "0", "1", "0"] in counts, status.stdout
+    assert any(LONG_ERROR in line for line in rows), status.stdout
+
+    schedules = run_cli(db_url, "schedules", env={"COLUMNS": columns})
+    assert schedules.returncode == 0, schedules.stderr
+    assert any(LONG_TYPE in line and "0 3 * * *" in line for line in schedules.stdout.splitlines()), schedules.stdout

@@ -87,6 +87,17 @@ def _with_database(
         return event_loop.run(body(url, listen), settings.event_loop)
 
 
+# wider than any table: piped output is never wrapped or cut
+_UNWRAPPED_WIDTH = 1_000_000
+
+
+def _console() -> Console:
+    """On a terminal, tables fit its width. Piped or redirected (`jobrunner status | grep`), each
+    row stays whole on one line, whatever COLUMNS says: rich would otherwise wrap and cut them at
+    COLUMNS, or at 80 columns when it is unset."""
+    return Console() if sys.stdout.isatty() else Console(width=_UNWRAPPED_WIDTH)
+
+
 def _print_json(value: Any) -> None:
     """Job data as JSON: control characters escaped (ensure_ascii), secrets masked."""
     print(redact_text(json.dumps(value, default=str, indent=2)))
@@ -219,7 +230,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 }
             )
             return EXIT_OK
-        console = Console()
+        console = _console()
         console.print(status_table(counts))
         runnable = Table(title="Runnable now")
         for column in ("queue", "jobs", "oldest waiting"):
@@ -260,7 +271,7 @@ def _job_status(args: argparse.Namespace, settings: Settings) -> int:
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
             table.add_row(name, literal(value))
-        Console().print(table)
+        _console().print(table)
         return EXIT_OK
 
     return _with_database(settings, body)
@@ -414,7 +425,7 @@ def cmd_schedules(args: argparse.Namespace, settings: Settings) -> int:
                 "" if item["last_job_id"] is None else str(item["last_job_id"]),
                 next_run,
             )
-        Console().print(table_out)
+        _console().print(table_out)
         return EXIT_OK
 
     return _with_database(settings, body)
