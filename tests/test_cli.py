@@ -346,3 +346,17 @@ async def test_piped_tables_keep_each_row_on_one_line(
     schedules = run_cli(db_url, "schedules", env={"COLUMNS": columns})
     assert schedules.returncode == 0, schedules.stderr
     assert any(LONG_TYPE in line and "0 3 * * *" in line for line in schedules.stdout.splitlines()), schedules.stdout
+
+
+async def test_status_of_one_job_shows_its_json_as_json(db_url: str, conn: asyncpg.Connection) -> None:
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, status, attempts, result, finished_at)"
+        " VALUES ('report', '{\"user\": 7}', 'completed', 1, '[\"done\"]', now()) RETURNING id"
+    )
+    as_json = run_cli(db_url, "status", "--job", str(job_id), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    shown = json.loads(as_json.stdout)
+    assert (shown["payload"], shown["result"], shown["progress"]) == ({"user": 7}, ["done"], None)
+    table = run_cli(db_url, "status", "--job", str(job_id))
+    assert table.returncode == 0, table.stderr
+    assert '{"user": 7}' in table.stdout and '["done"]' in table.stdout

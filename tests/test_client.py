@@ -39,7 +39,7 @@ async def test_enqueue_returns_the_id_with_the_defaults(pool: asyncpg.Pool, conn
     assert before <= row["scheduled_at"] <= await conn.fetchval("SELECT clock_timestamp()")
     record = await client.get(job_id)
     assert record is not None
-    assert (record.id, record.status, json.loads(record.payload)) == (job_id, "pending", {"to": "a@example.com"})
+    assert (record.id, record.status, record.payload) == (job_id, "pending", {"to": "a@example.com"})
     assert await client.get(job_id + 1000) is None
 
 
@@ -230,6 +230,29 @@ async def test_cancel_a_pending_job_and_retry_a_dead_one(pool: asyncpg.Pool, con
     assert (await job_row(conn, pending))["status"] == "pending"
 
 
+JSON_COLUMNS = {"payload": {"n": [1, 2.5, None, "é"]}, "result": [{"ok": True}], "progress": 0.25}
+
+
+async def test_a_record_holds_its_json_columns_as_python_values(conn: asyncpg.Connection, db_url: str) -> None:
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, status, attempts, result, progress, finished_at)"
+        " VALUES ('report', $1::jsonb, 'completed', 1, $2::jsonb, $3::jsonb, now()) RETURNING id",
+        *(json.dumps(value) for value in JSON_COLUMNS.values()),
+    )
+    bare = await conn.fetchval("INSERT INTO background_jobs (job_type) VALUES ('report') RETURNING id")
+    record = await AsyncClient(conn).get(job_id)
+    with psycopg.connect(db_url) as pg:
+        sync_record = Client(pg).get(job_id)
+        sync_bare = Client(pg).get(bare)
+    async_bare = await AsyncClient(conn).get(bare)
+    for got in (record, sync_record):
+        assert got is not None
+        assert (got.payload, got.result, got.progress) == tuple(JSON_COLUMNS.values())
+    for got in (async_bare, sync_bare):
+        assert got is not None
+        assert (got.payload, got.result, got.progress) == ({}, None, None)
+
+
 # -- Client (psycopg 3) --------------------------------------------------------------------
 
 
@@ -242,7 +265,7 @@ def test_sync_enqueue_with_defaults_and_options(pg: psycopg.Connection[Any]) -> 
     record = client.get(job_id)
     assert record is not None
     assert (record.queue, record.priority, record.max_attempts, record.status) == ("default", 0, 5, "pending")
-    assert json.loads(record.payload) == {"to": "b@example.com"}
+    assert record.payload == {"to": "b@example.com"}
     record = client.get(later)
     assert record is not None
     assert (record.queue, record.priority, record.scheduled_at) == ("mail", 7, run_at)
@@ -303,7 +326,7 @@ def test_sync_payload_with_a_percent_sign(pg: psycopg.Connection[Any]) -> None:
     job_id = client.enqueue("fmt", {"template": "100% of %(name)s and %s"})
     record = client.get(job_id)
     assert record is not None
-    assert json.loads(record.payload) == {"template": "100% of %(name)s and %s"}
+    assert record.payload == {"template": "100% of %(name)s and %s"}
 
 
 # -- SQL: the function and plain INSERT ----------------------------------------------------

@@ -196,7 +196,7 @@ async def test_daemon_and_both_clients_through_a_transaction_pooler(
     for job_id, record in records.items():
         assert record is not None
         attempt = expected[job_id]
-        assert (record.status, record.attempts, record.result) == ("completed", attempt, str(attempt)), record
+        assert (record.status, record.attempts, record.result) == ("completed", attempt, attempt), record
     assert daemon.poll() is None, "the daemon died"
     daemon.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(daemon.wait, 20) == 0

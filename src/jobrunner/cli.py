@@ -270,7 +270,9 @@ def _job_status(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
-            table.add_row(name, literal(value))
+            # payload, result and progress as the JSON they are stored as ("1" and 1 differ)
+            is_json = name in ("payload", "result", "progress") and value is not None
+            table.add_row(name, literal(json.dumps(value, ensure_ascii=False) if is_json else value))
         _console().print(table)
         return EXIT_OK
 
