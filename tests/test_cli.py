@@ -9,13 +9,13 @@ import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from jobrunner.cli import build_parser
-from tests.support import jobrunner_process
+from jobrunner.dsn import parse_database_url
+from tests.support import jobrunner_process, url_as
 
 
 def run_cli(db_url: str, *args: str, env: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
@@ -305,13 +305,11 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(
 
 
 def test_a_refused_login_names_the_server(db_url: str) -> None:
-    server = urlsplit(db_url)
-    if not server.hostname:
-        pytest.skip("the test server listens on a Unix socket: trust authentication, no login to refuse")
-    url = urlunsplit(server._replace(netloc=f"no_such_role:s3cret-pw@{server.hostname}:{server.port or 5432}"))
+    url = url_as(db_url, "no_such_role", "s3cret-pw")  # refused with trust authentication too
     result = run_cli(url, "status")
     assert result.returncode == 2
-    assert f"the database at {server.hostname}:{server.port or 5432} refused the login" in result.stderr
+    server = parse_database_url(url).server()  # host:port, or the embedded server's socket
+    assert f"the database at {server} refused the login" in result.stderr
     assert "s3cret" not in result.stderr
 
 
