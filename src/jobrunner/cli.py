@@ -620,8 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the installed plugins (jobrunner.handlers entry points) and --handlers. Refuses to start (exit 2) "
         "while migrations are missing.",
     )
-    run.add_argument("--concurrency", type=int, help="handlers running at once (JOBRUNNER_CONCURRENCY, default 10)")
-    run.add_argument("--queues", help="comma-separated queues to work (JOBRUNNER_QUEUES, default: default)")
+    run.add_argument(
+        "--concurrency", type=int, metavar="N", help="handlers running at once (JOBRUNNER_CONCURRENCY, default 10)"
+    )
+    run.add_argument(
+        "--queues", metavar="Q1,Q2", help="comma-separated queues to work (JOBRUNNER_QUEUES, default: default)"
+    )
     run.add_argument(
         "--handlers",
         action="append",
