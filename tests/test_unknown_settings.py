@@ -65,7 +65,8 @@ def test_the_names_settings_read_are_not_reported() -> None:
 
 # these files hold mistyped names on purpose; the others hold none
 _OWN_TYPOS = {Path(__file__).resolve(), REPO_ROOT / "tests" / "test_cli.py"}
-_NEGATIVE_EXAMPLES = {"JOBRUNNER_JOBRUNNER"}  # test_bad_input: a name that must never be printed
+# test_bad_input: a name that must never be printed; docs/reference/cli.md: the warning's example
+_NEGATIVE_EXAMPLES = {"JOBRUNNER_JOBRUNNER", "JOBRUNNER_CONCURENCY"}
 
 
 def test_no_name_the_repository_uses_is_reported() -> None:

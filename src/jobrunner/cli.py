@@ -333,10 +333,8 @@ def _report_cancel(job_id: int, row: asyncpg.Record | None) -> int:
         print(f"job {job_id} is running: its worker was told to stop it; it will end cancelled")
     else:
         ended = "was already cancelled" if before == "cancelled" else f"has already ended {printable(before)}"
-        print(
-            f"jobrunner: job {job_id} {ended} (at {row['finished_at']}): nothing to cancel",
-            file=sys.stderr,
-        )
+        when = "" if row["finished_at"] is None else f" (at {row['finished_at']})"
+        print(f"jobrunner: job {job_id} {ended}{when}: nothing to cancel", file=sys.stderr)
         return EXIT_NOTHING_TO_CANCEL
     return EXIT_OK
 
