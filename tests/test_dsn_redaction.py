@@ -52,6 +52,7 @@ def assert_no_fragment(label: str, output: str) -> None:
         assert fragment not in output, f"{label}: {fragment!r} leaked in:\n{output}"
 
 
+@pytest.mark.process
 async def test_no_password_form_leaks_from_a_daemon_that_cannot_connect(dead_port: int) -> None:
     forms = url_forms(dead_port)
     procs = {

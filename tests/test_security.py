@@ -43,8 +43,13 @@ ROW_SECURED = list(QUEUE_TABLES)[:-1]
 QUEUE_FUNCTIONS = [
     "enqueue_job('x')",
     "cancel_job(1)",
-    "claim_limited_jobs(ARRAY['default'], 'me', 1, 30, 'x', 1, NULL, 60, NULL)",
-    "claim_jobs_within_limits(ARRAY['ai'], 'me', 1, 30, NULL, '{}', NULL, NULL, 60, NULL, 'ai', 1, NULL, 60)",
+    "claim_jobs('me', 30, 1, 1000, ARRAY['default'], 1, true, ARRAY['x'], ARRAY[1], ARRAY[1], ARRAY[NULL::int],"
+    " ARRAY[60], ARRAY[NULL::int], ARRAY['ai'], ARRAY[1], ARRAY[NULL::int], ARRAY[60])",
+    "claim_part('queue', ARRAY['default'], '{}', NULL, NULL, 1, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+    " '{}', 1000, false)",
+    "claim_walk_queue('default', '{}', 1)",
+    "claim_walk_type('x', ARRAY['default'], 1)",
+    "claim_walk_keys('x', ARRAY['default'], 1, 1)",
 ]
 RUN = ("run", "--handlers", "tests.process_handlers")
 

@@ -171,7 +171,8 @@ def parse_reply(kind: str, content: str | None) -> AnalysisReply:
 
 
 def cache_key(image: bytes, user_id: UUID, kind: str) -> str:
-    # fixed-length user id and a closed set of kinds: the concatenation is unambiguous
+    # the image's bytes, not its URL: docs/app/maintenance.md says why. A fixed-length user id and
+    # a closed set of kinds: the concatenation is unambiguous
     return hashlib.sha256(image + user_id.bytes + kind.encode()).hexdigest()
 
 

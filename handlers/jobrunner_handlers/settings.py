@@ -86,12 +86,27 @@ class AppSettings(BaseSettings):
     image_concurrency: int = Field(default=1, ge=1, le=64, description="Images process_upload decodes at once.")
 
     # -- retention and cleanup ------------------------------------------------------------
-    upload_retention_days: int = Field(default=90, ge=1)
+    # cleanup_old_data: an object in a user's folder of the uploads (or thumbnails) bucket that no
+    # row names is deleted once Storage says it was created and last replaced this long ago
+    unused_upload_days: int = Field(default=90, ge=7)
+    # entries per Storage list request (Storage's list returns at most 1500)
+    cleanup_list_page_size: int = Field(default=1000, ge=1, le=1000)
+    # list requests per cleanup_old_data run; the next run goes on where this one stopped
+    cleanup_max_list_requests: int = Field(default=5000, ge=1)
     metrics_retention_days: int = Field(default=30, ge=1)
-    # None (default): analyses are kept; set it to archive older month partitions to the archive bucket
-    archive_retention_days: int | None = Field(default=None, ge=30)
+    # archive_old_analyses: analysis months that ended this long ago go to the archive bucket and
+    # leave the database; "off" keeps them
+    archive_retention_days: int | None = Field(default=365, ge=30)
+    # objects per Storage delete request (Storage takes at most 1000); rows per metrics batch / 100
     cleanup_batch_size: int = Field(default=100, ge=1, le=1000)
     cleanup_max_batches: int = Field(default=50, ge=1)
+
+    # -- month partitions (maintain_partitions) -------------------------------------------
+    # partitions exist for this month and at least this many after it
+    partition_months_ahead: int = Field(default=3, ge=3, le=36)
+    # a month with more rows than this waiting in a default partition is not moved by the job
+    # (the move holds the default partition's lock): the job fails, saying what to run by hand
+    partition_move_max_rows: int = Field(default=100_000, ge=0)
 
     # -- recommendations ------------------------------------------------------------------
     recommendations_count: int = Field(default=10, ge=1, le=100)
@@ -133,6 +148,13 @@ class AppSettings(BaseSettings):
         if not value or any(size < 16 or size > 4096 for size in value):
             raise ValueError("thumbnail sizes must be 16 to 4096 pixels, at least one")
         return sorted(set(value))
+
+    @field_validator("archive_retention_days", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
 
     @field_validator("supabase_url", "openai_base_url", "expo_push_url")
     @classmethod

@@ -137,6 +137,7 @@ class AsyncClient:
         return [row["id"] for row in rows]
 
     async def get(self, job_id: int, *, connection: AsyncConnection | None = None) -> JobRecord | None:
+        """The job's row (status, attempts, last error, result, …), or None when there is no such job."""
         row = await (connection or self._db).fetchrow(self._queries.get_job, job_id)
         return JobRecord.from_row(row) if row else None
 

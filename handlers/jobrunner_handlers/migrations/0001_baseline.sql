@@ -173,8 +173,6 @@ CREATE INDEX IF NOT EXISTS idx_style_analyses_overall_score ON public.style_anal
 CREATE INDEX IF NOT EXISTS idx_style_analyses_area_scores ON public.style_analyses USING gin (area_scores jsonb_path_ops);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_style_analyses_source_job ON public.style_analyses (source_job_id, created_at);
 CREATE INDEX IF NOT EXISTS idx_progress_photos_user_created ON public.progress_photos (user_id, created_at DESC);
--- cleanup walks uploads by age
-CREATE INDEX IF NOT EXISTS idx_progress_photos_created ON public.progress_photos (created_at);
 CREATE INDEX IF NOT EXISTS idx_api_metrics_user_created ON public.api_metrics (user_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_api_metrics_endpoint_created ON public.api_metrics (endpoint, created_at DESC);
 
@@ -441,10 +439,10 @@ REVOKE ALL ON public.profiles, public.glow_analyses, public.style_analyses, publ
 GRANT SELECT, INSERT, UPDATE ON public.profiles TO authenticated;
 GRANT SELECT ON public.glow_analyses, public.style_analyses, public.product_recommendations,
     public.notifications TO authenticated;
--- A progress_photos row names Storage objects that cleanup_old_data deletes with the service key
--- once the row is old enough: users insert only the columns that describe their upload
--- (created_at, which decides when cleanup deletes, thumbnails and the processing results are the
--- server's and the worker's) and update only the note.
+-- A progress_photos row names Storage objects, which the worker reads with the service key and
+-- cleanup_old_data keeps while a row names them: users insert only the columns that describe
+-- their upload (created_at, thumbnails and the processing results are the server's and the
+-- worker's) and update only the note.
 GRANT SELECT, DELETE ON public.progress_photos TO authenticated;
 GRANT INSERT (user_id, bucket, storage_path, content_type, size_bytes, note), UPDATE (note)
     ON public.progress_photos TO authenticated;
@@ -490,7 +488,7 @@ $$;
 -- jobrunner:functions is_storage_path_of protect_partition create_upcoming_partitions
 
 -- uploads: the user's own rows, pointing into their own folder (`<auth.uid()>/...`) of a bucket
--- users upload to; cleanup_old_data checks the same again before it deletes anything
+-- users upload to; cleanup_old_data deletes only objects whose paths pass the same rules
 DROP POLICY IF EXISTS progress_photos_own ON public.progress_photos;
 CREATE POLICY progress_photos_own ON public.progress_photos FOR ALL TO authenticated
     USING (user_id = (SELECT auth.uid()))
@@ -509,5 +507,26 @@ SELECT public.protect_partition(p)
 FROM unnest(ARRAY['public.glow_analyses_default', 'public.style_analyses_default',
                   'public.progress_photos_default', 'public.api_metrics_default']::regclass[]) AS p;
 
--- this month and the next two; cleanup_old_data keeps creating them ahead
-SELECT public.create_upcoming_partitions(3);
+-- this month and the next three; the daily maintain_partitions job keeps creating them ahead
+SELECT public.create_upcoming_partitions(4);
+
+-- == Unused uploads (cleanup_old_data) =========================================================
+-- What cleanup_old_data needs to tell unused uploads from used ones (docs/app/maintenance.md).
+
+-- A profile's avatar: an object path or a Storage URL. cleanup_old_data counts it as a reference,
+-- so an upload a user chose as avatar is never unused; it is only ever read to keep objects.
+ALTER TABLE public.profiles ADD COLUMN IF NOT EXISTS avatar_url text CHECK (length(avatar_url) <= 2048);
+
+-- Where cleanup_old_data's sweep of each bucket stopped: the last user folder it finished ('' when
+-- a sweep went round). A run lists a bounded number of folders; the next goes on from there.
+CREATE TABLE IF NOT EXISTS public.storage_sweep_positions (
+    bucket        text        PRIMARY KEY,
+    after_folder  text        NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.storage_sweep_positions ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS storage_sweep_positions_worker_all ON public.storage_sweep_positions;
+CREATE POLICY storage_sweep_positions_worker_all ON public.storage_sweep_positions
+    FOR ALL TO jobrunner_worker USING (true) WITH CHECK (true);
+REVOKE ALL ON public.storage_sweep_positions FROM PUBLIC, anon, authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.storage_sweep_positions TO jobrunner_worker, service_role;

@@ -43,27 +43,36 @@ WHERE (r.rank, r.score, r.reasons) IS DISTINCT FROM (excluded.rank, excluded.sco
 DELETE FROM public.product_recommendations
 WHERE user_id = $1 AND basis = $2 AND product_id <> ALL($3::uuid[]);
 
--- name: try_cleanup_lock
--- Held by cleanup_old_data for its whole run on its own connection: one cleanup at a time.
-SELECT pg_try_advisory_lock(hashtext('jobrunner_app:cleanup_old_data'));
+-- name: try_job_lock
+-- Held by a maintenance job (cleanup_old_data, archive_old_analyses: $1) for its whole run, on a
+-- connection of its own: one run of each at a time.
+SELECT pg_try_advisory_lock(hashtext('jobrunner_app:' || $1::text));
 
--- name: cleanup_unlock
-SELECT pg_advisory_unlock(hashtext('jobrunner_app:cleanup_old_data'));
+-- name: job_unlock
+SELECT pg_advisory_unlock(hashtext('jobrunner_app:' || $1::text));
 
--- name: old_uploads
--- The oldest uploads past the retention after the key ($3, $4) of the previous batch (NULL: from
--- the start), so rows cleanup keeps do not come back in every batch (walks idx_progress_photos_created).
-SELECT id, created_at, user_id, bucket, storage_path, thumbnails::text AS thumbnails
-FROM public.progress_photos
-WHERE created_at < now() - make_interval(days => $1::int)
-  AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
-ORDER BY created_at, id
-LIMIT $2;
+-- name: storage_references_of_user
+-- Everything a user's rows name in Storage, as stored (object paths or Storage URLs): their
+-- uploads and the uploads' thumbnails, the images their analyses were made from, their avatar.
+-- Walks the user_id indexes of each table.
+SELECT p.storage_path AS ref FROM public.progress_photos AS p WHERE p.user_id = $1
+UNION ALL
+SELECT t.value ->> 'path'
+FROM public.progress_photos AS p CROSS JOIN LATERAL jsonb_array_elements(p.thumbnails) AS t(value)
+WHERE p.user_id = $1 AND jsonb_typeof(t.value) = 'object'
+UNION ALL
+SELECT g.image_path FROM public.glow_analyses AS g WHERE g.user_id = $1
+UNION ALL
+SELECT s.image_path FROM public.style_analyses AS s WHERE s.user_id = $1
+UNION ALL
+SELECT f.avatar_url FROM public.profiles AS f WHERE f.id = $1 AND f.avatar_url IS NOT NULL;
 
--- name: delete_uploads
-DELETE FROM public.progress_photos AS p
-USING unnest($1::uuid[], $2::timestamptz[]) AS d(id, created_at)
-WHERE p.id = d.id AND p.created_at = d.created_at;
+-- name: sweep_position
+SELECT after_folder FROM public.storage_sweep_positions WHERE bucket = $1;
+
+-- name: save_sweep_position
+INSERT INTO public.storage_sweep_positions AS s (bucket, after_folder) VALUES ($1, $2)
+ON CONFLICT (bucket) DO UPDATE SET after_folder = excluded.after_folder, updated_at = now();
 
 -- name: cleanup_expired_cache
 SELECT public.cleanup_expired_cache($1::int);
@@ -71,8 +80,14 @@ SELECT public.cleanup_expired_cache($1::int);
 -- name: cleanup_old_metrics
 SELECT public.cleanup_old_metrics(make_interval(days => $1::int), $2::int)::text;
 
--- name: create_upcoming_partitions
-SELECT public.create_upcoming_partitions($1::int);
+-- name: partitions_due
+-- What maintain_partitions creates, as of $2 (NULL: now).
+SELECT parent::text AS parent, month, default_rows
+FROM public.partitions_due($1::int, coalesce($2::timestamptz, now()));
+
+-- name: create_month_partition
+-- One partition per call, each in its own transaction: its locks end with it.
+SELECT partition_name, moved_rows FROM public.create_month_partition($1::regclass, $2::date, $3::bigint);
 
 -- name: archivable_partitions
 -- Analysis month partitions that ended more than $1 days ago, oldest first.

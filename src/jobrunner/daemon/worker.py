@@ -1,6 +1,6 @@
 """The daemon: claim batches, run handlers, write outcomes back, keep leases alive, stop cleanly.
 
-NOTIFY ─► fetch loop ─claim_batch─► executor tasks ─► completer ─► record_outcomes
+NOTIFY ─► fetch loop ─claim─► executor tasks ─► completer ─► record_outcomes
              ▲  poll                     ▲ heartbeat (extend_leases)
 """
 
@@ -40,7 +40,7 @@ from jobrunner.migrate import pending_migrations
 from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.store import JobStore, Outcome, claim_order
+from jobrunner.store import ClaimPlan, JobStore, LimitedType, Outcome
 from jobrunner.systemd_notify import SystemdNotifier
 
 # the committed outcome of an attempt, as the stats and metrics name it
@@ -149,6 +149,8 @@ class Daemon:
         # claimed apart from the fast claim: types with global or per-process limits (set in run)
         self._limited_types: list[str] = []
         self._limited_first = False
+        # the last claim's limited parts had a job to take but no slot free now for it
+        self._limited_waiting = False
         # the queues claimed fast, and those claimed one by one under their global limits
         self._free_queues = [q for q in settings.queues if q not in settings.queue_limits]
         self._limited_queues = [q for q in settings.queues if q in settings.queue_limits]
@@ -235,6 +237,7 @@ class Daemon:
                 on_timeout=self._on_timeout,
             )
             self._limited_types = sorted(set(self._executor.local_limits) | set(self._limits))
+            await self._ensure_limit_state()
             self._completer = BatchCompleter(
                 self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
             )
@@ -276,6 +279,18 @@ class Daemon:
             await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
         self.log.info("daemon stopped", **vars(self.stats))
         return self.stats
+
+    async def _ensure_limit_state(self) -> None:
+        """The limit-state rows of this daemon's limited types and queues, made before its
+        first claim: a claim creates a missing one itself, but two replicas creating each
+        other's rows in opposite orders at once could deadlock."""
+        assert self._store is not None
+        queue_limits = {queue: self.settings.queue_limits[queue] for queue in self._limited_queues}
+        try:
+            await self._store.ensure_limit_state(self._limits, queue_limits)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            # not fatal: the first claims create them
+            self.log.warning("creating the limit-state rows failed", error=repr(exc))
 
     async def _pending_migrations(self, pool: asyncpg.Pool) -> list[str] | None:
         """The start-up check, retried while the database is away (a restart, a cut connection):
@@ -406,7 +421,8 @@ class Daemon:
         notified = False
         while not self._stopping.is_set():
             self._last_fetch_turn = now = loop.time()
-            prefetch = self._prefetch.depth(now)
+            # a limited job waits for a slot free now: claim nothing ahead until it has one
+            prefetch = 0 if self._limited_waiting else self._prefetch.depth(now)
             free = self._free_slots(prefetch)
             # with jobs still waiting, refill the prefetch only once half of it is free: fewer,
             # larger claims rather than one claim per finished job
@@ -445,6 +461,13 @@ class Daemon:
                 continue
             if len(jobs) == limit or self._store.filled_byte_budget(jobs):
                 continue  # there may be more right away
+            if self._limited_waiting:
+                # a limited job waits for a slot free now: the next slot to free is its own
+                if s.concurrency - len(self._running) - len(self._waiting) > 0:
+                    continue
+                self._slot_freed.clear()
+                await sleep_unless(self._slot_freed, s.poll_interval)
+                continue
             if self.burst and not jobs and not self._held:
                 # wait for what becomes runnable within burst_wait: our own retries with a short
                 # backoff, jobs a global limit holds back for a moment
@@ -467,78 +490,41 @@ class Daemon:
                 await sleep_unless(self._stopping, delay)
 
     async def _claim(self, limit: int) -> list[Job]:
-        """One fast claim for the queues and job types without limits, and one claim per limited
-        part: per limited type (per-process max_concurrency, global limits) in the queues
-        without limits, per limited queue for its other types, and per limited type within each
-        limited queue. Which side goes first alternates, so neither can starve the other.
-        Returned in the order to start them: limited jobs first, each part in claim order."""
+        """One claim, one round trip: the queues and job types without limits, and each limited
+        part (per limited type, per process or global; per limited queue). Which side goes
+        first alternates, so neither can starve the other. Returned in the order to start them:
+        limited jobs first, each side in claim order."""
+        assert self._store is not None and self._executor is not None
         s = self.settings
-        self._limited_first = not self._limited_first
+        # the limited side goes first every other claim, and every claim while a limited job
+        # waits for room
+        self._limited_first = self._limited_waiting or not self._limited_first
         # limited parts take only slots free now: a job waiting in the prefetch would hold a
         # global slot (it is `running` in the database) and a spent token before it starts
         free_now = max(0, s.concurrency - len(self._running) - len(self._waiting))
-        if self._limited_first:
-            limited = await self._claim_limited(min(limit, free_now))
-            unlimited = await self._claim_unlimited(limit - len(limited))
-        else:
-            unlimited = await self._claim_unlimited(limit)
-            limited = await self._claim_limited(min(limit, free_now) - len(unlimited))
-        # the limited ones first: they fit the free slots and start now, the prefetch waits.
-        # The unlimited part is one claim, which the store returns in claim order already.
-        limited.sort(key=claim_order)
-        return limited + unlimited
-
-    async def _claim_unlimited(self, limit: int) -> list[Job]:
-        if limit <= 0 or not self._free_queues:
-            return []
-        assert self._store is not None
-        return await self._store.claim_batch(
-            self._free_queues, self.worker_id, limit, self.settings.lease_seconds, self._limited_types
-        )
-
-    async def _claim_limited(self, limit: int) -> list[Job]:
-        assert self._store is not None and self._executor is not None
-        s = self.settings
-        limited_types = self._limited_types
-        jobs: list[Job] = []
-        if limit <= 0 or (not limited_types and not self._limited_queues):
-            return jobs
         local = self._executor.local_limits
         by_type = Counter(job.job_type for job in self._held.values())
         # an abandoned handler holds its type's max_concurrency slot until it really ends: a job
         # claimed into that slot would wait for it, `running` and heartbeated, for good
         by_type.update(self._abandoned.values())
-        for queue in [None, *self._limited_queues]:
-            queues = self._free_queues if queue is None else [queue]
-            if not queues:
-                continue
-            # within the free queues the unlimited types are the fast claim's
-            job_types: list[str | None] = [*limited_types] if queue is None else [None, *limited_types]
-            for job_type in job_types:
-                room = limit - len(jobs)
-                if job_type in local:
-                    room = min(room, local[job_type] - by_type[job_type])
-                if room <= 0:
-                    continue
-                if queue is None and job_type not in self._limits:
-                    claimed = await self._store.claim_batch(
-                        queues, self.worker_id, room, s.lease_seconds, (), only_type=job_type
-                    )
-                else:
-                    claimed = await self._store.claim_within_limits(
-                        queues,
-                        self.worker_id,
-                        room,
-                        s.lease_seconds,
-                        job_type=job_type,
-                        skip_types=limited_types,
-                        type_limits=self._limits.get(job_type) if job_type else None,
-                        queue=queue,
-                        queue_limits=s.queue_limits.get(queue) if queue else None,
-                    )
-                by_type.update(job.job_type for job in claimed)
-                jobs += claimed
-        return jobs
+        plan = ClaimPlan(
+            queues=self._free_queues,
+            limit=limit,
+            limited_limit=free_now,
+            limited_first=self._limited_first,
+            limited_types=[
+                LimitedType(
+                    job_type,
+                    local[job_type] - by_type[job_type] if job_type in local else None,
+                    self._limits.get(job_type),
+                )
+                for job_type in self._limited_types
+            ],
+            limited_queues={queue: s.queue_limits[queue] for queue in self._limited_queues},
+        )
+        claimed = await self._store.claim(self.worker_id, s.lease_seconds, plan)
+        self._limited_waiting = claimed.limited_waiting
+        return claimed.all
 
     async def _seconds_until_runnable(self) -> float | None:
         assert self._store is not None
