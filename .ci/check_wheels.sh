@@ -87,7 +87,7 @@ from importlib.metadata import entry_points
 
 present = [m for m in ("jobrunner_handlers", "openai", "PIL", "tenacity", "httpx", "sentry_sdk") if importlib.util.find_spec(m)]
 assert not present, f"the core alone installed {present}"
-for group in ("jobrunner.handlers", "jobrunner.schedules", "jobrunner.migrations", "jobrunner.samplers"):
+for group in ("jobrunner.handlers", "jobrunner.schedules", "jobrunner.migrations", "jobrunner.samplers", "jobrunner.settings"):
     assert not list(entry_points(group=group)), f"something registers in {group} with the core alone"
 EOF
 

@@ -96,10 +96,11 @@ async def job_row(conn: asyncpg.Connection, job_id: int) -> Mapping[str, Any]:
 
 
 def jobrunner_process(
-    db_url: str, *args: str, env: Mapping[str, str] | None = None, **popen: Any
+    db_url: str, *args: str, env: Mapping[str, str | None] | None = None, **popen: Any
 ) -> subprocess.Popen[bytes]:
-    """`python -m jobrunner ARGS` as a real child process against db_url."""
-    full_env = {
+    """`python -m jobrunner ARGS` as a real child process against db_url; a variable given as
+    None in `env` is left out of the child's environment."""
+    full_env: dict[str, str | None] = {
         **os.environ,
         "DATABASE_URL": db_url,
         "PYTHONPATH": str(REPO_ROOT),
@@ -109,7 +110,8 @@ def jobrunner_process(
         "JOBRUNNER_HTTP_PORT": "0",
         **(env or {}),
     }
-    return subprocess.Popen([sys.executable, "-m", "jobrunner", *args], env=full_env, cwd=REPO_ROOT, **popen)
+    child_env = {name: value for name, value in full_env.items() if value is not None}
+    return subprocess.Popen([sys.executable, "-m", "jobrunner", *args], env=child_env, cwd=REPO_ROOT, **popen)
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "condition") -> None:

@@ -39,7 +39,7 @@ async def test_enqueue_returns_the_id_with_the_defaults(pool: asyncpg.Pool, conn
     assert before <= row["scheduled_at"] <= await conn.fetchval("SELECT clock_timestamp()")
     record = await client.get(job_id)
     assert record is not None
-    assert (record.id, record.status, json.loads(record.payload)) == (job_id, "pending", {"to": "a@example.com"})
+    assert (record.id, record.status, record.payload) == (job_id, "pending", {"to": "a@example.com"})
     assert await client.get(job_id + 1000) is None
 
 
@@ -230,6 +230,29 @@ async def test_cancel_a_pending_job_and_retry_a_dead_one(pool: asyncpg.Pool, con
     assert (await job_row(conn, pending))["status"] == "pending"
 
 
+JSON_COLUMNS = {"payload": {"n": [1, 2.5, None, "é"]}, "result": [{"ok": True}], "progress": 0.25}
+
+
+async def test_a_record_holds_its_json_columns_as_python_values(conn: asyncpg.Connection, db_url: str) -> None:
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, status, attempts, result, progress, finished_at)"
+        " VALUES ('report', $1::jsonb, 'completed', 1, $2::jsonb, $3::jsonb, now()) RETURNING id",
+        *(json.dumps(value) for value in JSON_COLUMNS.values()),
+    )
+    bare = await conn.fetchval("INSERT INTO background_jobs (job_type) VALUES ('report') RETURNING id")
+    record = await AsyncClient(conn).get(job_id)
+    with psycopg.connect(db_url) as pg:
+        sync_record = Client(pg).get(job_id)
+        sync_bare = Client(pg).get(bare)
+    async_bare = await AsyncClient(conn).get(bare)
+    for got in (record, sync_record):
+        assert got is not None
+        assert (got.payload, got.result, got.progress) == tuple(JSON_COLUMNS.values())
+    for got in (async_bare, sync_bare):
+        assert got is not None
+        assert (got.payload, got.result, got.progress) == ({}, None, None)
+
+
 # -- Client (psycopg 3) --------------------------------------------------------------------
 
 
@@ -242,7 +265,7 @@ def test_sync_enqueue_with_defaults_and_options(pg: psycopg.Connection[Any]) -> 
     record = client.get(job_id)
     assert record is not None
     assert (record.queue, record.priority, record.max_attempts, record.status) == ("default", 0, 5, "pending")
-    assert json.loads(record.payload) == {"to": "b@example.com"}
+    assert record.payload == {"to": "b@example.com"}
     record = client.get(later)
     assert record is not None
     assert (record.queue, record.priority, record.scheduled_at) == ("mail", 7, run_at)
@@ -303,7 +326,7 @@ def test_sync_payload_with_a_percent_sign(pg: psycopg.Connection[Any]) -> None:
     job_id = client.enqueue("fmt", {"template": "100% of %(name)s and %s"})
     record = client.get(job_id)
     assert record is not None
-    assert json.loads(record.payload) == {"template": "100% of %(name)s and %s"}
+    assert record.payload == {"template": "100% of %(name)s and %s"}
 
 
 # -- SQL: the function and plain INSERT ----------------------------------------------------
@@ -329,7 +352,7 @@ async def test_enqueue_job_function_with_named_arguments(conn: asyncpg.Connectio
     row = await job_row(conn, minimal)
     assert (json.loads(row["payload"]), row["queue"], row["priority"], row["status"]) == ({}, "default", 0, "pending")
     nulls = await conn.fetchval(
-        "SELECT enqueue_job(job_type => 'rpc', payload => NULL, queue => NULL, priority => NULL, max_attempts => NULL)"
+        "SELECT enqueue_job(job_type => 'rpc', queue => NULL, priority => NULL, max_attempts => NULL)"
     )
     row = await job_row(conn, nulls)
     assert (json.loads(row["payload"]), row["queue"], row["priority"], row["max_attempts"]) == ({}, "default", 0, 5)
@@ -340,6 +363,25 @@ async def test_enqueue_job_function_with_named_arguments(conn: asyncpg.Connectio
 async def test_enqueue_job_function_rejects_a_non_object_payload(conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="payload_check"):
         await conn.fetchval("SELECT enqueue_job('rpc', '[1, 2]'::jsonb)")
+    assert await conn.fetchval(COUNT) == 0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT enqueue_job('rpc', NULL)",
+        "SELECT enqueue_job(job_type => 'rpc', payload => NULL)",
+        "SELECT enqueue_jobs(ARRAY['rpc', 'rpc'], ARRAY['{}', NULL]::jsonb[], ARRAY['default', 'default'],"
+        " ARRAY[0, 0], ARRAY[NULL, NULL]::timestamptz[], ARRAY[5, 5], ARRAY[NULL, NULL]::text[],"
+        " ARRAY[NULL, NULL]::text[])",
+    ],
+    ids=["positional", "named", "bulk"],
+)
+async def test_enqueue_functions_refuse_a_null_payload(conn: asyncpg.Connection, call: str) -> None:
+    # a NULL (a missing value in the caller's code) is not the empty object: leaving the argument
+    # out is how to ask for {}
+    with pytest.raises(asyncpg.NullValueNotAllowedError, match="payload must be a JSON object, not NULL"):
+        await conn.fetchval(call)
     assert await conn.fetchval(COUNT) == 0
 
 

@@ -26,10 +26,15 @@ BEGIN
         RAISE EXCEPTION 'enqueue_jobs: every array must have one element per job (% job types)', n
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- as enqueue_job: a NULL payload is refused, not taken for {}
+    IF pg_catalog.array_position(payloads, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'enqueue_jobs: payload must be a JSON object, not NULL (job %)',
+            pg_catalog.array_position(payloads, NULL) USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     RETURN QUERY
     INSERT INTO {schema}.background_jobs AS j
         (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
-    SELECT t.job_type, coalesce(t.payload, '{}'::jsonb), coalesce(t.queue, 'default'), coalesce(t.priority, 0),
+    SELECT t.job_type, t.payload, coalesce(t.queue, 'default'), coalesce(t.priority, 0),
            coalesce(t.scheduled_at, pg_catalog.now()), coalesce(t.max_attempts, 5), t.dedupe_key, t.concurrency_key
     -- unnest of many arrays is syntax (ROWS FROM), not a function that can be qualified
     FROM unnest(job_types, payloads, queues, priorities, scheduled_ats, max_attempts, dedupe_keys, concurrency_keys)

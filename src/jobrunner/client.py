@@ -6,6 +6,7 @@ exists if and only if your transaction commits.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,14 +26,19 @@ AsyncConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 AsyncExecutor = asyncpg.Pool | AsyncConnection
 
 
+# the jsonb columns of a record: read as text (one decoder for both drivers), given as Python values
+_JSON_FIELDS = ("payload", "result", "progress")
+
+
 @dataclass(frozen=True)
 class JobRecord:
-    """A row of background_jobs as `get` returns it."""
+    """A row of background_jobs as `get` returns it. `payload`, `result` and `progress` are
+    Python values decoded from their JSON (a dict; any JSON value or None)."""
 
     id: int
     job_type: str
     queue: str
-    payload: str
+    payload: dict[str, Any]
     priority: int
     status: str
     attempts: int
@@ -46,15 +52,19 @@ class JobRecord:
     worker_id: str | None
     last_error: str | None
     last_error_traceback: str | None
-    result: str | None
+    result: Any
     release_count: int
     cancel_requested_at: datetime | None
-    progress: str | None
+    progress: Any
     concurrency_key: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> JobRecord:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        fields = {name: row[name] for name in cls.__dataclass_fields__}
+        for name in _JSON_FIELDS:
+            if fields[name] is not None:
+                fields[name] = json.loads(fields[name])
+        return cls(**fields)
 
 
 def _raise_payload_refusal(constraint_name: str | None, message: str, exc: Exception) -> None:
