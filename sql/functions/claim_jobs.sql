@@ -116,7 +116,8 @@ BEGIN
     -- are left to claim; in limited queue v_queue, v_type 0 is the queue's other types
     v_room := least(p_limit, p_limited_limit) - cardinality(v_chosen);
     <<queues>>
-    FOR v_queue IN 0 .. coalesce(cardinality(p_limited_queues), 0) LOOP
+    FOR v_queue IN CASE WHEN cardinality(v_runnable) > 0 THEN 0 ELSE 1 END
+                   .. coalesce(cardinality(p_limited_queues), 0) LOOP
         CONTINUE WHEN v_queue = 0 AND coalesce(cardinality(p_queues), 0) = 0;
         FOR v_type IN CASE WHEN v_queue = 0 THEN 1 ELSE 0 END .. coalesce(cardinality(p_types), 0) LOOP
             v_type_room := CASE WHEN v_type > 0 AND p_type_rooms[v_type] IS NOT NULL
