@@ -1,7 +1,8 @@
 """Enqueue from Python: `AsyncClient` (asyncpg) and `Client` (psycopg 3).
 
 Both enqueue on the connection you pass, inside whatever transaction it has open, so a job
-exists if and only if your transaction commits.
+exists if and only if your transaction commits. psycopg is imported when the first `Client` is
+made: the daemon and asyncio applications, which import this module, never load it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import psycopg
 
 from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error
 from jobrunner.sql_files import Queries
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["AsyncClient", "Client", "InvalidJob", "JobRecord", "NewJob"]
 
@@ -172,6 +175,11 @@ class Client:
     def __init__(
         self, connection: psycopg.Connection[Any], schema: str = "public", *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
     ) -> None:
+        from psycopg.errors import CheckViolation
+        from psycopg.rows import dict_row
+
+        self._check_violation = CheckViolation
+        self._dict_row = dict_row
         self._conn = connection
         self._max_payload_bytes = max_payload_bytes
         queries = Queries(schema)
@@ -187,7 +195,7 @@ class Client:
         with (connection or self._conn).cursor() as cur:
             try:
                 cur.execute(sql, _params(values))  # rendered from sql/, not user input
-            except psycopg.errors.CheckViolation as exc:
+            except self._check_violation as exc:
                 _raise_payload_refusal(exc.diag.constraint_name, exc.diag.message_primary or str(exc), exc)
                 raise
             return cur.fetchall() if cur.description else []
@@ -228,7 +236,7 @@ class Client:
         return [row[0] for row in self._fetchall(self._enqueue_many, bulk_columns(validated), connection)]
 
     def get(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> JobRecord | None:
-        with (connection or self._conn).cursor(row_factory=psycopg.rows.dict_row) as cur:
+        with (connection or self._conn).cursor(row_factory=self._dict_row) as cur:
             cur.execute(self._get, _params([job_id]))
             row = cur.fetchone()
         return JobRecord.from_row(row) if row else None
