@@ -52,3 +52,32 @@ def test_the_public_api_does_not_import_psycopg_until_a_client_is_made() -> None
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_every_public_name_resolves_to_what_it_names_after_every_module_is_imported() -> None:
+    # the public names are imported on first use (jobrunner/__init__): a submodule that shares
+    # a name's spelling (jobrunner.handler) must not stand in for it once imported
+    script = (
+        "import importlib, pkgutil, types, jobrunner\n"
+        "for info in pkgutil.walk_packages(jobrunner.__path__, 'jobrunner.'):\n"
+        "    if info.name != 'jobrunner.__main__':\n"
+        "        importlib.import_module(info.name)\n"
+        "wrong = [n for n in jobrunner.__all__ if isinstance(getattr(jobrunner, n), types.ModuleType)]\n"
+        "print(wrong, sorted(set(jobrunner.__all__) - set(dir(jobrunner))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] []"
+
+
+def test_the_command_runs_with_the_collector_on_and_its_modules_frozen() -> None:
+    # jobrunner.console imports the CLI with the collector off, freezes what it loaded, and
+    # turns the collector back on before any command runs
+    script = (
+        "import gc, jobrunner.cli, jobrunner.console\n"
+        "jobrunner.cli.main = lambda: print(gc.isenabled(), gc.get_freeze_count() > 10_000) or 0\n"
+        "raise SystemExit(jobrunner.console.main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True True"

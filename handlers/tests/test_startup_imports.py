@@ -1,7 +1,8 @@
 """Loading the plugin's handlers (what every `jobrunner run` does at start) imports neither the
-OpenAI SDK nor Pillow: each loads with the first job that needs it (deferred_import), so a
-replica does not wait for them before its first claim. test_analysis and test_uploads run
-those jobs through the real daemon."""
+OpenAI SDK nor Pillow nor httpx: each loads with the first job that needs it (the SDKs through
+deferred_import, httpx where a Storage or Expo request is made), so a replica does not wait
+for them before its first claim. The handlers' own tests run those jobs through the real
+daemon."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 from tests.support import REPO_ROOT
 
-LOADED_BY_THEIR_FIRST_JOB = ("openai", "PIL")
+LOADED_BY_THEIR_FIRST_JOB = ("openai", "PIL", "httpx")
 
 
 def test_the_plugins_handlers_load_without_their_sdks() -> None:
