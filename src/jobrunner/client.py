@@ -118,7 +118,7 @@ class AsyncClient:
             concurrency_key,
         )
         db = connection or self._db
-        args = job.validated(self._max_payload_bytes).enqueue_args()
+        args = job.validated(self._max_payload_bytes)
         try:
             job_id: int = await db.fetchval(self._queries.enqueue, *args)
         except asyncpg.CheckViolationError as exc:
@@ -127,17 +127,19 @@ class AsyncClient:
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
-        """Enqueue many jobs in one statement; returns the ids inserted (dedupe hits are skipped)."""
-        validated = [job.validated(self._max_payload_bytes) for job in jobs]
+        """Enqueue many jobs in one statement; returns the ids inserted, in the order of `jobs`
+        (dedupe hits are skipped)."""
+        limit = self._max_payload_bytes
+        validated = [job.validated(limit) for job in jobs]
         if not validated:
             return []
         db = connection or self._db
         try:
-            rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+            ids: list[int] | None = await db.fetchval(self._queries.enqueue_batch, *bulk_columns(validated))
         except asyncpg.CheckViolationError as exc:
             _raise_payload_refusal(exc.constraint_name, exc.message, exc)
             raise
-        return [row["id"] for row in rows]
+        return ids or []
 
     async def get(self, job_id: int, *, connection: AsyncConnection | None = None) -> JobRecord | None:
         """The job's row (status, attempts, last error, result, …), or None when there is no such job."""
@@ -184,7 +186,7 @@ class Client:
         self._max_payload_bytes = max_payload_bytes
         queries = Queries(schema)
         self._enqueue = _pyformat(queries.enqueue)
-        self._enqueue_many = _pyformat(queries.enqueue_many)
+        self._enqueue_batch = _pyformat(queries.enqueue_batch)
         self._get = _pyformat(queries.get_job)
         self._cancel = _pyformat(queries.cancel_job)
         self._retry = _pyformat(queries.retry_job)
@@ -225,7 +227,7 @@ class Client:
             dedupe_key,
             concurrency_key,
         )
-        rows = self._fetchall(self._enqueue, job.validated(self._max_payload_bytes).enqueue_args(), connection)
+        rows = self._fetchall(self._enqueue, job.validated(self._max_payload_bytes), connection)
         job_id: int = rows[0][0]
         return job_id
 
@@ -233,7 +235,8 @@ class Client:
         validated = [job.validated(self._max_payload_bytes) for job in jobs]
         if not validated:
             return []
-        return [row[0] for row in self._fetchall(self._enqueue_many, bulk_columns(validated), connection)]
+        ids: list[int] | None = self._fetchall(self._enqueue_batch, bulk_columns(validated), connection)[0][0]
+        return ids or []
 
     def get(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> JobRecord | None:
         with (connection or self._conn).cursor(row_factory=self._dict_row) as cur:
