@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error
+from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error, validate_job
 from jobrunner.sql_files import Queries
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class AsyncClient:
         concurrency_key: str | None = None,
     ) -> int:
         """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken)."""
-        job = NewJob(
+        args = validate_job(
             job_type,
             {} if payload is None else payload,
             queue,
@@ -116,9 +116,9 @@ class AsyncClient:
             max_attempts,
             dedupe_key,
             concurrency_key,
+            self._max_payload_bytes,
         )
         db = connection or self._db
-        args = job.validated(self._max_payload_bytes)
         try:
             job_id: int = await db.fetchval(self._queries.enqueue, *args)
         except asyncpg.CheckViolationError as exc:
@@ -216,7 +216,7 @@ class Client:
         dedupe_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> int:
-        job = NewJob(
+        args = validate_job(
             job_type,
             {} if payload is None else payload,
             queue,
@@ -226,8 +226,9 @@ class Client:
             max_attempts,
             dedupe_key,
             concurrency_key,
+            self._max_payload_bytes,
         )
-        rows = self._fetchall(self._enqueue, job.validated(self._max_payload_bytes), connection)
+        rows = self._fetchall(self._enqueue, args, connection)
         job_id: int = rows[0][0]
         return job_id
 

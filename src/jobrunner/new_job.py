@@ -80,6 +80,13 @@ def payload_limit_error(constraint_name: str | None, message: str) -> InvalidJob
     return InvalidJob(f"{message} ({_PAYLOAD_HINT})")
 
 
+# Internal: a job checked and ready to send, the `enqueue` query's arguments in order: job_type,
+# payload_json, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key. A plain
+# tuple: bulk enqueue builds one per job, and a named tuple took a sixth of the validation's time.
+ValidatedJob = tuple[str, str, str, int, datetime | None, int, str | None, str | None]
+_COLUMNS = 8
+
+
 @dataclass(frozen=True)
 class NewJob:
     job_type: str
@@ -96,82 +103,99 @@ class NewJob:
     concurrency_key: str | None = None
 
     def validated(self, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> ValidatedJob:
-        # written for speed (bulk enqueue validates every job): the checks of each argument in
-        # turn, the common case first, helpers only where the rare case needs them
-        job_type, queue, payload = self.job_type, self.queue, self.payload
-        dedupe_key, concurrency_key = self.dedupe_key, self.concurrency_key
-        if not isinstance(job_type, str) or not 0 < len(job_type) <= 200:
-            raise InvalidJob("job_type must be a non-empty string of at most 200 characters")
-        if not isinstance(queue, str) or not 0 < len(queue) <= 200:
-            raise InvalidJob("queue must be a non-empty string of at most 200 characters")
-        if "\x00" in job_type or not job_type.isascii():
-            _check_text(job_type, "job_type")
-        if "\x00" in queue or not queue.isascii():
-            _check_text(queue, "queue")
-        if isinstance(dedupe_key, str):
-            _check_text(dedupe_key, "dedupe_key")
-        if isinstance(concurrency_key, str):
-            _check_text(concurrency_key, "concurrency_key")
-        # a dict is a Mapping; the ABC check is what costs
-        if type(payload) is not dict and not isinstance(payload, Mapping):
-            raise InvalidJob(f"payload must be a JSON object (a dict), not {type(payload).__name__}")
+        return validate_job(
+            self.job_type,
+            self.payload,
+            self.queue,
+            self.priority,
+            self.run_at,
+            self.delay,
+            self.max_attempts,
+            self.dedupe_key,
+            self.concurrency_key,
+            max_payload_bytes,
+        )
+
+
+def validate_job(
+    job_type: str,
+    payload: Mapping[str, Any],
+    queue: str,
+    priority: int,
+    run_at: datetime | None,
+    delay: timedelta | float | None,
+    max_attempts: int,
+    dedupe_key: str | None,
+    concurrency_key: str | None,
+    max_payload_bytes: int,
+) -> ValidatedJob:
+    """NewJob's checks, for callers that have the arguments at hand (AsyncClient.enqueue builds
+    no NewJob for them)."""
+    # written for speed (bulk enqueue validates every job): the checks of each argument in
+    # turn, the common case first, helpers only where the rare case needs them
+    if not isinstance(job_type, str) or not 0 < len(job_type) <= 200:
+        raise InvalidJob("job_type must be a non-empty string of at most 200 characters")
+    if not isinstance(queue, str) or not 0 < len(queue) <= 200:
+        raise InvalidJob("queue must be a non-empty string of at most 200 characters")
+    if "\x00" in job_type or not job_type.isascii():
+        _check_text(job_type, "job_type")
+    if "\x00" in queue or not queue.isascii():
+        _check_text(queue, "queue")
+    if isinstance(dedupe_key, str):
+        _check_text(dedupe_key, "dedupe_key")
+    if isinstance(concurrency_key, str):
+        _check_text(concurrency_key, "concurrency_key")
+    # a dict is a Mapping; the ABC check is what costs
+    if type(payload) is not dict and not isinstance(payload, Mapping):
+        raise InvalidJob(f"payload must be a JSON object (a dict), not {type(payload).__name__}")
+    try:
+        payload_json = _encode_json(payload)
+    except RecursionError as exc:
+        raise InvalidJob("payload is nested too deeply to be stored as JSON") from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from exc
+    if "\\u0000" in payload_json:
+        raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
+    if payload_json.isascii():
+        size = len(payload_json)
+    else:
+        _require_utf8(payload_json, "payload")
+        size = len(payload_json.encode("utf-8"))
+    if size > max_payload_bytes:
+        raise InvalidJob(f"payload is {size} bytes of JSON; the limit is {max_payload_bytes} bytes ({_PAYLOAD_HINT})")
+    if not (type(priority) is int or _is_int(priority)) or not _INT32_MIN <= priority <= _INT32_MAX:
+        raise InvalidJob("priority must be an integer that fits in 32 bits")
+    if not (type(max_attempts) is int or _is_int(max_attempts)) or not 1 <= max_attempts <= 1000:
+        raise InvalidJob("max_attempts must be an integer from 1 to 1000")
+    if dedupe_key is not None and (not isinstance(dedupe_key, str) or len(dedupe_key) > 500):
+        raise InvalidJob("dedupe_key must be a string of at most 500 characters")
+    if concurrency_key is not None and (not isinstance(concurrency_key, str) or len(concurrency_key) > 500):
+        raise InvalidJob("concurrency_key must be a string of at most 500 characters")
+    scheduled_at = None if run_at is None and delay is None else _scheduled_at(run_at, delay)
+    return (job_type, payload_json, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
+
+
+def _scheduled_at(run_at: datetime | None, delay: timedelta | float | None) -> datetime | None:
+    if run_at is not None and delay is not None:
+        raise InvalidJob("give run_at or delay, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise InvalidJob(f"run_at must be a datetime, not {type(run_at).__name__}")
+        if run_at.tzinfo is None:
+            raise InvalidJob("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        # asyncpg stores datetime.min/max as -infinity/infinity; keep to plain dates
+        if not _EARLIEST <= run_at <= _LATEST:
+            raise InvalidJob("run_at must be between the years 1970 and 9999")
+        return run_at
+    if delay is not None:
         try:
-            payload_json = _encode_json(payload)
-        except RecursionError as exc:
-            raise InvalidJob("payload is nested too deeply to be stored as JSON") from exc
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         except (TypeError, ValueError) as exc:
-            raise InvalidJob(f"payload is not JSON-serialisable: {exc}") from exc
-        if "\\u0000" in payload_json:
-            raise InvalidJob("payload contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
-        if payload_json.isascii():
-            size = len(payload_json)
-        else:
-            _require_utf8(payload_json, "payload")
-            size = len(payload_json.encode("utf-8"))
-        if size > max_payload_bytes:
-            raise InvalidJob(
-                f"payload is {size} bytes of JSON; the limit is {max_payload_bytes} bytes ({_PAYLOAD_HINT})"
-            )
-        priority, max_attempts = self.priority, self.max_attempts
-        if not (type(priority) is int or _is_int(priority)) or not _INT32_MIN <= priority <= _INT32_MAX:
-            raise InvalidJob("priority must be an integer that fits in 32 bits")
-        if not (type(max_attempts) is int or _is_int(max_attempts)) or not 1 <= max_attempts <= 1000:
-            raise InvalidJob("max_attempts must be an integer from 1 to 1000")
-        if dedupe_key is not None and (not isinstance(dedupe_key, str) or len(dedupe_key) > 500):
-            raise InvalidJob("dedupe_key must be a string of at most 500 characters")
-        if concurrency_key is not None and (not isinstance(concurrency_key, str) or len(concurrency_key) > 500):
-            raise InvalidJob("concurrency_key must be a string of at most 500 characters")
-        scheduled_at = None if self.run_at is None and self.delay is None else self._scheduled_at()
-        return (job_type, payload_json, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
-
-    def _scheduled_at(self) -> datetime | None:
-        if self.run_at is not None and self.delay is not None:
-            raise InvalidJob("give run_at or delay, not both")
-        if self.run_at is not None:
-            if not isinstance(self.run_at, datetime):
-                raise InvalidJob(f"run_at must be a datetime, not {type(self.run_at).__name__}")
-            if self.run_at.tzinfo is None:
-                raise InvalidJob("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
-            # asyncpg stores datetime.min/max as -infinity/infinity; keep to plain dates
-            if not _EARLIEST <= self.run_at <= _LATEST:
-                raise InvalidJob("run_at must be between the years 1970 and 9999")
-            return self.run_at
-        if self.delay is not None:
-            try:
-                seconds = self.delay.total_seconds() if isinstance(self.delay, timedelta) else float(self.delay)
-            except (TypeError, ValueError) as exc:
-                raise InvalidJob(f"delay must be seconds or a timedelta, not {type(self.delay).__name__}") from exc
-            if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_DELAY_SECONDS:
-                raise InvalidJob("delay must be a finite number of seconds from 0 to 100 years")
-            return datetime.now(UTC) + timedelta(seconds=seconds)
-        return None
-
-
-# Internal: a job checked and ready to send, the `enqueue` query's arguments in order: job_type,
-# payload_json, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key. A plain
-# tuple: bulk enqueue builds one per job, and a named tuple took a sixth of the validation's time.
-ValidatedJob = tuple[str, str, str, int, datetime | None, int, str | None, str | None]
-_COLUMNS = 8
+            raise InvalidJob(f"delay must be seconds or a timedelta, not {type(delay).__name__}") from exc
+        if not math.isfinite(seconds) or not 0 <= seconds <= _MAX_DELAY_SECONDS:
+            raise InvalidJob("delay must be a finite number of seconds from 0 to 100 years")
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    return None
 
 
 def bulk_columns(jobs: Iterable[ValidatedJob]) -> tuple[list[Any] | None, ...]:
