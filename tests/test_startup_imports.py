@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import REPO_ROOT
 
 # what a whole burst run must leave unimported
@@ -32,6 +34,7 @@ def run_recording_modules(db_url: str, modules_file: Path, *args: str) -> subpro
     )
 
 
+@pytest.mark.process
 def test_a_burst_run_does_not_import_the_sync_client(db_url: str, tmp_path: Path) -> None:
     modules_file = tmp_path / "modules.json"
     done = run_recording_modules(db_url, modules_file, "run", "--burst")
