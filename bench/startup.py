@@ -15,6 +15,8 @@ The bare script's SELECT stands for the claim: command → SELECT, connect → S
 round, not counted, writes the bytecode caches of an editable install (see `_env`).
 Then once each under `python -X importtime`: the import time of both, and the biggest packages.
 
+Each command's CPU time (user + system, from the child's rusage) is shown beside its wall time:
+on this shared machine it moves much less with the load than the wall clock does.
 Clocks: spawn times are the bench's wall clock, claim and connect times the database server's;
 the server must run on this machine (127.0.0.1 or the embedded one). The daemon serves its
 metrics endpoint on a free port (JOBRUNNER_HTTP_PORT=0), so that it cannot collide with another
@@ -27,13 +29,14 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -63,16 +66,26 @@ asyncio.run(main())
 """
 
 
-def _spawn(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a command to its end: (its wall clock start, seconds to exit, stdout)."""
+class Spawned(NamedTuple):
+    started_at: float  # wall clock
+    seconds: float  # to its exit
+    cpu_seconds: float  # its user + system time
+    stdout: str
+
+
+def _spawn(command: list[str], env: dict[str, str] | None = None) -> Spawned:
+    """Run a command to its end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_at = time.time()
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         raise RuntimeError(f"{command[:3]} exited with {done.returncode}")
-    return started_at, seconds, done.stdout
+    return Spawned(started_at, seconds, cpu, done.stdout)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -115,22 +128,20 @@ async def _probe_row(url: str, job_id: int) -> tuple[float, float]:
 
 def one_round(url: str) -> dict[str, float]:
     ms: dict[str, float] = {}
-    _, seconds, _ = _spawn([PYTHON, "-c", "pass"], _env())
-    ms["python_exit"] = seconds * 1000
-    spawned, seconds, out = _spawn([PYTHON, "-c", BARE_SCRIPT, url], _env())
-    bare = json.loads(out)
-    ms["bare_exit"] = seconds * 1000
-    ms["bare_select"] = (bare["selected"] - spawned) * 1000
+    python = _spawn([PYTHON, "-c", "pass"], _env())
+    ms["python_exit"], ms["python_cpu"] = python.seconds * 1000, python.cpu_seconds * 1000
+    bare_run = _spawn([PYTHON, "-c", BARE_SCRIPT, url], _env())
+    bare = json.loads(bare_run.stdout)
+    ms["bare_exit"], ms["bare_cpu"] = bare_run.seconds * 1000, bare_run.cpu_seconds * 1000
+    ms["bare_select"] = (bare["selected"] - bare_run.started_at) * 1000
     ms["bare_connect_to_select"] = (bare["selected"] - bare["connected"]) * 1000
-    _, seconds, _ = _spawn([JOBRUNNER, "run", "--burst"], _daemon_env(url))
-    ms["empty_exit"] = seconds * 1000
+    empty = _spawn([JOBRUNNER, "run", "--burst"], _daemon_env(url))
+    ms["empty_exit"], ms["empty_cpu"] = empty.seconds * 1000, empty.cpu_seconds * 1000
     job_id = asyncio.run(_enqueue_probe(url))
-    spawned, seconds, _ = _spawn(
-        [JOBRUNNER, "run", "--burst", "--handlers", "bench.startup_handlers"], _daemon_env(url)
-    )
+    probe = _spawn([JOBRUNNER, "run", "--burst", "--handlers", "bench.startup_handlers"], _daemon_env(url))
     claimed, connected = asyncio.run(_probe_row(url, job_id))
-    ms["probe_exit"] = seconds * 1000
-    ms["probe_claim"] = (claimed - spawned) * 1000
+    ms["probe_exit"], ms["probe_cpu"] = probe.seconds * 1000, probe.cpu_seconds * 1000
+    ms["probe_claim"] = (claimed - probe.started_at) * 1000
     ms["probe_connect_to_claim"] = (claimed - connected) * 1000
     return ms
 
@@ -189,23 +200,23 @@ def print_report(report: dict[str, Any], repeat: int) -> None:
         f"load average {m['load_average']} before, {m['load_average_after']} after"
     )
     print(f"\nstart-up, medians of {repeat} rounds, ms")
-    print(f"{'':44} {'command → exit':>15} {'command → claim':>16} {'connect → claim':>16}")
-    print(f"{'python -c pass':44} {md['python_exit']:>15}")
+    print(f"{'':40} {'command → exit':>15} {'its CPU':>8} {'command → claim':>16} {'connect → claim':>16}")
+    print(f"{'python -c pass':40} {md['python_exit']:>15} {md['python_cpu']:>8}")
     print(
-        f"{'bare: asyncpg connect + one SELECT':44} {md['bare_exit']:>15} {md['bare_select']:>16}"
+        f"{'bare: asyncpg connect + one SELECT':40} {md['bare_exit']:>15} {md['bare_cpu']:>8} {md['bare_select']:>16}"
         f" {md['bare_connect_to_select']:>16}"
     )
-    print(f"{'jobrunner run --burst, empty queue':44} {md['empty_exit']:>15}")
+    print(f"{'jobrunner run --burst, empty queue':40} {md['empty_exit']:>15} {md['empty_cpu']:>8}")
     print(
-        f"{'jobrunner run --burst, one job waiting':44} {md['probe_exit']:>15} {md['probe_claim']:>16}"
-        f" {md['probe_connect_to_claim']:>16}"
+        f"{'jobrunner run --burst, one job waiting':40} {md['probe_exit']:>15} {md['probe_cpu']:>8}"
+        f" {md['probe_claim']:>16} {md['probe_connect_to_claim']:>16}"
     )
     print(
-        f"{'ratio jobrunner ÷ bare':44} {md['empty_exit'] / md['bare_exit']:>15.2f}"
-        f" {md['probe_claim'] / md['bare_select']:>16.2f}"
+        f"{'ratio jobrunner ÷ bare':40} {md['empty_exit'] / md['bare_exit']:>15.2f}"
+        f" {md['empty_cpu'] / md['bare_cpu']:>8.2f} {md['probe_claim'] / md['bare_select']:>16.2f}"
         f" {md['probe_connect_to_claim'] / md['bare_connect_to_select']:>16.2f}"
     )
-    print("(claim columns: for the bare script, its SELECT)")
+    print("(claim columns: for the bare script, its SELECT; CPU: the process's user + system time)")
     for label, imports in report["imports"].items():
         biggest = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["biggest_ms"][:8])
         print(f"\nimports of {label} (-X importtime, one run): {imports['total_ms']:.0f} ms; biggest: {biggest}")
