@@ -13,7 +13,7 @@ costs when nothing else gets in its way) and the median. On a fresh database:
   trigger added. A feature's cost is its variant's difference to the copy.
 - the client: NewJob.validated for each job, the `enqueue_batch` query with the columns already
   built, and AsyncClient.enqueue_many as a whole, beside the bare INSERT into background_jobs.
-- WAL bytes per job of each (`pg_current_wal_lsn` before and after; independent of the load).
+- WAL bytes per job of each statement (EXPLAIN (ANALYZE, WAL); independent of the load).
 - the NOTIFY trigger's own time in a one-row and a 1,000-row INSERT (EXPLAIN ANALYZE).
 """
 
@@ -75,10 +75,13 @@ TABLES: dict[str, tuple[str, list[str]]] = {
             "ALTER TABLE {t} DROP COLUMN payload_bytes",
         ],
     ),
-    "copy - the claim index": ("profile_no_claim_idx", [COPY, DROP_INDEXES.replace("{like}", "%priority DESC%")]),
+    "copy - the claim index": (
+        "profile_no_claim_idx",
+        [COPY, DROP_INDEXES.replace("{like}", "%(queue, priority DESC%")],
+    ),
     "copy - the limited claims' index": (
         "profile_no_type_idx",
-        [COPY, DROP_INDEXES.replace("{like}", "%(job_type, concurrency_key)%")],
+        [COPY, DROP_INDEXES.replace("{like}", "%(job_type, priority DESC%")],
     ),
     "copy - every index but the primary key": ("profile_no_indexes", [COPY, DROP_INDEXES.replace("{like}", "%")]),
 }
@@ -102,15 +105,18 @@ async def interleaved(variants: dict[str, Callable[[], Awaitable[Any]]], batches
     return seconds
 
 
-async def wal_per_job(conn: asyncpg.Connection, table: str, run: Callable[[], Awaitable[Any]]) -> float:
-    """WAL of the second batch into the emptied table: the first makes the pages it writes to,
-    which full-page images would otherwise count once after every checkpoint."""
+async def wal_per_job(conn: asyncpg.Connection, table: str, statement: str, *args: Any) -> float:
+    """WAL bytes per job of one batch, counted by EXPLAIN (ANALYZE, WAL) for this statement alone
+    (the server's WAL position also moves with every other session's writes): the least of three
+    batches into the emptied table after a first, which makes the pages the others write to; a
+    batch that follows a checkpoint writes each page it touches whole once more."""
     await conn.execute(f"TRUNCATE {table}")
-    await run()
-    before = await conn.fetchval("SELECT pg_current_wal_lsn()")
-    await run()
-    written: float = await conn.fetchval("SELECT pg_current_wal_lsn() - $1::pg_lsn", before)
-    return written / BATCH
+    await conn.execute(statement, *args)
+    written: list[float] = []
+    for _ in range(3):
+        plan = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, WAL, FORMAT JSON) {statement}", *args))
+        written.append(float(plan[0]["Plan"]["WAL Bytes"]))
+    return min(written) / BATCH
 
 
 async def trigger_figures(conn: asyncpg.Connection, rows: int, samples: int) -> tuple[float, float]:
@@ -150,7 +156,10 @@ async def main_async(args: argparse.Namespace) -> None:
             return lambda: prepared[name].fetch(job_types, texts)
 
         tables = await interleaved({name: bare(name) for name in TABLES}, args.batches)
-        wal_tables = {name: await wal_per_job(conn, table, bare(name)) for name, (table, _) in TABLES.items()}
+        wal_tables = {
+            name: await wal_per_job(conn, table, BARE.format(t=table), job_types, texts)
+            for name, (table, _) in TABLES.items()
+        }
 
         client = AsyncClient(conn)
         jobs = [NewJob("noop", payload(i)) for i in range(BATCH)]
@@ -167,7 +176,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "bare INSERT … unnest, background_jobs": bare("background_jobs"),
         }
         client_steps = await interleaved(steps, args.batches)
-        wal_client = await wal_per_job(conn, "background_jobs", lambda: client.enqueue_many(jobs))
+        # the client's statement with its columns as enqueue_many builds them
+        wal_client = await wal_per_job(conn, "background_jobs", Queries("public").enqueue_batch, *columns)
         one_row = await trigger_figures(conn, 1, args.batches * 5)
         thousand = await trigger_figures(conn, BATCH, args.batches)
         for table, _ in TABLES.values():
@@ -188,7 +198,7 @@ async def main_async(args: argparse.Namespace) -> None:
     for name, seconds in client_steps.items():
         fastest, median = per_job(seconds)
         print(f"  {name:50} {fastest:7.2f} {median:7.2f}")
-    print(f"  WAL bytes per job through AsyncClient.enqueue_many: {wal_client:.0f}")
+    print(f"  WAL bytes per job of AsyncClient.enqueue_many's statement: {wal_client:.0f}")
     print(
         "\nthe NOTIFY trigger (statement-level, its transition table), median µs of the INSERT node and of the"
         f" trigger:\n  one row: {one_row[0]:.1f} and {one_row[1]:.1f}; {BATCH:,} rows: {thousand[0]:.0f} and"
