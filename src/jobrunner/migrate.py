@@ -35,7 +35,7 @@ from typing import Protocol
 
 import asyncpg
 
-from jobrunner.plugins import entry_points_of
+from jobrunner.plugin_entry_points import entry_points_of
 from jobrunner.sql_files import FunctionFile, Migration, Queries, bind, function_files, migrations, render, sql_dir
 
 CORE_COMPONENT = "jobrunner"

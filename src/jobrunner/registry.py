@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 
 from jobrunner.handler import Handler
-from jobrunner.plugins import entry_points_of
+from jobrunner.plugin_entry_points import entry_points_of
 
 ENTRY_POINT_GROUP = "jobrunner.handlers"
 
