@@ -104,6 +104,47 @@ async def test_enqueue_many_ten_thousand_in_one_call(pool: asyncpg.Pool, conn: a
     assert await client.enqueue_many([]) == []
 
 
+async def test_enqueue_many_stores_each_jobs_options_and_returns_ids_in_order(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    # a column every job of a batch leaves at its default is sent as NULL: batches where none,
+    # one or all of the jobs set an option must store the same as one job at a time
+    client = AsyncClient(pool)
+    run_at = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    option_sets: list[dict[str, Any]] = [
+        {},
+        {"queue": "q2"},
+        {"priority": -4},
+        {"run_at": run_at},
+        {"max_attempts": 1},
+        {"dedupe_key": "d1"},
+        {"concurrency_key": "user:1"},
+        {"queue": "q3", "priority": 7, "max_attempts": 9, "dedupe_key": "d2", "concurrency_key": "user:2"},
+    ]
+    batches = [
+        [NewJob("plain", {"n": n}) for n in range(3)],
+        *([NewJob("mixed", {"n": 0}), NewJob("mixed", {"n": 1}, **options)] for options in option_sets),
+        [NewJob("all", {"n": n}, **option_sets[-1] | {"dedupe_key": f"all{n}"}) for n in range(3)],
+    ]
+    for jobs in batches:
+        ids = await client.enqueue_many(jobs)
+        assert len(ids) == len(jobs)
+        for job_id, job in zip(ids, jobs, strict=True):
+            row = await job_row(conn, job_id)
+            assert json.loads(row["payload"]) == job.payload
+            assert (row["job_type"], row["queue"], row["priority"], row["max_attempts"]) == (
+                job.job_type,
+                job.queue,
+                job.priority,
+                job.max_attempts,
+            )
+            assert (row["dedupe_key"], row["concurrency_key"]) == (job.dedupe_key, job.concurrency_key)
+            if job.run_at is not None:
+                assert row["scheduled_at"] == job.run_at
+            else:
+                assert row["scheduled_at"] <= await conn.fetchval("SELECT now()")
+
+
 async def test_enqueue_many_skips_live_dedupe_keys(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     client = AsyncClient(pool)
     held = await client.enqueue("bulk", dedupe_key="taken")

@@ -27,6 +27,18 @@ BEGIN
         RAISE EXCEPTION 'enqueue_job: payload must be a JSON object, not NULL (leave it out for {})'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF enqueue_job.dedupe_key IS NULL THEN
+        -- nothing to arbitrate: a plain INSERT. ON CONFLICT would make it a speculative
+        -- insertion, a second WAL record confirming the row.
+        INSERT INTO {schema}.background_jobs AS j
+            (job_type, payload, queue, priority, scheduled_at, max_attempts, concurrency_key)
+        VALUES (enqueue_job.job_type, enqueue_job.payload,
+                coalesce(enqueue_job.queue, 'default'), coalesce(enqueue_job.priority, 0),
+                coalesce(enqueue_job.scheduled_at, now()), coalesce(enqueue_job.max_attempts, 5),
+                enqueue_job.concurrency_key)
+        RETURNING j.id INTO new_id;
+        RETURN new_id;
+    END IF;
     LOOP
         INSERT INTO {schema}.background_jobs AS j
             (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)

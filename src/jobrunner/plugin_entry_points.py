@@ -1,13 +1,31 @@
 """What installed plugins declare in an entry point group: one object of a kind, or a list of them
-(the schedules of `jobrunner.schedules`, the samplers of `jobrunner.samplers`)."""
+(the schedules of `jobrunner.schedules`, the samplers of `jobrunner.samplers`).
+
+The entry points are read once per process: importlib.metadata reads every installed
+distribution's metadata again on each call (2-15 ms with a hundred distributions installed),
+a daemon's start asks for several groups (handlers, migrations twice, schedules, samplers), and
+the set installed does not change while it runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from importlib.metadata import entry_points
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+@cache
+def _by_group() -> dict[str, tuple[EntryPoint, ...]]:
+    installed = entry_points()  # one reading of every distribution's metadata
+    return {group: tuple(installed.select(group=group)) for group in installed.groups}
+
+
+def entry_points_of(group: str) -> tuple[EntryPoint, ...]:
+    """The entry points installed distributions declare in `group`."""
+    return _by_group().get(group, ())
 
 
 def objects_in(obj: object, kind: type[T], origin: str, error: type[Exception]) -> Iterator[T]:
@@ -27,7 +45,7 @@ def declared_objects(group: str, kind: type[T], error: type[Exception]) -> list[
     """Every `kind` the entry points of `group` declare, by entry point name, with where each
     comes from; a plugin that fails to load raises `error` naming it."""
     found: list[tuple[T, str]] = []
-    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+    for point in sorted(entry_points_of(group), key=lambda p: p.name):
         origin = f"entry point {point.name} ({point.value})"
         try:
             loaded = point.load()

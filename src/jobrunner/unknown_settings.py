@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings, DotEnvSettingsSource
 
+from jobrunner.plugin_entry_points import entry_points_of
 from jobrunner.settings import Settings
 
 SETTINGS_ENTRY_POINT_GROUP = "jobrunner.settings"
@@ -67,7 +67,7 @@ def plugin_settings_classes(group: str = SETTINGS_ENTRY_POINT_GROUP) -> tuple[li
     not be loaded."""
     found: list[type[BaseSettings]] = []
     unreadable: list[str] = []
-    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+    for point in sorted(entry_points_of(group), key=lambda p: p.name):
         origin = f"entry point {point.name} ({point.value})"
         try:
             loaded = point.load()
