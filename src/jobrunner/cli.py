@@ -435,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jobs", type=int, default=5000)
     demo.add_argument("--concurrency", type=int, default=50)
     demo.set_defaults(func=cmd_demo)
+
+    from jobrunner.pause_commands import add_pause_commands
+
+    add_pause_commands(sub)
     return parser
 
 
