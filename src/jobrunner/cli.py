@@ -436,9 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=50)
     demo.set_defaults(func=cmd_demo)
 
+    from jobrunner.dashboard_command import add_dashboard_command
     from jobrunner.pause_commands import add_pause_commands
 
     add_pause_commands(sub)
+    add_dashboard_command(sub)
     return parser
 
 

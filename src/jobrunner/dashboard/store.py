@@ -1,0 +1,257 @@
+"""What the dashboard reads, through the named statements of sql/queries/dashboard.sql.
+
+The expensive figure of the overview, what finished in the last hour and day, is computed at
+most once per FINISHED_TTL for every open page together; the live counts (pending, running)
+read partial indexes that hold only live rows, so their cost does not grow with the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from jobrunner.dashboard.filters import PAGE_SIZE, SCAN_WINDOW, JobFilter
+from jobrunner.schedules import Schedule
+from jobrunner.sql_files import Queries
+
+HOUR = 3600.0
+DAY = 86_400.0
+# how long a computed "finished in the last hour / day" figure is shown before it is recomputed
+FINISHED_TTL = {HOUR: 10.0, DAY: 60.0}
+UNSUCCESSFUL = ("failed", "dead")
+# the largest id a cursor may carry (bigint)
+NO_CURSOR = 2**63 - 1
+
+
+@dataclass
+class Throughput:
+    """Jobs that finished within a window, by outcome."""
+
+    completed: int = 0
+    failed: int = 0  # failed or dead
+    cancelled: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed / self.finished if self.finished else None
+
+    def add(self, status: str, jobs: int) -> None:
+        if status == "completed":
+            self.completed += jobs
+        elif status in UNSUCCESSFUL:
+            self.failed += jobs
+        else:
+            self.cancelled += jobs
+
+
+@dataclass
+class GroupRow:
+    """One queue or job type on the overview."""
+
+    name: str
+    pending: int = 0
+    runnable: int = 0
+    oldest_runnable_seconds: float | None = None
+    running: int = 0
+    hour: Throughput = field(default_factory=Throughput)
+    day: Throughput = field(default_factory=Throughput)
+    paused: asyncpg.Record | None = None
+
+
+@dataclass
+class Overview:
+    queues: list[GroupRow]
+    types: list[GroupRow]
+    limits: list[asyncpg.Record]
+    workers: list[asyncpg.Record]
+    finished_as_of: float
+
+
+@dataclass
+class JobsPage:
+    rows: list[asyncpg.Record]
+    # the cursor of the next (older) page, when there is one
+    next_cursor: int | None
+    # a page that stopped at its scan window: the ids below `searched_to` were not looked at
+    searched_to: int | None
+
+
+@dataclass
+class ScheduleView:
+    name: str
+    schedule: Schedule | None
+    problem: str | None
+    last_tick: datetime | None
+    last_job_id: int | None
+    last_job_status: str | None
+    next_tick: datetime | None
+
+
+@dataclass
+class _Cached:
+    rows: list[asyncpg.Record]
+    at: float
+
+
+class DashboardStore:
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.queries = Queries(schema)
+        self._finished: dict[float, _Cached] = {}
+        self._finished_lock = asyncio.Lock()
+
+    async def schema_ready(self) -> bool:
+        return bool(await self.pool.fetchval(self.queries.dashboard_schema_ready))
+
+    # -- the overview ------------------------------------------------------------------------
+
+    async def finished_since(self, seconds: float) -> _Cached:
+        """What finished in the last `seconds`, as computed at most FINISHED_TTL ago."""
+        cached = self._finished.get(seconds)
+        if cached is not None and time.monotonic() - cached.at < FINISHED_TTL[seconds]:
+            return cached
+        async with self._finished_lock:  # one computation for every page waiting on it
+            cached = self._finished.get(seconds)
+            if cached is None or time.monotonic() - cached.at >= FINISHED_TTL[seconds]:
+                rows = await self.pool.fetch(self.queries.dashboard_finished_since, seconds)
+                cached = self._finished[seconds] = _Cached(rows, time.monotonic())
+            return cached
+
+    async def overview(self) -> Overview:
+        queue_live = await self.pool.fetch(self.queries.dashboard_queue_live)
+        type_live = await self.pool.fetch(self.queries.dashboard_type_live)
+        pauses = {row["queue"]: row for row in await self.pool.fetch(self.queries.queue_pauses)}
+        hour = await self.finished_since(HOUR)
+        day = await self.finished_since(DAY)
+        limits = await self.pool.fetch(self.queries.dashboard_limits)
+        workers = await self.pool.fetch(self.queries.dashboard_workers)
+
+        queues: dict[str, GroupRow] = {}
+        types: dict[str, GroupRow] = {}
+        for by, live, key in ((queues, queue_live, "queue"), (types, type_live, "job_type")):
+            for row in live:
+                by[row[key]] = GroupRow(
+                    row[key], row["pending"], row["runnable"], row["oldest_runnable_seconds"], row["running"]
+                )
+        for window, cached in (("hour", hour), ("day", day)):
+            for row in cached.rows:
+                for by, key in ((queues, "queue"), (types, "job_type")):
+                    group = by.setdefault(row[key], GroupRow(row[key]))
+                    getattr(group, window).add(row["status"], row["jobs"])
+        for name, pause in pauses.items():
+            queues.setdefault(name, GroupRow(name)).paused = pause
+        return Overview(
+            queues=[queues[name] for name in sorted(queues)],
+            types=[types[name] for name in sorted(types)],
+            limits=list(limits),
+            workers=list(workers),
+            finished_as_of=min(hour.at, day.at),
+        )
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def id_bounds(self) -> tuple[int | None, int | None]:
+        row = await self.pool.fetchrow(self.queries.dashboard_id_bounds)
+        assert row is not None
+        return row["lowest"], row["highest"]
+
+    async def jobs_page(self, job_filter: JobFilter, cursor: int | None) -> JobsPage:
+        """One page, newest first, below `cursor`. A filter that no index bounds reads at most
+        SCAN_WINDOW ids: when the window ends before the page is full, the page says where it
+        stopped and the next one starts there."""
+        below = cursor if cursor is not None else NO_CURSOR
+        floor = 0
+        if not job_filter.index_bounded:
+            lowest, highest = await self.id_bounds()
+            if highest is None or lowest is None:
+                return JobsPage([], None, None)
+            below = min(below, highest + 1)
+            floor = max(below - SCAN_WINDOW, 0)
+            if floor <= lowest:
+                floor = 0
+        rows = await self.pool.fetch(
+            self.queries.dashboard_jobs_page, below, floor, *job_filter.sql_args(), PAGE_SIZE + 1
+        )
+        if len(rows) > PAGE_SIZE:
+            return JobsPage(rows[:PAGE_SIZE], rows[PAGE_SIZE - 1]["id"], None)
+        if floor > 0:
+            return JobsPage(list(rows), floor, floor)
+        return JobsPage(list(rows), None, None)
+
+    async def job(self, job_id: int) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self.pool.fetchrow(self.queries.get_job, job_id)
+        return row
+
+    # -- schedules and the audit trail ------------------------------------------------------
+
+    async def schedules(self) -> tuple[datetime, list[ScheduleView]]:
+        records = await self.pool.fetch(self.queries.dashboard_schedules)
+        now: datetime = records[0]["db_now"]
+        return now, [_schedule_view(row, now) for row in records if row["name"] is not None]
+
+    async def schedule(self, name: str) -> Schedule | None:
+        row = await self.pool.fetchrow(self.queries.dashboard_schedule, name)
+        if row is None:
+            return None
+        return Schedule.from_definition(row["name"], json.loads(row["definition"]))
+
+    async def audit_page(self, cursor: int | None) -> tuple[list[asyncpg.Record], int | None]:
+        rows = await self.pool.fetch(
+            self.queries.dashboard_audit_page, cursor if cursor is not None else NO_CURSOR, PAGE_SIZE + 1
+        )
+        if len(rows) > PAGE_SIZE:
+            return list(rows[:PAGE_SIZE]), rows[PAGE_SIZE - 1]["id"]
+        return list(rows), None
+
+    async def audit_entry(self, audit_id: int) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self.pool.fetchrow(self.queries.dashboard_audit_entry, audit_id)
+        return row
+
+    async def change_marker(self) -> str:
+        marker: str = await self.pool.fetchval(self.queries.dashboard_change_marker)
+        return marker
+
+
+def _schedule_view(row: asyncpg.Record, now: datetime) -> ScheduleView:
+    schedule: Schedule | None = None
+    problem: str | None = None
+    next_tick: datetime | None = None
+    try:
+        schedule = Schedule.from_definition(row["name"], json.loads(row["definition"]))
+        # a due tick fires at the next check of any running daemon
+        after = row["last_tick"] or now
+        next_tick = schedule.next_tick(after) if row["last_tick"] else schedule.next_tick(now)
+        if next_tick < now - timedelta(seconds=1):
+            next_tick = now
+    except (ValidationError, ValueError) as exc:
+        problem = f"cannot be read: {exc}"
+    return ScheduleView(
+        name=row["name"],
+        schedule=schedule,
+        problem=problem,
+        last_tick=row["last_tick"],
+        last_job_id=row["last_job_id"],
+        last_job_status=row["last_job_status"],
+        next_tick=next_tick,
+    )
+
+
+def queues_of(rows: Iterable[asyncpg.Record]) -> list[str]:
+    return sorted({row["queue"] for row in rows})
+
+
+def ids_of(rows: Sequence[Any]) -> list[int]:
+    return [row["id"] for row in rows]
