@@ -107,7 +107,7 @@ async def render(request: Request, template: str, status: int = 200, **context: 
 
 
 async def _refusal(request: Request, exc: Refused) -> HTMLResponse:
-    return await render(request, "refused.html", status=exc.status, message=str(exc))
+    return await render(request, "refused.html", status=exc.status, message=str(exc), page="")
 
 
 async def read_form(request: Request) -> Form:
