@@ -127,7 +127,7 @@ async def test_every_response_carries_the_security_headers(db_url: str) -> None:
             assert "frame-ancestors 'none'" in policy
             assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["x-frame-options"] == "DENY"
-            assert response.headers["referrer-policy"] == "no-referrer"
+            assert response.headers["referrer-policy"] == "same-origin"
             assert response.headers["cache-control"] == "no-store"
         page = (await http.get("/")).text
         assert "<script>" not in page and " on" + "click=" not in page, "inline script in a page"

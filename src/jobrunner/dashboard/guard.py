@@ -3,7 +3,7 @@ and the security headers of every response.
 
 The headers: a Content-Security-Policy that runs only the dashboard's own script files (no
 inline script, no eval: htmx is configured without it) and loads nothing from elsewhere; no
-framing; no MIME sniffing; no referrer; and no caching of pages, which show payloads.
+framing; no MIME sniffing; the referrer only to the dashboard itself; and no caching of pages, which show payloads.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ SECURITY_HEADERS = [
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with a form,
+    # and the CSRF check could not tell the dashboard's own forms from a foreign page's
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
