@@ -462,3 +462,23 @@ async def test_the_live_stream_says_when_something_changed(db_url: str, conn: as
         checks = feed.checks
         await asyncio.sleep(0.5)
         assert feed.checks <= checks + 1, "the watcher kept reading with no page open"
+
+
+async def test_after_the_demo_the_dashboard_shows_the_demos_schema(empty_db_url: str, db_url: str) -> None:
+    from jobrunner.dashboard.serve import _choose_schema
+    from jobrunner.demo import DEMO_SCHEMA
+    from jobrunner.dsn import parse_database_url
+    from jobrunner.migrate import migrate
+
+    embedded = Settings(database_url=None)  # as on the embedded server, no schema chosen
+    assert await _choose_schema(parse_database_url(db_url), embedded) == "public"
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        await migrate(conn, DEMO_SCHEMA)
+    finally:
+        await conn.close()
+    url = parse_database_url(empty_db_url)
+    assert await _choose_schema(url, embedded) == DEMO_SCHEMA
+    # a schema chosen, or a database configured: no guessing
+    assert await _choose_schema(url, Settings(database_url=None, schema_name="public")) is None
+    assert await _choose_schema(url, Settings(database_url=empty_db_url)) is None
