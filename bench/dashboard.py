@@ -7,7 +7,8 @@
    a few job types and queues) and `--pending` runnable jobs.
 2. `jobrunner dashboard` runs as a real process; each page is loaded `--loads` times over HTTP,
    one after the other, and the p50/p95 are reported (the overview's first load, which computes
-   the hour and day figures, apart).
+   the hour and day figures, apart; later loads reuse its figures for a while, so the cost of
+   counting them afresh is measured on its own too).
 3. The drain: a daemon process (`jobrunner run --burst`, `--concurrency`) works `--drain` no-op
    jobs of a queue of their own, `--repeat` times on each side, alternated: with no dashboard
    page open, and with one page open and live (an event-stream client that, like htmx, reloads
@@ -166,6 +167,40 @@ async def page_loads(base: str, url: str, loads: int) -> dict[str, Any]:
     return results
 
 
+async def uncached_statements(url: str, loads: int) -> dict[str, Any]:
+    """What the overview's figures cost when they are counted afresh (a page reuses them for a
+    while): the dashboard's statements as its connections run them."""
+    from jobrunner.sql_files import Queries
+
+    queries = Queries("public")
+    conn = await asyncpg.connect(
+        url, server_settings={"plan_cache_mode": "force_custom_plan", "max_parallel_workers_per_gather": "0"}
+    )
+    results: dict[str, Any] = {}
+    try:
+        for name, args in (
+            ("live counts (dashboard_queue_live + dashboard_type_live)", ()),
+            ("finished in the last hour (dashboard_finished_since 3600)", (3600.0,)),
+            ("finished in the last day (dashboard_finished_since 86400)", (86400.0,)),
+            ("change marker (dashboard_change_marker)", ()),
+        ):
+            samples = []
+            for _ in range(loads if "day" not in name else max(3, loads // 10)):
+                started = time.perf_counter()
+                if name.startswith("live counts"):
+                    await conn.fetch(queries.dashboard_queue_live)
+                    await conn.fetch(queries.dashboard_type_live)
+                elif name.startswith("change marker"):
+                    await conn.fetch(queries.dashboard_change_marker)
+                else:
+                    await conn.fetch(queries.dashboard_finished_since, *args)
+                samples.append(time.perf_counter() - started)
+            results[name] = percentiles(samples)
+    finally:
+        await conn.close()
+    return results
+
+
 async def live_page(base: str, connected: asyncio.Event, stop: asyncio.Event, counts: dict[str, int]) -> None:
     """One open page: the event stream, and on each change the reloads htmx would make."""
     async with httpx.AsyncClient(base_url=base, timeout=None) as client:
@@ -251,6 +286,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         dashboard, base = start_dashboard(url)
         try:
             report["page_loads"] = await page_loads(base, url, args.loads)
+            report["statements_counted_afresh"] = await uncached_statements(url, args.loads)
             # alternated, so that a drift of the shared machine shows instead of favouring one side
             report["drains"] = []
             for _ in range(args.repeat):

@@ -482,3 +482,18 @@ async def test_after_the_demo_the_dashboard_shows_the_demos_schema(empty_db_url:
     # a schema chosen, or a database configured: no guessing
     assert await _choose_schema(url, Settings(database_url=None, schema_name="public")) is None
     assert await _choose_schema(url, Settings(database_url=empty_db_url)) is None
+
+
+async def test_the_live_counts_are_reused_for_a_while_not_recounted_for_every_page(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    from jobrunner.dashboard.store import DashboardStore
+
+    client = AsyncClient(conn)
+    await client.enqueue("noop")
+    store = DashboardStore(pool, "public", live_min_age=3600)
+    assert [q.pending for q in (await store.overview()).queues] == [1]
+    await client.enqueue("noop")
+    assert [q.pending for q in (await store.overview()).queues] == [1]  # reused
+    fresh = DashboardStore(pool, "public", live_min_age=0)
+    assert [q.pending for q in (await fresh.overview()).queues] == [2]

@@ -69,18 +69,22 @@ class Runtime:
         # plans made with the filter's values, so that a filter left empty drops out and a status
         # filter can use its partial index; a statement that runs away is stopped; an action
         # does not queue behind a lock for long (the claims never wait on the dashboard: they
-        # skip locked rows). A transaction pooler takes no such startup parameters.
+        # skip locked rows); no parallel workers. A transaction pooler takes no such startup
+        # parameters.
         server_settings = {"application_name": APPLICATION_NAME}
         if not url.behind_pooler:
             server_settings |= {
                 "plan_cache_mode": "force_custom_plan",
                 "statement_timeout": "30s",
                 "lock_timeout": "5s",
+                # one core at most for a page's statement: parallel workers would take the
+                # daemons' and the database's CPU to make a page faster
+                "max_parallel_workers_per_gather": "0",
             }
         self._pool = await asyncpg.create_pool(
             **kwargs, min_size=1, max_size=s.dashboard_pool_size, server_settings=server_settings
         )
-        self.store = DashboardStore(self._pool, self.schema)
+        self.store = DashboardStore(self._pool, self.schema, live_min_age=s.dashboard_refresh_interval / 2)
         self.feed = LiveFeed(self.store, url, s.dashboard_refresh_interval, s.connect_timeout)
         self.feed.start()
 
@@ -92,6 +96,8 @@ class Runtime:
                 await task
         if self.feed is not None:
             await self.feed.close()
+        if self.store is not None:
+            await self.store.close()
         if self._pool is not None:
             await self._pool.close()
         if self._target is not None:

@@ -2,7 +2,8 @@
 
 The expensive figure of the overview, what finished in the last hour and day, is computed at
 most once per FINISHED_TTL for every open page together; the live counts (pending, running)
-read partial indexes that hold only live rows, so their cost does not grow with the history.
+read partial indexes that hold only live rows, so their cost does not grow with the history,
+and are reused for a time that grows with what they cost (live_counts).
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import structlog
 from pydantic import ValidationError
 
 from jobrunner.dashboard.filters import PAGE_SIZE, SCAN_WINDOW, JobFilter
+from jobrunner.database import TRANSIENT_ERRORS
 from jobrunner.schedules import Schedule
 from jobrunner.sql_files import Queries
+
+log = structlog.get_logger("jobrunner.dashboard")
 
 HOUR = 3600.0
 DAY = 86_400.0
 # how long a computed "finished in the last hour / day" figure is shown before it is recomputed
 FINISHED_TTL = {HOUR: 10.0, DAY: 60.0}
 UNSUCCESSFUL = ("failed", "dead")
+# the live counts are reused for this many times what counting them took
+LIVE_COST_FACTOR = 20
 # the largest id a cursor may carry (bigint)
 NO_CURSOR = 2**63 - 1
 
@@ -105,13 +112,24 @@ class _Cached:
     at: float
 
 
+@dataclass
+class _Live:
+    rows: tuple[list[asyncpg.Record], list[asyncpg.Record]]
+    # reused until then
+    at: float
+
+
 class DashboardStore:
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, *, live_min_age: float = 0.0) -> None:
         self.pool = pool
         self.schema = schema
         self.queries = Queries(schema)
+        self.live_min_age = live_min_age
         self._finished: dict[float, _Cached] = {}
         self._finished_lock = asyncio.Lock()
+        self._recounting: dict[float, asyncio.Task[None]] = {}
+        self._live: _Live | None = None
+        self._live_lock = asyncio.Lock()
 
     async def schema_ready(self) -> bool:
         return bool(await self.pool.fetchval(self.queries.dashboard_schema_ready))
@@ -119,20 +137,60 @@ class DashboardStore:
     # -- the overview ------------------------------------------------------------------------
 
     async def finished_since(self, seconds: float) -> _Cached:
-        """What finished in the last `seconds`, as computed at most FINISHED_TTL ago."""
+        """What finished in the last `seconds`. Counted at most once per FINISHED_TTL: a page
+        asking later gets the last count at once while a new one is made in the background (a
+        day of 1,000,000 jobs takes about a second to count); only the first count is waited for."""
         cached = self._finished.get(seconds)
-        if cached is not None and time.monotonic() - cached.at < FINISHED_TTL[seconds]:
+        if cached is None:
+            async with self._finished_lock:
+                cached = self._finished.get(seconds)
+                if cached is None:
+                    cached = await self._count_finished(seconds)
             return cached
-        async with self._finished_lock:  # one computation for every page waiting on it
-            cached = self._finished.get(seconds)
-            if cached is None or time.monotonic() - cached.at >= FINISHED_TTL[seconds]:
-                rows = await self.pool.fetch(self.queries.dashboard_finished_since, seconds)
-                cached = self._finished[seconds] = _Cached(rows, time.monotonic())
-            return cached
+        stale = time.monotonic() - cached.at >= FINISHED_TTL[seconds]
+        if stale and (seconds not in self._recounting or self._recounting[seconds].done()):
+            self._recounting[seconds] = asyncio.create_task(self._recount_finished(seconds))
+        return cached
+
+    async def _recount_finished(self, seconds: float) -> None:
+        try:
+            await self._count_finished(seconds)
+        except TRANSIENT_ERRORS as exc:  # the last count stays; the next page asks again
+            log.warning("dashboard could not count finished jobs", error=repr(exc))
+
+    async def close(self) -> None:
+        for task in self._recounting.values():
+            task.cancel()
+        await asyncio.gather(*self._recounting.values(), return_exceptions=True)
+
+    async def _count_finished(self, seconds: float) -> _Cached:
+        rows = await self.pool.fetch(self.queries.dashboard_finished_since, seconds)
+        cached = self._finished[seconds] = _Cached(rows, time.monotonic())
+        return cached
+
+    async def live_counts(self) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """Pending and running jobs by queue and by job type. Counting a large backlog costs (a
+        100,000-job backlog: about 0.1 s a query here), so the figures are reused for
+        LIVE_COST_FACTOR times what they took to count, and at least half a refresh interval:
+        however large the backlog and however many pages are open, the dashboard spends at most
+        about 1/LIVE_COST_FACTOR of one connection's time on them."""
+        cached = self._live
+        if cached is not None and time.monotonic() < cached.at:
+            return cached.rows
+        async with self._live_lock:
+            cached = self._live
+            if cached is None or time.monotonic() >= cached.at:
+                started = time.monotonic()
+                rows = (
+                    await self.pool.fetch(self.queries.dashboard_queue_live),
+                    await self.pool.fetch(self.queries.dashboard_type_live),
+                )
+                took = time.monotonic() - started
+                cached = self._live = _Live(rows, time.monotonic() + max(self.live_min_age, LIVE_COST_FACTOR * took))
+            return cached.rows
 
     async def overview(self) -> Overview:
-        queue_live = await self.pool.fetch(self.queries.dashboard_queue_live)
-        type_live = await self.pool.fetch(self.queries.dashboard_type_live)
+        queue_live, type_live = await self.live_counts()
         pauses = {row["queue"]: row for row in await self.pool.fetch(self.queries.queue_pauses)}
         hour = await self.finished_since(HOUR)
         day = await self.finished_since(DAY)
