@@ -12,9 +12,9 @@
 --   waiting for a slot would hold its global slot and a spent token), each type at most its
 --   room in this process (p_type_rooms, NULL for none).
 -- Which side goes first alternates (p_limited_first), so that neither starves the other.
--- Paused queues (jobrunner_queue_pauses: `jobrunner pause`, the dashboard) are left out of every
--- part: the table is read on each claim, so a pause holds on every replica from its next claim
--- on. It holds a handful of rows at most; one probe of its primary key per claim.
+-- Paused queues (jobrunner_queue_pauses: `jobrunner pause`, the dashboard) are left out by the
+-- walks and the limited parts' probes, inside statements they run anyway: a pause holds on every
+-- replica from its next claim on, and costs a claim one probe of a table of a few rows.
 -- A limited part with no runnable job costs one index probe and takes no lock.
 -- When the limited parts had no room left (no slot free now) but one of them would have taken
 -- a job, the claim says so with one more row whose id is NULL: under a backlog every slot is
@@ -92,14 +92,7 @@ DECLARE
     v_limit_type    boolean;
     v_type_room     integer;
     v_wanting       boolean := false;
-    v_paused        text[];
 BEGIN
-    v_paused := ARRAY(SELECT p.queue FROM {schema}.jobrunner_queue_pauses AS p
-                      WHERE p.queue = ANY(p_queues) OR p.queue = ANY(p_limited_queues));
-    IF cardinality(v_paused) > 0 THEN
-        p_queues := ARRAY(SELECT q.queue FROM unnest(p_queues) AS q(queue) WHERE q.queue <> ALL(v_paused));
-    END IF;
-
     IF NOT p_limited_first AND p_limit > 0 AND cardinality(p_queues) > 0 THEN
         SELECT * INTO v_part FROM {schema}.claim_part(
             'queue', p_queues, p_types, NULL, NULL, p_limit, false, NULL, NULL, NULL,
@@ -114,7 +107,6 @@ BEGIN
     <<queues>>
     FOR v_queue IN 0 .. coalesce(cardinality(p_limited_queues), 0) LOOP
         CONTINUE WHEN v_queue = 0 AND coalesce(cardinality(p_queues), 0) = 0;
-        CONTINUE WHEN v_queue > 0 AND p_limited_queues[v_queue] = ANY(v_paused);
         FOR v_type IN CASE WHEN v_queue = 0 THEN 1 ELSE 0 END .. coalesce(cardinality(p_types), 0) LOOP
             v_type_room := CASE WHEN v_type > 0 AND p_type_rooms[v_type] IS NOT NULL
                                 THEN p_type_rooms[v_type] - v_type_taken[v_type] END;
