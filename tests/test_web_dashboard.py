@@ -497,3 +497,17 @@ async def test_the_live_counts_are_reused_for_a_while_not_recounted_for_every_pa
     assert [q.pending for q in (await store.overview()).queues] == [1]  # reused
     fresh = DashboardStore(pool, "public", live_min_age=0)
     assert [q.pending for q in (await fresh.overview()).queues] == [2]
+
+
+async def test_an_action_goes_back_to_its_page_and_only_to_a_page_of_the_dashboard(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    job_id = await dead_job(AsyncClient(conn), conn)
+    async with dashboard(db_url) as (http, _app):
+        back = await post(http, "/jobs/act", {"action": "retry", "job": job_id, "next": "/jobs?status=dead&done=1"})
+        location = back.headers["location"]
+        assert location.startswith("/jobs?status=dead&done=") and location.count("done=") == 1
+        for elsewhere in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "jobs"):
+            await conn.execute("UPDATE background_jobs SET status = 'dead' WHERE id = $1", job_id)
+            away = await post(http, "/jobs/act", {"action": "retry", "job": job_id, "next": elsewhere})
+            assert away.headers["location"].startswith("/?done="), elsewhere

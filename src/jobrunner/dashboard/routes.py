@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -143,9 +143,12 @@ def _back(request: Request, form: Form, audit_id: int | None = None) -> Redirect
     target = _first(form, "next") or f"{base}/"
     if not target.startswith(f"{base}/") or target.startswith("//") or "\\" in target:
         target = f"{base}/"
+    path, _, query = target.partition("?")
+    # the page's own query, without the notice of an earlier action
+    pairs = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name != "done"]
     if audit_id is not None:
-        target += ("&" if "?" in target else "?") + f"done={audit_id}"
-    return RedirectResponse(target, status_code=303)
+        pairs.append(("done", str(audit_id)))
+    return RedirectResponse(f"{path}?{urlencode(pairs)}" if pairs else path, status_code=303)
 
 
 def _actor(request: Request) -> Actor:
