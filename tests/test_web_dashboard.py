@@ -334,7 +334,11 @@ async def test_without_users_only_this_machine_may_use_it(db_url: str, client_ho
 async def test_logins_and_tokens_with_their_roles(db_url: str, conn: asyncpg.Connection) -> None:
     job_id = await dead_job(AsyncClient(conn), conn)
     async with dashboard(
-        db_url, client_host="10.1.2.3", host="jobs.example", dashboard_users=ADMIN, dashboard_read_token="read-token-1"
+        db_url,
+        client_host="10.1.2.3",
+        host="jobs.example",
+        dashboard_users=ADMIN,
+        dashboard_read_token="read-token-0123456789",
     ) as (http, _app):
         anonymous = await http.get("/")
         assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
@@ -347,7 +351,7 @@ async def test_logins_and_tokens_with_their_roles(db_url: str, conn: asyncpg.Con
         assert page.status_code == 200 and 'data-testid="job-retry"' not in page.text
         refused = await post(http, "/jobs/act", {"action": "retry", "job": job_id}, headers=reader)
         assert refused.status_code == 403 and "role read" in refused.text
-        token_reader = {"Authorization": "Bearer read-token-1"}
+        token_reader = {"Authorization": "Bearer read-token-0123456789"}
         assert (
             await post(http, "/jobs/act", {"action": "retry", "job": job_id}, headers=token_reader)
         ).status_code == 403
@@ -367,7 +371,7 @@ def test_it_refuses_to_listen_beyond_loopback_without_authentication() -> None:
     assert AccessPolicy(open_settings).refusal_to_bind("localhost") is None
     for host in ("0.0.0.0", "::", "10.0.0.5", "jobs.example"):
         assert "not loopback" in (AccessPolicy(open_settings).refusal_to_bind(host) or ""), host
-    secured = Settings(database_url="postgresql://x@127.0.0.1/db", dashboard_token="t0ken-value")
+    secured = Settings(database_url="postgresql://x@127.0.0.1/db", dashboard_token="t0ken-value-0123456789")
     assert AccessPolicy(secured).refusal_to_bind("0.0.0.0") is None
     assert is_loopback_host("127.0.0.2") and is_loopback_host("[::1]") and not is_loopback_host("127.example")
 

@@ -81,8 +81,15 @@ class DashboardUser(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    password: SecretStr = Field(min_length=8)
+    password: SecretStr
     role: Literal["read", "admin"] = "read"
+
+    @field_validator("password")
+    @classmethod
+    def _long_password(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 8:
+            raise ValueError("a dashboard password must have at least 8 characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -352,6 +359,13 @@ class Settings(BaseSettings):
     dashboard_pool_size: int = Field(
         default=4, ge=1, le=100, description="Most connections the dashboard opens (its own pool, LISTEN apart)."
     )
+
+    @field_validator("dashboard_token", "dashboard_read_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("a dashboard token must have at least 16 characters")
+        return value
 
     @field_validator("dashboard_redact_keys", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from starlette.requests import Request
@@ -24,6 +24,9 @@ from jobrunner.dashboard.filters import STATUSES, JobFilter
 from jobrunner.dashboard.guard import viewer_of
 from jobrunner.dashboard.store import DashboardStore
 from jobrunner.queue_pauses import InvalidQueueName, pause_queue, resume_queue
+
+if TYPE_CHECKING:
+    from jobrunner.dashboard.app import Runtime
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -38,8 +41,9 @@ class Refused(Exception):
         self.status = status
 
 
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def _store(request: Request) -> DashboardStore:
@@ -226,6 +230,8 @@ async def confirm_bulk(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     feed = _runtime(request).feed
+    if feed is None:
+        raise RuntimeError("the dashboard's lifespan has not run: see jobrunner.dashboard.app on mounting it")
     return StreamingResponse(feed.events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
 
