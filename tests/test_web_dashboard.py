@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -515,3 +516,33 @@ async def test_an_action_goes_back_to_its_page_and_only_to_a_page_of_the_dashboa
             await conn.execute("UPDATE background_jobs SET status = 'dead' WHERE id = $1", job_id)
             away = await post(http, "/jobs/act", {"action": "retry", "job": job_id, "next": elsewhere})
             assert away.headers["location"].startswith("/?done="), elsewhere
+
+
+async def test_a_creation_time_range_starts_the_list_at_its_ids(
+    db_url: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a day of jobs, one a minute, behind a window far smaller than the day: the page does not
+    # walk down from the newest job to the range, it starts there (a binary search over the ids)
+    monkeypatch.setattr("jobrunner.dashboard.store.SCAN_WINDOW", 100)
+    await conn.execute(
+        "INSERT INTO background_jobs (job_type, created_at)"
+        " SELECT 'noop', '2026-01-01 00:00+00'::timestamptz + make_interval(mins => g)"
+        " FROM generate_series(0, 1439) AS g ORDER BY g"
+    )
+    async with dashboard(db_url) as (http, _app):
+        html = (await http.get("/jobs?created_from=2026-01-01T10:00&created_before=2026-01-01T10:05")).text
+        # jobs 601..605 were created at 10:00..10:04
+        assert listed_ids(html) == [605, 604, 603, 602, 601] and next_page(html) is None
+        assert listed_ids((await http.get("/jobs?created_from=2026-01-02T00:00")).text) == []
+        early = (await http.get("/jobs?created_before=2026-01-01T00:03")).text
+        assert listed_ids(early) == [3, 2, 1]
+    first = "SELECT min(id) FROM background_jobs WHERE created_at >= $1"
+    from jobrunner.sql_files import Queries
+
+    search = Queries("public").dashboard_first_id_created_at
+    for text in ("2025-12-31T23:00", "2026-01-01T00:00", "2026-01-01T13:37:30", "2026-01-01T23:59"):
+        moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        assert await conn.fetchval(search, moment) == await conn.fetchval(first, moment), text
+    assert await conn.fetchval(search, datetime(2026, 1, 2, tzinfo=UTC)) is None
+    await conn.execute("DELETE FROM background_jobs WHERE id BETWEEN 500 AND 900")  # a gap in the ids
+    assert await conn.fetchval(search, datetime(2026, 1, 1, 10, tzinfo=UTC)) == 901

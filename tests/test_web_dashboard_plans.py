@@ -118,3 +118,12 @@ async def test_the_finished_figures_read_the_window_through_its_index(history: a
     plan, _touched = await explained(history, QUERIES.dashboard_finished_since, 3600.0)
     assert "Seq Scan on background_jobs" not in plan, plan
     assert "background_jobs_finished_idx" in plan, plan
+
+
+async def test_a_creation_time_is_found_in_the_ids_by_a_few_probes(history: asyncpg.Connection) -> None:
+    moment = await history.fetchval("SELECT finished_at FROM background_jobs WHERE id = 123456")
+    await history.execute("UPDATE background_jobs SET created_at = finished_at WHERE finished_at IS NOT NULL")
+    plan, touched = await explained(history, QUERIES.dashboard_first_id_created_at, moment)
+    assert "Seq Scan on background_jobs" not in plan, plan
+    assert touched < 300, f"{touched} pages\n{plan}"
+    assert await history.fetchval(QUERIES.dashboard_first_id_created_at, moment) == 123456

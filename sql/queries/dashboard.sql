@@ -95,6 +95,38 @@ SELECT concat_ws(':',
 SELECT (SELECT min(id) FROM {schema}.background_jobs) AS lowest,
        (SELECT max(id) FROM {schema}.background_jobs) AS highest;
 
+-- name: dashboard_first_id_created_at
+-- The lowest id of the jobs created at or after $1, found by a binary search over the primary
+-- key (some 40 probes, however large the table): ids are drawn as jobs are inserted, so they
+-- grow with created_at (a job of a transaction that began earlier may stand a little out of
+-- order: the caller leaves a margin). The job list starts a page filtered by creation time
+-- there instead of walking down to it. NULL: no job was created at or after $1.
+-- The search keeps [lo, hi) still to look at and `found`, the lowest id known to be created at
+-- or after $1: every job below lo was created before $1, and no job lies in [hi, found).
+WITH RECURSIVE search(lo, hi, found, steps) AS (
+    SELECT (SELECT min(id) FROM {schema}.background_jobs), bounds.highest + 1, bounds.highest + 1, 0
+    FROM (SELECT max(id) AS highest FROM {schema}.background_jobs) AS bounds
+    UNION ALL
+    SELECT CASE WHEN probe.id IS NOT NULL AND probe.created_at < $1::timestamptz THEN probe.id + 1 ELSE s.lo END,
+           CASE WHEN probe.id IS NULL THEN (s.lo + s.hi) / 2
+                WHEN probe.created_at < $1::timestamptz THEN s.hi
+                ELSE probe.id END,
+           CASE WHEN probe.id IS NOT NULL AND probe.created_at >= $1::timestamptz THEN probe.id ELSE s.found END,
+           s.steps + 1
+    FROM search AS s
+    LEFT JOIN LATERAL (
+        SELECT b.id, b.created_at FROM {schema}.background_jobs AS b
+        WHERE b.id >= (s.lo + s.hi) / 2 AND b.id < s.hi
+        ORDER BY b.id
+        LIMIT 1
+    ) AS probe ON true
+    WHERE s.lo < s.hi AND s.steps < 128
+)
+SELECT CASE WHEN found > (SELECT max(id) FROM {schema}.background_jobs) THEN NULL ELSE found END
+FROM search
+ORDER BY steps DESC
+LIMIT 1;
+
 -- name: dashboard_jobs_page
 -- One page of the job list, newest first: ids below $1 (the page's cursor) and at or above $2
 -- (the lowest id the page may look at: a filter no index serves reads at most the ids between,

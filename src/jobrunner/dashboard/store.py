@@ -34,6 +34,9 @@ FINISHED_TTL = {HOUR: 10.0, DAY: 60.0}
 UNSUCCESSFUL = ("failed", "dead")
 # the live counts are reused for this many times what counting them took
 LIVE_COST_FACTOR = 20
+# a creation-time filter reads this much further on both sides: ids follow the order of inserts,
+# created_at the start of the inserting transaction
+TIME_MARGIN = timedelta(seconds=60)
 # the largest id a cursor may carry (bigint)
 NO_CURSOR = 2**63 - 1
 
@@ -226,26 +229,42 @@ class DashboardStore:
         assert row is not None
         return row["lowest"], row["highest"]
 
+    async def first_id_created_at(self, moment: datetime) -> int | None:
+        found: int | None = await self.pool.fetchval(self.queries.dashboard_first_id_created_at, moment)
+        return found
+
     async def jobs_page(self, job_filter: JobFilter, cursor: int | None) -> JobsPage:
-        """One page, newest first, below `cursor`. A filter that no index bounds reads at most
+        """One page, newest first, below `cursor`. A creation-time range is turned into a range
+        of ids first (a binary search over the primary key, with a margin of TIME_MARGIN for jobs
+        of transactions that began earlier). Then a filter that no index bounds reads at most
         SCAN_WINDOW ids: when the window ends before the page is full, the page says where it
         stopped and the next one starts there."""
         below = cursor if cursor is not None else NO_CURSOR
-        floor = 0
+        time_floor = 0
+        if job_filter.created_before is not None and cursor is None:
+            start = await self.first_id_created_at(job_filter.created_before + TIME_MARGIN)
+            if start is not None:
+                below = start
+        if job_filter.created_from is not None:
+            first = await self.first_id_created_at(job_filter.created_from - TIME_MARGIN)
+            if first is None:
+                return JobsPage([], None, None)
+            time_floor = first
+        floor = time_floor
+        windowed = False
         if not job_filter.index_bounded:
             lowest, highest = await self.id_bounds()
             if highest is None or lowest is None:
                 return JobsPage([], None, None)
             below = min(below, highest + 1)
-            floor = max(below - SCAN_WINDOW, 0)
-            if floor <= lowest:
-                floor = 0
+            if below - SCAN_WINDOW > max(time_floor, lowest):
+                floor, windowed = below - SCAN_WINDOW, True
         rows = await self.pool.fetch(
             self.queries.dashboard_jobs_page, below, floor, *job_filter.sql_args(), PAGE_SIZE + 1
         )
         if len(rows) > PAGE_SIZE:
             return JobsPage(rows[:PAGE_SIZE], rows[PAGE_SIZE - 1]["id"], None)
-        if floor > 0:
+        if windowed:
             return JobsPage(list(rows), floor, floor)
         return JobsPage(list(rows), None, None)
 
