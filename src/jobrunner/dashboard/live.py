@@ -2,7 +2,9 @@
 
 While at least one page is open, the watcher asks the database every refresh interval whether
 anything a page shows changed (dashboard_change_marker: a few index probes), and sooner when a
-NOTIFY says jobs were inserted; on a change every open page is told, and re-reads its figures.
+NOTIFY says jobs were inserted; on a change every open page is told, and re-reads its figures;
+once more after the last change, when the live counts shown then are no longer reused
+(DashboardStore.live_counts).
 A notification is only a hint here too: the marker decides. With no page open it asks nothing.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -53,8 +56,14 @@ class LiveFeed:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def _tell_everyone(self) -> None:
+        for queue in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(CHANGE)
+
     async def _watch(self) -> None:
         last: str | None = None
+        settle = False
         while True:
             await self._someone_watches.wait()
             marker: str | None
@@ -65,9 +74,13 @@ class LiveFeed:
                 log.warning("dashboard live update failed", error=repr(exc))
                 marker = last
             if last is not None and marker != last:
-                for queue in list(self._subscribers):
-                    with contextlib.suppress(asyncio.QueueFull):
-                        queue.put_nowait(CHANGE)
+                self._tell_everyone()
+                settle = True
+            elif settle and time.monotonic() >= self._store.live_reused_until:
+                # once more after the last change, when the counts the pages were shown then are
+                # no longer reused: a page must not keep the figures of a change's first moment
+                self._tell_everyone()
+                settle = False
             last = marker
             self._hint.clear()
             with contextlib.suppress(TimeoutError):

@@ -132,6 +132,8 @@ class DashboardStore:
         self._finished_lock = asyncio.Lock()
         self._recounting: dict[float, asyncio.Task[None]] = {}
         self._live: _Live | None = None
+        self._seen_queues: set[str] = set()
+        self._seen_types: set[str] = set()
         self._live_lock = asyncio.Lock()
 
     async def schema_ready(self) -> bool:
@@ -192,6 +194,11 @@ class DashboardStore:
                 cached = self._live = _Live(rows, time.monotonic() + max(self.live_min_age, LIVE_COST_FACTOR * took))
             return cached.rows
 
+    @property
+    def live_reused_until(self) -> float:
+        """Until when (time.monotonic) the live counts last made are reused; 0 when none were."""
+        return self._live.at if self._live is not None else 0.0
+
     async def overview(self) -> Overview:
         queue_live, type_live = await self.live_counts()
         pauses = {row["queue"]: row for row in await self.pool.fetch(self.queries.queue_pauses)}
@@ -214,6 +221,12 @@ class DashboardStore:
                     getattr(group, window).add(row["status"], row["jobs"])
         for name, pause in pauses.items():
             queues.setdefault(name, GroupRow(name)).paused = pause
+        # a queue or type whose last jobs just finished has no live row and is not yet in the
+        # finished counts (recounted every 10 s): it stays listed rather than blink out
+        for by, seen in ((queues, self._seen_queues), (types, self._seen_types)):
+            seen.update(by)
+            for name in seen - by.keys():
+                by[name] = GroupRow(name)
         return Overview(
             queues=[queues[name] for name in sorted(queues)],
             types=[types[name] for name in sorted(types)],
