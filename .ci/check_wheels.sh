@@ -89,7 +89,7 @@ from importlib.metadata import entry_points
 
 present = [m for m in ("jobrunner_handlers", "openai", "PIL", "tenacity", "httpx", "sentry_sdk") if importlib.util.find_spec(m)]
 assert not present, f"the core alone installed {present}"
-for group in ("jobrunner.handlers", "jobrunner.schedules", "jobrunner.migrations"):
+for group in ("jobrunner.handlers", "jobrunner.schedules", "jobrunner.migrations", "jobrunner.samplers", "jobrunner.settings"):
     assert not list(entry_points(group=group)), f"something registers in {group} with the core alone"
 # the web dashboard is an extra: without it, no web stack, and the command says what to install
 web = [m for m in ("starlette", "jinja2", "uvicorn") if importlib.util.find_spec(m)]

@@ -476,6 +476,7 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_POOL_IDLE_TIMEOUT": ("0", "greater than 0"),
     "JOBRUNNER_HTTP_ENABLED": ("sometimes", "valid boolean"),
     "JOBRUNNER_PLUGIN_SCHEDULES": ("maybe", "valid boolean"),
+    "JOBRUNNER_PLUGIN_SAMPLERS": ("maybe", "valid boolean"),
     "JOBRUNNER_HTTP_PORT": ("70000", "less than or equal to 65535"),
     "JOBRUNNER_SAMPLE_INTERVAL": ("0", "greater than 0"),
     "JOBRUNNER_HTTP_MAX_CONNECTIONS": ("0", "greater than or equal to 1"),

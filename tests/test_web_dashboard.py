@@ -365,6 +365,7 @@ async def test_logins_and_tokens_with_their_roles(db_url: str, conn: asyncpg.Con
     assert row["actor"] == "ops"
 
 
+@pytest.mark.process
 def test_it_refuses_to_listen_beyond_loopback_without_authentication() -> None:
     open_settings = Settings(database_url="postgresql://x@127.0.0.1/db")
     assert AccessPolicy(open_settings).refusal_to_bind("127.0.0.1") is None

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobrunner import PermanentError
+from jobrunner_handlers import buckets
 
 MIB = 1024 * 1024
 
@@ -55,11 +56,15 @@ class AppSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "JOBRUNNER_APP_SUPABASE_SERVICE_ROLE_KEY"),
     )
-    uploads_bucket: str = Field(default="uploads", min_length=1)
+    # the buckets functions/setup_app_storage.sql creates (jobrunner_handlers/buckets.py); another
+    # name needs its bucket, policies and user_upload_buckets row made by hand
+    uploads_bucket: str = Field(default=buckets.USER_UPLOADS, min_length=1)
     # None: thumbnails go next to their original, in the uploads bucket
     thumbnails_bucket: str | None = None
-    archive_bucket: str = Field(default="archive", min_length=1)
-    max_download_bytes: int = Field(default=5 * MIB, ge=1, description="The uploads bucket's size limit.")
+    archive_bucket: str = Field(default=buckets.ARCHIVE, min_length=1)
+    max_download_bytes: int = Field(
+        default=buckets.USER_UPLOADS_MAX_BYTES, ge=1, description="The uploads bucket's size limit."
+    )
     storage_timeout: float = Field(default=30.0, gt=0)
     # Tests only: lets the Storage client use http:// and loopback/private addresses
     # (link-local addresses such as 169.254.169.254 stay refused regardless).
@@ -134,6 +139,12 @@ class AppSettings(BaseSettings):
     expo_timeout: float = Field(default=30.0, gt=0)
     # request bodies larger than this are gzip-compressed (as Expo's Node SDK does)
     expo_gzip_min_bytes: int = Field(default=1024, ge=0)
+
+    # -- the API's metrics on /metrics (jobrunner_handlers.api_monitoring) ------------------
+    # the window the app sampler's gauges cover; the shipped alerts are written for 5 minutes
+    api_metrics_window_seconds: int = Field(default=300, ge=60, le=3600)
+    # a request slower than this counts in glow_api_slow_requests
+    api_slow_request_ms: int = Field(default=2000, ge=1, le=3_600_000)
 
     @field_validator("thumbnail_sizes", mode="before")
     @classmethod

@@ -49,17 +49,17 @@ INSERT_PHOTO = "INSERT INTO progress_photos (user_id, bucket, storage_path) VALU
 @pytest.mark.parametrize(
     ("bucket", "path"),
     [
-        ("uploads", f"{BOB}/selfie.jpg"),  # another user's folder
-        ("uploads", f"{ALICE}/../{BOB}/selfie.jpg"),  # climbing out of one's own
-        ("uploads", f"{ALICE}/./x/../../{BOB}/a.jpg"),
-        ("uploads", f"{ALICE}/%2e%2e/{BOB}/a.jpg"),  # encoded
-        ("uploads", f"/{ALICE}/a.jpg"),  # absolute
-        ("uploads", f"{ALICE}//a.jpg"),
-        ("uploads", f"{ALICE}\\..\\{BOB}\\a.jpg"),
-        ("uploads", f"{ALICE}/..\\{BOB}\\a.jpg"),  # a backslash inside the folder
-        ("uploads", f"{ALICE}/a\nb.jpg"),
-        ("uploads", f"{ALICE}"),  # the folder itself, i.e. everything in it
-        ("uploads", ""),
+        ("user-uploads", f"{BOB}/selfie.jpg"),  # another user's folder
+        ("user-uploads", f"{ALICE}/../{BOB}/selfie.jpg"),  # climbing out of one's own
+        ("user-uploads", f"{ALICE}/./x/../../{BOB}/a.jpg"),
+        ("user-uploads", f"{ALICE}/%2e%2e/{BOB}/a.jpg"),  # encoded
+        ("user-uploads", f"/{ALICE}/a.jpg"),  # absolute
+        ("user-uploads", f"{ALICE}//a.jpg"),
+        ("user-uploads", f"{ALICE}\\..\\{BOB}\\a.jpg"),
+        ("user-uploads", f"{ALICE}/..\\{BOB}\\a.jpg"),  # a backslash inside the folder
+        ("user-uploads", f"{ALICE}/a\nb.jpg"),
+        ("user-uploads", f"{ALICE}"),  # the folder itself, i.e. everything in it
+        ("user-uploads", ""),
         ("archive", f"{ALICE}/a.jpg"),  # another bucket
         ("avatars", f"{ALICE}/a.jpg"),
     ],
@@ -78,18 +78,18 @@ async def test_a_user_sets_only_the_columns_that_are_theirs(
     # created_at decides when cleanup deletes; thumbnails name objects cleanup deletes: server-set
     for column, value in [
         ("created_at", "2000-01-01T00:00:00Z"),
-        ("thumbnails", json.dumps([{"bucket": "uploads", "path": f"{BOB}/selfie.jpg"}])),
+        ("thumbnails", json.dumps([{"bucket": "user-uploads", "path": f"{BOB}/selfie.jpg"}])),
         ("processed_at", "2000-01-01T00:00:00Z"),
     ]:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await alice.execute(
                 f"INSERT INTO progress_photos (user_id, bucket, storage_path, {column}) "
-                f"VALUES ($1, 'uploads', $2, $3::text::{'jsonb' if column == 'thumbnails' else 'timestamptz'})",
+                f"VALUES ($1, 'user-uploads', $2, $3::text::{'jsonb' if column == 'thumbnails' else 'timestamptz'})",
                 ALICE,
                 f"{ALICE}/a.jpg",
                 value,
             )
-    await alice.execute(INSERT_PHOTO, ALICE, "uploads", f"{ALICE}/2025/selfie.jpg")
+    await alice.execute(INSERT_PHOTO, ALICE, "user-uploads", f"{ALICE}/2025/selfie.jpg")
     row = await conn.fetchrow("SELECT * FROM progress_photos")
     assert row is not None and abs((row["created_at"] - await conn.fetchval("SELECT now()")).total_seconds()) < 60
     assert json.loads(row["thumbnails"]) == []

@@ -28,7 +28,7 @@ def days_ago(days: int) -> str:
     return (NOW - timedelta(days=days)).isoformat()
 
 
-def put(storage: FakeStorage, path: str, age_days: int, bucket: str = "uploads", **options: Any) -> str:
+def put(storage: FakeStorage, path: str, age_days: int, bucket: str = "user-uploads", **options: Any) -> str:
     storage.put(bucket, path, b"\xff\xd8\xff image", created_at=days_ago(age_days), **options)
     return path
 
@@ -39,10 +39,10 @@ async def add_photo(conn: asyncpg.Connection, storage: FakeStorage, user: uuid.U
     thumb = put(storage, f"{user}/{name}.thumb_256.webp", age)
     await conn.execute(
         "INSERT INTO progress_photos (user_id, bucket, storage_path, thumbnails, created_at) "
-        "VALUES ($1, 'uploads', $2, $3::jsonb, $4)",
+        "VALUES ($1, 'user-uploads', $2, $3::jsonb, $4)",
         user,
         path,
-        json.dumps([{"size": 256, "bucket": "uploads", "path": thumb}]),
+        json.dumps([{"size": 256, "bucket": "user-uploads", "path": thumb}]),
         NOW - timedelta(days=age),
     )
     return path
@@ -84,16 +84,16 @@ async def scenario(conn: asyncpg.Connection, storage: FakeStorage) -> dict[str, 
     await add_analysis_of(
         conn,
         ALICE,
-        f"https://proj.supabase.co/storage/v1/object/public/uploads/{ALICE}/outfit%202.jpg",
+        f"https://proj.supabase.co/storage/v1/object/public/user-uploads/{ALICE}/outfit%202.jpg",
         "style_analyses",
     )
     await add_analysis_of(
-        conn, BOB, f"https://proj.supabase.co/storage/v1/object/sign/uploads/{BOB}/signed.png?token=t"
+        conn, BOB, f"https://proj.supabase.co/storage/v1/object/sign/user-uploads/{BOB}/signed.png?token=t"
     )
     await conn.execute(
         "INSERT INTO profiles (id, avatar_url) VALUES ($1, $2)",
         ALICE,
-        f"https://proj.supabase.co/storage/v1/render/image/public/uploads/{ALICE}/me.jpg?width=128",
+        f"https://proj.supabase.co/storage/v1/render/image/public/user-uploads/{ALICE}/me.jpg?width=128",
     )
     unused = [
         put(storage, f"{ALICE}/orphan.jpg", 91),
@@ -114,7 +114,7 @@ async def test_a_progress_photo_is_kept_however_old(
     job = await run_cleanup(db_url, conn)
     assert job["status"] == "completed", job["last_error"]
     assert await conn.fetchval("SELECT storage_path FROM progress_photos") == path
-    assert app_env.paths("uploads") == [path, f"{ALICE}/first-day.thumb_256.webp"]
+    assert app_env.paths("user-uploads") == [path, f"{ALICE}/first-day.thumb_256.webp"]
 
 
 async def test_cleanup_deletes_exactly_the_unused_uploads_and_keeps_progress_photos(
@@ -124,7 +124,7 @@ async def test_cleanup_deletes_exactly_the_unused_uploads_and_keeps_progress_pho
     photos_before = await conn.fetch("SELECT * FROM progress_photos ORDER BY id")
     job = await run_cleanup(db_url, conn)
     assert job["status"] == "completed", job["last_error"]
-    assert app_env.paths("uploads") == sorted(objects["kept"])
+    assert app_env.paths("user-uploads") == sorted(objects["kept"])
     # no row is deleted: progress photos stay, thumbnails and all
     assert await conn.fetch("SELECT * FROM progress_photos ORDER BY id") == photos_before
     assert (
@@ -135,7 +135,7 @@ async def test_cleanup_deletes_exactly_the_unused_uploads_and_keeps_progress_pho
     result = json.loads(job["result"])
     assert result["dry_run"] is False
     [uploads] = result["buckets"]
-    assert uploads["bucket"] == "uploads" and uploads["complete"] is True
+    assert uploads["bucket"] == "user-uploads" and uploads["complete"] is True
     assert uploads["folders"] == 3
     assert (uploads["deleted"], uploads["kept_referenced"], uploads["kept_recent"]) == (5, 6, 2)
     assert uploads["objects"] == len(objects["kept"]) + len(objects["unused"])
@@ -145,15 +145,15 @@ async def test_a_dry_run_reports_what_it_would_delete_and_deletes_nothing(
     db_url: str, conn: asyncpg.Connection, app_env: FakeStorage
 ) -> None:
     objects = await scenario(conn, app_env)
-    everything = app_env.paths("uploads")
+    everything = app_env.paths("user-uploads")
     job = await run_cleanup(db_url, conn, {"dry_run": True})
     assert job["status"] == "completed", job["last_error"]
     result = json.loads(job["result"])
     assert result["dry_run"] is True
     [uploads] = result["buckets"]
-    assert sorted(uploads["would_delete"]) == sorted(f"uploads/{p}" for p in objects["unused"])
+    assert sorted(uploads["would_delete"]) == sorted(f"user-uploads/{p}" for p in objects["unused"])
     assert uploads["deleted"] == 0 and uploads["unused"] == len(objects["unused"])
-    assert app_env.paths("uploads") == everything
+    assert app_env.paths("user-uploads") == everything
     assert not [r for r in app_env.requests if r[0] == "DELETE"]
     # a dry run leaves the sweep's position where it was
     assert await conn.fetchval("SELECT count(*) FROM storage_sweep_positions") == 0
@@ -164,7 +164,7 @@ async def test_nothing_outside_a_users_folder_of_a_known_bucket_is_deleted(
 ) -> None:
     clean_app_env.setenv("JOBRUNNER_APP_THUMBNAILS_BUCKET", "thumbs")
     untouchable = {
-        "uploads": [
+        "user-uploads": [
             put(app_env, "loose.jpg", 400),  # the bucket's root
             put(app_env, "public/banner.jpg", 400),  # a folder that is not a user id
             put(app_env, f"{str(ALICE).upper()}/x.jpg", 400),  # not the id's canonical spelling
@@ -177,27 +177,29 @@ async def test_nothing_outside_a_users_folder_of_a_known_bucket_is_deleted(
         "thumbs": [put(app_env, f"{ALICE}/kept.thumb_256.webp", 400, bucket="thumbs")],
     }
     await conn.execute(
-        "INSERT INTO progress_photos (user_id, bucket, storage_path, thumbnails) VALUES ($1, 'uploads', $2, $3::jsonb)",
+        "INSERT INTO progress_photos (user_id, bucket, storage_path, thumbnails)"
+        " VALUES ($1, 'user-uploads', $2, $3::jsonb)",
         ALICE,
         f"{ALICE}/kept.jpg",
         json.dumps([{"size": 256, "bucket": "thumbs", "path": f"{ALICE}/kept.thumb_256.webp"}]),
     )
     orphans = {
-        "uploads": put(app_env, f"{ALICE}/orphan.jpg", 400),
+        "user-uploads": put(app_env, f"{ALICE}/orphan.jpg", 400),
         "thumbs": put(app_env, f"{BOB}/orphan.thumb_256.webp", 400, bucket="thumbs"),
     }
     job = await run_cleanup(db_url, conn)
     assert job["status"] == "completed", job["last_error"]
     for bucket, paths in untouchable.items():
         assert app_env.paths(bucket) == sorted(paths), bucket
-    assert orphans["uploads"] not in app_env.paths("uploads") and orphans["thumbs"] not in app_env.paths("thumbs")
+    assert orphans["user-uploads"] not in app_env.paths("user-uploads")
+    assert orphans["thumbs"] not in app_env.paths("thumbs")
     result = json.loads(job["result"])
-    assert [b["bucket"] for b in result["buckets"]] == ["thumbs", "uploads"]
+    assert [b["bucket"] for b in result["buckets"]] == ["thumbs", "user-uploads"]
     uploads = result["buckets"][1]
     assert uploads["refused"] == 2 and uploads["ignored_root_entries"] == 4
     # the only bucket any request went to besides the two swept ones: none
     touched = {path.split("/")[4] if "/list/" not in path else path.split("/")[5] for _, path in app_env.requests}
-    assert touched == {"uploads", "thumbs"}
+    assert touched == {"user-uploads", "thumbs"}
 
 
 async def test_listing_is_paginated_bounded_and_resumed_by_the_next_run(
@@ -214,10 +216,10 @@ async def test_listing_is_paginated_bounded_and_resumed_by_the_next_run(
     [first] = json.loads(job["result"])["buckets"]
     assert (first["folders"], first["deleted"], first["list_requests"], first["complete"]) == (3, 9, 9, False)
     assert first["next_after"] == users[2]
-    assert all(p.startswith(tuple(users[3:])) for p in app_env.paths("uploads"))
+    assert all(p.startswith(tuple(users[3:])) for p in app_env.paths("user-uploads"))
     # every list request: the real endpoint, a prefix, the page size, consecutive offsets
     queries = list(app_env.list_queries)
-    assert len(queries) == 9 and {bucket for bucket, _ in queries} == {"uploads"}
+    assert len(queries) == 9 and {bucket for bucket, _ in queries} == {"user-uploads"}
     assert [(q["prefix"], q["offset"], q["limit"]) for _, q in queries[:5]] == [
         ("", 0, 2),
         ("", 2, 2),
@@ -225,17 +227,18 @@ async def test_listing_is_paginated_bounded_and_resumed_by_the_next_run(
         (f"{users[0]}/", 0, 2),
         (f"{users[0]}/", 2, 2),
     ]
-    assert await conn.fetchval("SELECT after_folder FROM storage_sweep_positions WHERE bucket = 'uploads'") == users[2]
+    position = "SELECT after_folder FROM storage_sweep_positions WHERE bucket = 'user-uploads'"
+    assert await conn.fetchval(position) == users[2]
 
     app_env.list_queries.clear()
     job = await run_cleanup(db_url, conn, {"max_list_requests": 9})
     [second] = json.loads(job["result"])["buckets"]
     # the first three folders went with their objects: the root is 2 entries, then an empty page
     assert (second["folders"], second["deleted"], second["list_requests"], second["complete"]) == (2, 6, 6, True)
-    assert app_env.paths("uploads") == []
+    assert app_env.paths("user-uploads") == []
     assert not any(q["prefix"].startswith(tuple(users[:3])) for _, q in app_env.list_queries)
     # the sweep went round: the next run starts again from the first folder
-    assert await conn.fetchval("SELECT after_folder FROM storage_sweep_positions WHERE bucket = 'uploads'") == ""
+    assert await conn.fetchval("SELECT after_folder FROM storage_sweep_positions WHERE bucket = 'user-uploads'") == ""
 
 
 async def test_a_huge_folder_is_swept_in_parts(
@@ -248,10 +251,10 @@ async def test_a_huge_folder_is_swept_in_parts(
     [first] = json.loads(job["result"])["buckets"]
     # two pages (4 objects) reach the cap: those are swept, the folder counts as done this round
     assert (first["objects"], first["deleted"], first["truncated_folders"], first["complete"]) == (4, 4, 1, True)
-    assert app_env.paths("uploads") == [paths[4]]
+    assert app_env.paths("user-uploads") == [paths[4]]
     job = await run_cleanup(db_url, conn)
     assert json.loads(job["result"])["buckets"][0]["deleted"] == 1
-    assert app_env.paths("uploads") == []
+    assert app_env.paths("user-uploads") == []
 
 
 async def test_a_storage_outage_fails_the_run_and_the_next_one_finishes(
@@ -261,11 +264,11 @@ async def test_a_storage_outage_fails_the_run_and_the_next_one_finishes(
     app_env.fail_with["DELETE"] = (503, {})
     job = await run_cleanup(db_url, conn)
     assert job["status"] in ("pending", "dead") and "Storage answered 503" in job["last_error"]
-    assert app_env.paths("uploads") == [f"{ALICE}/orphan.jpg"]
+    assert app_env.paths("user-uploads") == [f"{ALICE}/orphan.jpg"]
     del app_env.fail_with["DELETE"]
     job = await run_cleanup(db_url, conn)
     assert job["status"] == "completed", job["last_error"]
-    assert app_env.paths("uploads") == []
+    assert app_env.paths("user-uploads") == []
 
 
 async def test_one_cleanup_at_a_time(db_url: str, conn: asyncpg.Connection, app_env: FakeStorage) -> None:

@@ -92,6 +92,7 @@ DECLARE
     v_limit_type    boolean;
     v_type_room     integer;
     v_wanting       boolean := false;
+    v_runnable      text[];
 BEGIN
     IF NOT p_limited_first AND p_limit > 0 AND cardinality(p_queues) > 0 THEN
         SELECT * INTO v_part FROM {schema}.claim_part(
@@ -101,11 +102,25 @@ BEGIN
         v_bytes := v_part.bytes;
     END IF;
 
+    -- the limited types with a runnable job in the queues without limits, in one statement:
+    -- one probe of the type index each (in its order, which no other index gives), so that a
+    -- type with nothing waiting costs the claim no more than that
+    IF cardinality(p_types) > 0 AND cardinality(p_queues) > 0 THEN
+        SELECT coalesce(array_agg(t.job_type), '{}') INTO v_runnable
+        FROM unnest(p_types) AS t(job_type)
+        WHERE EXISTS (SELECT FROM {schema}.background_jobs AS b
+                      WHERE b.status = 'pending' AND b.job_type = t.job_type AND b.scheduled_at <= now()
+                        AND b.queue = ANY(p_queues)
+                      ORDER BY b.priority DESC, b.scheduled_at
+                      LIMIT 1);
+    END IF;
+
     -- the limited parts: v_queue 0 is the queues without limits, where only the limited types
     -- are left to claim; in limited queue v_queue, v_type 0 is the queue's other types
     v_room := least(p_limit, p_limited_limit) - cardinality(v_chosen);
     <<queues>>
-    FOR v_queue IN 0 .. coalesce(cardinality(p_limited_queues), 0) LOOP
+    FOR v_queue IN CASE WHEN cardinality(v_runnable) > 0 THEN 0 ELSE 1 END
+                   .. coalesce(cardinality(p_limited_queues), 0) LOOP
         CONTINUE WHEN v_queue = 0 AND coalesce(cardinality(p_queues), 0) = 0;
         FOR v_type IN CASE WHEN v_queue = 0 THEN 1 ELSE 0 END .. coalesce(cardinality(p_types), 0) LOOP
             v_type_room := CASE WHEN v_type > 0 AND p_type_rooms[v_type] IS NOT NULL
@@ -113,6 +128,7 @@ BEGIN
             -- out of room, the rest are only looked at (until one would take a job)
             EXIT queues WHEN v_room <= 0 AND v_wanting;
             CONTINUE WHEN v_room <= 0 AND v_type_room <= 0;
+            CONTINUE WHEN v_queue = 0 AND NOT p_types[v_type] = ANY(v_runnable);
             v_limit_type := v_type > 0 AND (p_max_running[v_type] IS NOT NULL OR p_rates[v_type] IS NOT NULL
                                             OR p_key_max[v_type] IS NOT NULL);
             SELECT * INTO v_part FROM {schema}.claim_part(

@@ -12,10 +12,9 @@
 -- bucket and its pause). p_chosen: what this claim took in its earlier parts, counted as running.
 --
 -- A limited part costs nothing while it has no runnable job (none in a paused queue counts): one
--- index probe, no lock. Else it
--- takes its state rows (queue row, then type row) FOR UPDATE SKIP LOCKED: they serialise the
--- limited claims of a type or queue across replicas, so counting running jobs and taking tokens
--- cannot race; a row another replica holds means that replica is claiming this type right now,
+-- index probe, no lock. Else it takes its state rows (queue row, then type row) FOR UPDATE SKIP
+-- LOCKED: they serialise the limited claims of a type or queue across replicas, so counting
+-- running jobs and taking tokens cannot race; a row another replica holds means that replica is claiming this type right now,
 -- and this claim leaves the part to it instead of queueing behind it (and never waits on a row,
 -- so it cannot deadlock with a claim that takes rows in another order). Rows the daemon did not
 -- create at its start (ensure_limit_state) are created here.

@@ -47,6 +47,7 @@ BEGIN
         FOR UPDATE OF b SKIP LOCKED;
         GET DIAGNOSTICS v_found = ROW_COUNT;
         v_wanted := v_wanted - v_found;
+        EXIT WHEN v_wanted <= 0;
         SELECT b.priority INTO v_level FROM {schema}.background_jobs AS b
         WHERE b.status = 'pending' AND b.queue = p_queue AND b.priority < v_level
         ORDER BY b.priority DESC LIMIT 1;

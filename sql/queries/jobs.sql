@@ -148,6 +148,17 @@ WHERE id = $1;
 -- Status after the request: cancelled, cancelling (running: its worker is told), or as it was.
 SELECT {schema}.cancel_job($1::bigint);
 
+-- name: cancel_job_reporting
+-- cancel_job for `jobrunner cancel`, with what the job was before the call, so that a job that had
+-- already ended (cancelled included) is told apart from one this call cancelled. The row is
+-- locked before cancel_job runs, so no other writer changes it in between. No row: no such job.
+SELECT was.status AS status_before, was.cancel_requested_at AS cancel_requested_before, was.finished_at,
+       {schema}.cancel_job($1::bigint) AS status_after
+FROM (SELECT j.status, j.cancel_requested_at, j.finished_at
+      FROM {schema}.background_jobs AS j
+      WHERE j.id = $1::bigint
+      FOR UPDATE) AS was;
+
 -- name: cancel_requested
 -- The polling fallback for cancellation: which of the jobs we hold were asked to stop.
 SELECT id FROM {schema}.background_jobs

@@ -13,8 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobrunner.client import AsyncExecutor
+import asyncpg
+
 from jobrunner.sql_files import Queries
+
+# a pool, a connection, or one borrowed from a pool (not jobrunner.client's alias: the CLI
+# imports this module, and the client module brings psycopg)
+Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +32,7 @@ class Actor:
 
 
 async def record_action(
-    db: AsyncExecutor,
+    db: Executor,
     queries: Queries,
     actor: Actor,
     action: str,
@@ -55,7 +60,7 @@ async def record_action(
 
 
 async def count_into(
-    db: AsyncExecutor, queries: Queries, audit_id: int, affected: int, *, finished: bool, detail: str | None = None
+    db: Executor, queries: Queries, audit_id: int, affected: int, *, finished: bool, detail: str | None = None
 ) -> None:
     """A bulk action's batch changed `affected` more jobs; `finished` ends the row."""
     await db.execute(queries.count_into_audit, audit_id, affected, finished, detail)

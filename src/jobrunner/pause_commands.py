@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
+from typing import TYPE_CHECKING
 
-import asyncpg
-
-from jobrunner import event_loop
-from jobrunner.audit import Actor
-from jobrunner.database import DatabaseTarget, connect_kwargs
-from jobrunner.display import literal
-from jobrunner.dsn import DatabaseUrl
-from jobrunner.queue_pauses import InvalidQueueName, pause_queue, queue_pauses, resume_queue
-from jobrunner.settings import Settings
-from jobrunner.sql_files import Queries
+if TYPE_CHECKING:
+    from jobrunner.audit import Actor
+    from jobrunner.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -24,6 +17,10 @@ EXIT_USAGE = 2
 
 def cli_actor() -> Actor:
     """The operating-system user who runs the command, as the audit trail names them."""
+    import getpass
+
+    from jobrunner.audit import Actor
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container's arbitrary user)
@@ -32,6 +29,16 @@ def cli_actor() -> Actor:
 
 
 def _run(settings: Settings, action: str, queue: str | None, reason: str | None) -> int:
+    # imported when the command runs: every command builds this module's parsers
+    import asyncpg
+
+    from jobrunner import event_loop
+    from jobrunner.database import DatabaseTarget, connect_kwargs
+    from jobrunner.display import literal
+    from jobrunner.dsn import DatabaseUrl
+    from jobrunner.queue_pauses import InvalidQueueName, pause_queue, queue_pauses, resume_queue
+    from jobrunner.sql_files import Queries
+
     async def body(url: DatabaseUrl) -> int:
         queries = Queries(settings.schema_name)
         conn = await asyncpg.connect(**connect_kwargs(url, settings.connect_timeout))
@@ -74,11 +81,18 @@ def add_pause_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     pause = sub.add_parser(
         "pause",
         help="pause a queue on every replica (its jobs wait, new ones are accepted); without QUEUE, list paused queues",
+        description="Pause QUEUE on every replica: no daemon claims its jobs from its next claim on (jobs already "
+        "claimed run on), and new jobs are still accepted. The pause is a row in jobrunner_queue_pauses and an "
+        "entry in the audit trail (jobrunner_audit). Without QUEUE, list the paused queues.",
     )
-    pause.add_argument("queue", nargs="?", metavar="QUEUE")
+    pause.add_argument("queue", nargs="?", metavar="QUEUE", help="the queue to pause (1 to 200 characters)")
     pause.add_argument("--reason", help="why, shown with the pause and kept in the audit trail")
     pause.set_defaults(func=cmd_pause)
 
-    resume = sub.add_parser("resume", help="resume a paused queue")
-    resume.add_argument("queue", metavar="QUEUE")
+    resume = sub.add_parser(
+        "resume",
+        help="resume a paused queue",
+        description="Resume QUEUE: daemons claim its jobs again, and idle ones that work it are woken at once.",
+    )
+    resume.add_argument("queue", metavar="QUEUE", help="the paused queue to resume")
     resume.set_defaults(func=cmd_resume)

@@ -12,9 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from jobrunner.audit import Actor, record_action
-from jobrunner.client import AsyncConnection
 from jobrunner.sql_files import Queries
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # as background_jobs' queue column allows
 MAX_QUEUE_NAME = 200
@@ -38,9 +41,7 @@ def _checked(queue: str) -> str:
     return queue
 
 
-async def pause_queue(
-    conn: AsyncConnection, queries: Queries, queue: str, actor: Actor, reason: str | None = None
-) -> bool:
+async def pause_queue(conn: Connection, queries: Queries, queue: str, actor: Actor, reason: str | None = None) -> bool:
     """Pause `queue`; False when it was paused already (then nothing changes)."""
     _checked(queue)
     if reason is not None:
@@ -53,7 +54,7 @@ async def pause_queue(
     return paused is not None
 
 
-async def resume_queue(conn: AsyncConnection, queries: Queries, queue: str, actor: Actor) -> bool:
+async def resume_queue(conn: Connection, queries: Queries, queue: str, actor: Actor) -> bool:
     """Resume `queue`; False when it was not paused."""
     _checked(queue)
     async with conn.transaction():
@@ -62,5 +63,5 @@ async def resume_queue(conn: AsyncConnection, queries: Queries, queue: str, acto
     return resumed is not None
 
 
-async def queue_pauses(conn: AsyncConnection, queries: Queries) -> list[QueuePause]:
+async def queue_pauses(conn: Connection, queries: Queries) -> list[QueuePause]:
     return [QueuePause(**dict(row)) for row in await conn.fetch(queries.queue_pauses)]

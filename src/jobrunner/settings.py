@@ -257,6 +257,10 @@ class Settings(BaseSettings):
     plugin_schedules: bool = Field(
         default=True, description="Declare the schedules installed handler plugins ship (jobrunner.schedules)."
     )
+    plugin_samplers: bool = Field(
+        default=True,
+        description="Run the metric samplers installed plugins ship (jobrunner.samplers), one replica each at a time.",
+    )
     schedule_misfire_grace: float = Field(
         default=60.0,
         ge=0,

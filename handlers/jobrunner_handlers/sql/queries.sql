@@ -229,3 +229,29 @@ SET receipt_status = r.status, receipt_error_code = r.error_code, receipt_messag
     receipt_checked_at = now()
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS r(ticket_id, status, error_code, message)
 WHERE n.job_id = $1 AND n.ticket_id = r.ticket_id AND n.status = 'sent';
+
+-- name: api_endpoint_sample
+-- The app sampler's view of the last $1 seconds per endpoint label (a bounded set, see
+-- functions/api_endpoint_stats.sql); $2: the response time in ms above which a request is slow.
+SELECT endpoint, requests, responses_1xx, responses_2xx, responses_3xx, responses_4xx, responses_5xx,
+       rate_limited, database_errors, slow, p95_ms
+FROM public.api_endpoint_stats(make_interval(secs => $1::float8), $2::int, true);
+
+-- name: api_rate_limit_sample
+-- Rate-limited calls per endpoint class over the last $1 seconds; `known`: a class of
+-- api_rate_limit_classes (the others are labelled __other__).
+SELECT r.endpoint_class, r.requests, r.refused, r.users_refused, c.endpoint_class IS NOT NULL AS known
+FROM public.api_rate_limit_refusals(make_interval(secs => $1::float8)) AS r
+LEFT JOIN public.api_rate_limit_classes AS c ON c.endpoint_class = r.endpoint_class
+ORDER BY r.endpoint_class;
+
+-- name: api_active_users_sample
+SELECT public.api_active_users(interval '5 minutes') AS last_5m, public.api_active_users(interval '1 hour') AS last_1h,
+       public.api_active_users(interval '24 hours') AS last_24h;
+
+-- name: database_connections
+-- Connections to every database of the server, and how many ordinary roles may open (what is
+-- left once the superusers' reserve is set aside). pg_stat_database is readable by every role.
+SELECT (SELECT coalesce(sum(numbackends), 0) FROM pg_stat_database)::integer AS connections,
+       current_setting('max_connections')::integer
+           - current_setting('superuser_reserved_connections')::integer AS connection_limit;

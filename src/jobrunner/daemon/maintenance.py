@@ -1,16 +1,21 @@
 """Timed services every replica runs; the database keeps them from stepping on each other
-(SKIP LOCKED for the rescuer, advisory locks for the pruner and the vacuumer)."""
+(SKIP LOCKED for the rescuer, advisory locks for the pruner, leader leases for the vacuumer and
+the samplers)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from abc import ABC, abstractmethod
 
+import asyncpg
 import structlog
 
 from jobrunner.daemon.backoff import sleep_unless
+from jobrunner.database import TRANSIENT_ERRORS
 from jobrunner.metrics import DaemonMetrics
+from jobrunner.samplers import Sampler
 from jobrunner.settings import VacuumMode
 from jobrunner.store import JobStore
 
@@ -106,9 +111,81 @@ class FinishedJobPruner:
                 self._log.warning("pruning failed, will retry", error=repr(exc))
 
 
-class QueueDepthSampler:
-    """Samples queue depth into gauges on one replica at a time (the holder of a leader lease),
-    so ten replicas don't run ten count queries; the others clear their gauges."""
+class LeaderSampler(ABC):
+    """A sample of the database taken by one replica at a time: each turn takes or renews a
+    leader lease (a row, so it holds behind a transaction pooler) and samples only while holding
+    it; a replica that does not hold it, or whose sample failed, clears what it exported (stale
+    figures are worse than none: another replica may take over meanwhile)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        lease: str,
+        holder: str,
+        interval: float,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+        what: str,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._holder = holder
+        self._interval = interval
+        self._stopping = stopping
+        self._log = log
+        self._what = what
+        self.leading = False
+
+    @abstractmethod
+    async def sample(self) -> None:
+        """Take one sample and export it."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Export nothing (not leading, or the sample failed)."""
+
+    @abstractmethod
+    def show_leading(self, leading: bool) -> None:
+        """The leader gauge."""
+
+    @abstractmethod
+    def count_failure(self, exc: Exception) -> None:
+        """A failed turn, for the metrics."""
+
+    async def sample_once(self) -> bool:
+        """Sample if we hold (or can take) the lease; returns whether we did."""
+        leading = await self._store.acquire_leadership(self._lease, self._holder, 3 * self._interval)
+        if leading != self.leading:
+            self._log.info(f"{self._what} leadership changed", leading=leading)
+        self.leading = leading
+        self.show_leading(leading)
+        if not leading:
+            self.clear()
+            return False
+        await self.sample()
+        return True
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.sample_once()
+                except Exception as exc:
+                    self.count_failure(exc)
+                    self._log.warning(f"{self._what} failed, will retry", error=repr(exc))
+                    self.leading = False
+                    self.show_leading(False)
+                    self.clear()
+                if await sleep_unless(self._stopping, self._interval):
+                    break
+        finally:
+            if self.leading:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._store.release_leadership(self._lease, self._holder))
+
+
+class QueueDepthSampler(LeaderSampler):
+    """Samples queue depth into gauges, so ten replicas don't run ten count queries."""
 
     LEADERSHIP = "queue_sampler"
 
@@ -121,46 +198,64 @@ class QueueDepthSampler:
         stopping: asyncio.Event,
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        self._store = store
+        super().__init__(store, self.LEADERSHIP, holder, interval, stopping, log, "queue depth sampler")
         self._metrics = metrics
-        self._holder = holder
-        self._interval = interval
-        self._stopping = stopping
-        self._log = log
-        self.leading = False
 
-    async def sample_once(self) -> bool:
-        """Sample if we hold (or can take) the lease; returns whether we did."""
-        leading = await self._store.acquire_leadership(self.LEADERSHIP, self._holder, 3 * self._interval)
-        if leading != self.leading:
-            self._log.info("queue depth sampler leadership changed", leading=leading)
-        self.leading = leading
-        self._metrics.sampler_leader.set(1 if leading else 0)
-        if not leading:
-            self._metrics.clear_queue_depth()
-            return False
+    async def sample(self) -> None:
         # queues nobody configured (any INSERT can name one) are summed into one label
         self._metrics.queue_depth(await self._store.sample_queue_depth())
-        return True
 
-    async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.sample_once()
-                except Exception as exc:
-                    self._metrics.database_errors.labels("sampler").inc()
-                    self._log.warning("queue depth sampling failed, will retry", error=repr(exc))
-                    # stale figures are worse than none: another replica may take over meanwhile
-                    self.leading = False
-                    self._metrics.sampler_leader.set(0)
-                    self._metrics.clear_queue_depth()
-                if await sleep_unless(self._stopping, self._interval):
-                    break
-        finally:
-            if self.leading:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._store.release_leadership(self.LEADERSHIP, self._holder))
+    def clear(self) -> None:
+        self._metrics.clear_queue_depth()
+
+    def show_leading(self, leading: bool) -> None:
+        self._metrics.sampler_leader.set(1 if leading else 0)
+
+    def count_failure(self, exc: Exception) -> None:
+        self._metrics.database_errors.labels("sampler").inc()
+
+
+class PluginSampler(LeaderSampler):
+    """Runs one plugin's Sampler (jobrunner.samplers) under its own lease and exports its families."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        pool: asyncpg.Pool,
+        sampler: Sampler,
+        metrics: DaemonMetrics,
+        holder: str,
+        interval: float,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        super().__init__(
+            store,
+            sampler.lease,
+            holder,
+            sampler.interval or interval,
+            stopping,
+            log.bind(sampler=sampler.name),
+            "plugin sampler",
+        )
+        self._pool = pool
+        self._sampler = sampler
+        self._metrics = metrics
+        self._leader_gauge = metrics.plugin_sampler_leader.labels(sampler.name)
+
+    async def sample(self) -> None:
+        self._metrics.sampled.replace(self._sampler, await self._sampler.sample(self._pool))
+
+    def clear(self) -> None:
+        self._metrics.sampled.clear(self._sampler)
+
+    def show_leading(self, leading: bool) -> None:
+        self._leader_gauge.set(1 if leading else 0)
+
+    def count_failure(self, exc: Exception) -> None:
+        # the plugin's own bugs are logged; failed round trips count like every component's
+        if isinstance(exc, (*TRANSIENT_ERRORS, asyncpg.PostgresError)):
+            self._metrics.database_errors.labels("plugin_sampler").inc()
 
 
 def vacuum_due(mode: VacuumMode, autovacuum_on: bool, dead_rows: int, live_rows: int, min_dead_rows: int) -> bool:

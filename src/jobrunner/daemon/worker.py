@@ -24,7 +24,13 @@ from jobrunner.daemon.cancel_requests import CancelRequests
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
-from jobrunner.daemon.maintenance import FinishedJobPruner, HotTableVacuumer, LeaseRescuer, QueueDepthSampler
+from jobrunner.daemon.maintenance import (
+    FinishedJobPruner,
+    HotTableVacuumer,
+    LeaseRescuer,
+    PluginSampler,
+    QueueDepthSampler,
+)
 from jobrunner.daemon.ops import start_ops_endpoint
 from jobrunner.daemon.prefetch import PrefetchDepth
 from jobrunner.daemon.scheduler import SchedulerService
@@ -39,6 +45,7 @@ from jobrunner.metrics import DaemonMetrics, MetricLabels
 from jobrunner.migrate import pending_migrations
 from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
+from jobrunner.samplers import Sampler
 from jobrunner.settings import Settings
 from jobrunner.store import ClaimPlan, JobStore, LimitedType, Outcome
 from jobrunner.systemd_notify import SystemdNotifier
@@ -102,9 +109,11 @@ class Daemon:
         listen_url: DatabaseUrl | None = None,
         *,
         burst: bool = False,
+        samplers: Sequence[Sampler] = (),
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.samplers = list(samplers)
         self.database_url = database_url
         self.listen_url = listen_url
         self.burst = burst
@@ -138,6 +147,8 @@ class Daemon:
         self._systemd = SystemdNotifier()
         self.metrics = DaemonMetrics(MetricLabels.for_daemon(settings, registry.job_types()))
         self.metrics.slots.set(settings.concurrency)
+        for sampler in self.samplers:  # a series from the start: "no replica samples it" is visible
+            self.metrics.plugin_sampler_leader.labels(sampler.name).set(0)
         self.metrics.in_flight.set_function(lambda: len(self._running))
         self.metrics.listening.set_function(lambda: 1 if self.listener is not None and self.listener.listening else 0)
         self.ops_server: OpsServer | None = None
@@ -241,7 +252,7 @@ class Daemon:
             self._completer = BatchCompleter(
                 self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
             )
-            services = self._start_services()
+            services = self._start_services(handler_pool)
             self.log.info(
                 "daemon started",
                 queues=self.settings.queues,
@@ -331,7 +342,7 @@ class Daemon:
                 await sleep_unless(self._stopping, delay)
         return None
 
-    def _start_services(self) -> list[asyncio.Task[None]]:
+    def _start_services(self, handler_pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
         assert self._store is not None and self._completer is not None
         s = self.settings
         self._cancel_requests = CancelRequests(
@@ -380,6 +391,22 @@ class Daemon:
                 SchedulerService.for_daemon(self._store.pool, s, self.worker_id, self._stopping, self.log).run(),
                 name="scheduler",
             ),
+        ]
+        services += [
+            asyncio.create_task(
+                PluginSampler(
+                    self._store,
+                    handler_pool,
+                    sampler,
+                    self.metrics,
+                    self.worker_id,
+                    s.sample_interval,
+                    self._stopping,
+                    self.log,
+                ).run(),
+                name=f"sampler:{sampler.name}",
+            )
+            for sampler in self.samplers
         ]
         listen_url = self.listen_url or (None if self.database_url.behind_pooler else self.database_url)
         if s.listen and listen_url is not None:
