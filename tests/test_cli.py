@@ -37,6 +37,9 @@ def run_cli(db_url: str, *args: str, env: Mapping[str, str | None] | None = None
         ["retry", "1"],
         ["retry", "--type", "echo"],
         ["schedules"],
+        ["pause", "emails"],
+        ["resume", "emails"],
+        ["pause"],
     ],
     ids=" ".join,
 )

@@ -221,3 +221,30 @@ async def test_the_oldest_runnable_age_is_zero_when_only_later_jobs_wait(conn: a
     assert 90 <= ages["q"] < 120
     # clamped to the age since 1970 rather than an infinite interval that breaks the sample
     assert ages["r"] > 50 * 365 * 86_400
+
+
+async def scans_by_claim(conn: asyncpg.Connection, limit: int) -> dict[str, int]:
+    """Scans (sequential or index) one claim made of each table, and how many jobs it took."""
+    claim, arguments = claim_call(limit)
+    scans = "SELECT relname, seq_scan + idx_scan FROM pg_stat_xact_user_tables"
+    async with rolled_back(conn):
+        before = dict(await conn.fetch(scans))
+        taken = len(await conn.fetch(claim, *arguments))
+        after = dict(await conn.fetch(scans))
+    return {name: after[name] - before.get(name, 0) for name in after} | {"taken": taken}
+
+
+async def test_paused_queues_cost_a_claim_one_probe(conn: asyncpg.Connection) -> None:
+    # claim_jobs reads jobrunner_queue_pauses on every claim: one scan of a table of a few rows,
+    # whether it names a queue of the claim or not, and a paused queue's backlog is never walked
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
+    await conn.execute("ANALYZE background_jobs")
+    await scans_by_claim(conn, 10)  # the first call plans
+    unpaused = await scans_by_claim(conn, 10)
+    assert unpaused["jobrunner_queue_pauses"] == 1 and unpaused["taken"] == 10
+    await conn.execute("INSERT INTO jobrunner_queue_pauses (queue, paused_by) VALUES ('elsewhere', 'test')")
+    assert await scans_by_claim(conn, 10) == unpaused
+    await conn.execute("INSERT INTO jobrunner_queue_pauses (queue, paused_by) VALUES ('default', 'test')")
+    paused = await scans_by_claim(conn, 10)
+    assert paused["jobrunner_queue_pauses"] == 1 and paused["taken"] == 0
+    assert paused["background_jobs"] == 0, "the claim looked into a paused queue's backlog"

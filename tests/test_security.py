@@ -36,6 +36,8 @@ QUEUE_TABLES = {
     "jobrunner_limit_state": "pause_reason",
     "jobrunner_queue_limit_state": "queue",
     "jobrunner_schedules": "updated_by",
+    "jobrunner_queue_pauses": "paused_by",
+    "jobrunner_audit": "actor",
     "jobrunner_migrations": "name",
 }
 # the queue tables with row level security (jobrunner_migrations holds no job data)
@@ -79,6 +81,8 @@ async def supabase_db(empty_db_url: str) -> AsyncIterator[str]:
             "INSERT INTO jobrunner_limit_state (job_type) VALUES ('limited');"
             "INSERT INTO jobrunner_queue_limit_state (queue) VALUES ('ai');"
             "INSERT INTO jobrunner_schedules (name, definition) VALUES ('nightly', '{}');"
+            "INSERT INTO jobrunner_queue_pauses (queue, paused_by) VALUES ('emails', 'ops');"
+            "INSERT INTO jobrunner_audit (actor, via, action, target) VALUES ('ops', 'cli', 'pause_queue', '{}');"
         )
     finally:
         await conn.close()

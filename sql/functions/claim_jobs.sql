@@ -12,6 +12,9 @@
 --   waiting for a slot would hold its global slot and a spent token), each type at most its
 --   room in this process (p_type_rooms, NULL for none).
 -- Which side goes first alternates (p_limited_first), so that neither starves the other.
+-- Paused queues (jobrunner_queue_pauses: `jobrunner pause`, the dashboard) are left out by the
+-- walks and the limited parts' probes, inside statements they run anyway: a pause holds on every
+-- replica from its next claim on, and costs a claim one probe of a table of a few rows.
 -- A limited part with no runnable job costs one index probe and takes no lock.
 -- When the limited parts had no room left (no slot free now) but one of them would have taken
 -- a job, the claim says so with one more row whose id is NULL: under a backlog every slot is

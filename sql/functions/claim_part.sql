@@ -11,10 +11,10 @@
 -- p_rate per p_period; p_limit_type marks a type with such limits, whose state row holds its
 -- bucket and its pause). p_chosen: what this claim took in its earlier parts, counted as running.
 --
--- A limited part costs nothing while it has no runnable job: one index probe, no lock. Else it
--- takes its state rows (queue row, then type row) FOR UPDATE SKIP LOCKED: they serialise the
--- limited claims of a type or queue across replicas, so counting running jobs and taking tokens
--- cannot race; a row another replica holds means that replica is claiming this type right now,
+-- A limited part costs nothing while it has no runnable job (none in a paused queue counts): one
+-- index probe, no lock. Else it takes its state rows (queue row, then type row) FOR UPDATE SKIP
+-- LOCKED: they serialise the limited claims of a type or queue across replicas, so counting
+-- running jobs and taking tokens cannot race; a row another replica holds means that replica is claiming this type right now,
 -- and this claim leaves the part to it instead of queueing behind it (and never waits on a row,
 -- so it cannot deadlock with a claim that takes rows in another order). Rows the daemon did not
 -- create at its start (ensure_limit_state) are created here.
@@ -74,6 +74,7 @@ BEGIN
         PERFORM FROM {schema}.background_jobs AS b
         WHERE b.status = 'pending' AND b.queue = p_queue AND b.scheduled_at <= now()
           AND b.job_type NOT IN (SELECT s.job_type FROM unnest(p_skip_types) AS s(job_type))
+          AND NOT EXISTS (SELECT FROM {schema}.jobrunner_queue_pauses AS p WHERE p.queue = p_queue)
         ORDER BY b.priority DESC, b.scheduled_at
         LIMIT 1;
         IF NOT FOUND THEN
@@ -82,7 +83,7 @@ BEGIN
     ELSIF p_walk <> 'queue' THEN
         PERFORM FROM {schema}.background_jobs AS b
         WHERE b.status = 'pending' AND b.job_type = p_job_type AND b.scheduled_at <= now()
-          AND b.queue = ANY(p_queues)
+          AND b.queue = ANY(p_queues) AND b.queue NOT IN (SELECT p.queue FROM {schema}.jobrunner_queue_pauses AS p)
         ORDER BY b.priority DESC, b.scheduled_at
         LIMIT 1;
         IF NOT FOUND THEN

@@ -1,8 +1,8 @@
 -- A claim's walk of one job type with a per-key limit (fairness: one heavy user cannot take
 -- every slot): round robin over concurrency keys, every key's first waiting job before any
 -- key's second, after counting what each key already runs, and at most p_key_max running per
--- key. Up to p_limit jobs of the queues p_queues, locked for the calling claim; `turn` is the
--- round each job was picked in, the first part of its claim order.
+-- key. Up to p_limit jobs of the queues p_queues but the paused ones, locked for the calling
+-- claim; `turn` is the round each job was picked in, the first part of its claim order.
 --
 -- It reads every runnable job of the type (through background_jobs_type_claim_idx) to rank
 -- them per key: the caller holds the type's limit-state row, so no other claim of this type
@@ -27,6 +27,7 @@ BEGIN
             FROM {schema}.background_jobs AS b
             WHERE b.status = 'pending' AND b.job_type = p_job_type AND b.queue = ANY(p_queues)
               AND b.scheduled_at <= now()
+              AND b.queue NOT IN (SELECT p.queue FROM {schema}.jobrunner_queue_pauses AS p)
         ) AS c
         LEFT JOIN (
             SELECT b.concurrency_key, count(*) AS n FROM {schema}.background_jobs AS b

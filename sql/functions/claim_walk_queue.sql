@@ -1,7 +1,8 @@
 -- A claim's walk of one queue: its runnable jobs in claim order (priority DESC, scheduled_at,
 -- id), up to p_limit, locked for the calling claim (FOR UPDATE SKIP LOCKED: replicas claim side
 -- by side without waiting on each other), leaving out the job types in p_skip_types (claimed
--- apart for their limits) and the types paused for upstream back-pressure.
+-- apart for their limits) and the types paused for upstream back-pressure; nothing of a paused
+-- queue.
 --
 -- It walks background_jobs_claim_idx (queue, priority DESC, scheduled_at, id) one priority level
 -- at a time, highest first, and stops once it has p_limit jobs: with the queue and the level
@@ -25,8 +26,11 @@ DECLARE
     v_wanted integer := p_limit;
     v_found  integer;
 BEGIN
+    -- a paused queue (jobrunner_queue_pauses) is not walked: the pause is a one-time filter of
+    -- this first probe, one primary-key probe of the pause table
     SELECT b.priority INTO v_level FROM {schema}.background_jobs AS b
     WHERE b.status = 'pending' AND b.queue = p_queue
+      AND NOT EXISTS (SELECT FROM {schema}.jobrunner_queue_pauses AS p WHERE p.queue = p_queue)
     ORDER BY b.priority DESC LIMIT 1;
     WHILE v_level IS NOT NULL AND v_wanted > 0 LOOP
         RETURN QUERY

@@ -1,6 +1,7 @@
 -- A claim's walk of one job type: its runnable jobs in the queues p_queues, in claim order
 -- (priority DESC, scheduled_at, id), up to p_limit, locked for the calling claim (FOR UPDATE
--- SKIP LOCKED). The claims of limited types take this walk.
+-- SKIP LOCKED), none of a paused queue (a hashed NOT IN over jobrunner_queue_pauses, built once
+-- per statement). The claims of limited types take this walk.
 --
 -- The same level-by-level walk as claim_walk_queue, over background_jobs_type_claim_idx
 -- (job_type, priority DESC, scheduled_at, id): with the type and the level fixed,
@@ -28,6 +29,7 @@ BEGIN
         FROM {schema}.background_jobs AS b
         WHERE b.status = 'pending' AND b.job_type = p_job_type AND b.priority = v_level
           AND b.scheduled_at <= now() AND b.queue = ANY(p_queues)
+          AND b.queue NOT IN (SELECT p.queue FROM {schema}.jobrunner_queue_pauses AS p)
         ORDER BY b.scheduled_at, b.id
         LIMIT v_wanted
         FOR UPDATE OF b SKIP LOCKED;

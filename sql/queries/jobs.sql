@@ -44,12 +44,14 @@ SET paused_until = greatest(coalesce(l.paused_until, now()), EXCLUDED.paused_unt
 
 -- name: seconds_until_runnable
 -- Burst mode's exit test: seconds until the next pending job of these queues may run (0: one
--- may run now, e.g. held back by a global limit; NULL: nothing pending at all).
+-- may run now, e.g. held back by a global limit; NULL: nothing pending at all). A paused
+-- queue's jobs do not count: no claim takes them until it is resumed.
 -- (greatest() would turn the NULL of an empty min() into 0)
 SELECT CASE WHEN min(scheduled_at) IS NULL THEN NULL
             ELSE greatest(0, extract(epoch FROM least(greatest(min(scheduled_at), '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz) - now())) END::float8
 FROM {schema}.background_jobs
-WHERE status = 'pending' AND queue = ANY($1::text[]);
+WHERE status = 'pending' AND queue = ANY($1::text[])
+  AND queue NOT IN (SELECT p.queue FROM {schema}.jobrunner_queue_pauses AS p);
 
 -- name: notify_queues
 -- Wake idle daemons after jobs were handed back.

@@ -765,6 +765,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=50, metavar="N", help="handlers running at once (default 50)")
     demo.set_defaults(func=cmd_demo)
     add_db_commands(sub)
+
+    from jobrunner.dashboard_command import add_dashboard_command
+    from jobrunner.pause_commands import add_pause_commands
+
+    add_pause_commands(sub)
+    add_dashboard_command(sub)
     return parser
 
 

@@ -21,9 +21,9 @@ from jobrunner.settings import Settings
 
 SETTINGS_ENTRY_POINT_GROUP = "jobrunner.settings"
 PREFIX = "JOBRUNNER_"
-# read by jobrunner's own test suite (conftest.py: where the tests' embedded server lives), not by
-# a setting
-READ_ELSEWHERE = frozenset({"JOBRUNNER_TEST_EMBEDDED_DIR"})
+# read by jobrunner's own test suite (conftest.py: where the tests' embedded server lives;
+# tests/test_dashboard_browser.py: where the dashboard's screenshots go), not by a setting
+READ_ELSEWHERE = frozenset({"JOBRUNNER_TEST_EMBEDDED_DIR", "JOBRUNNER_TEST_SCREENSHOTS_DIR"})
 # how alike (difflib's ratio, of the names after JOBRUNNER_) a known name must be to be suggested
 _CLOSE_ENOUGH = 0.75
 
