@@ -88,8 +88,35 @@ async def test_every_core_sequence_grants_nothing_beyond_its_owner(supabase_db: 
         rows = await conn.fetch(CORE_SEQUENCES, await core_schema(conn))
     finally:
         await conn.close()
-    assert "background_jobs_id_seq" in {row["sequence"] for row in rows}
+    # the queue's and the operator audit trail's (0003): a new core sequence is checked here too
+    assert {row["sequence"] for row in rows} >= {"background_jobs_id_seq", "jobrunner_audit_id_seq"}
     assert {row["sequence"]: row["granted"] for row in rows if row["granted"]} == {}
+
+
+@pytest.mark.parametrize("group", ["anon", "authenticated"])
+async def test_supabase_roles_cannot_move_any_core_sequence(supabase_db: str, login_role: Any, group: str) -> None:
+    # every sequence a core migration created, the dashboard's audit trail's included: a role that
+    # could setval one to its maximum would stop every insert into its table
+    admin = await asyncpg.connect(supabase_db)
+    try:
+        sequences = [row["sequence"] for row in await admin.fetch(CORE_SEQUENCES, await core_schema(admin))]
+        before = {seq: await admin.fetchval(f"SELECT last_value FROM {seq}") for seq in sequences}
+    finally:
+        await admin.close()
+    assert "jobrunner_audit_id_seq" in sequences
+    conn = await asyncpg.connect(as_user(supabase_db, await login_role(group)))
+    try:
+        for seq in sequences:
+            for attack in (f"SELECT setval('{seq}', {BIGGEST})", f"SELECT nextval('{seq}')"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(attack)
+    finally:
+        await conn.close()
+    admin = await asyncpg.connect(supabase_db)
+    try:
+        assert {seq: await admin.fetchval(f"SELECT last_value FROM {seq}") for seq in sequences} == before
+    finally:
+        await admin.close()
 
 
 async def test_a_sequence_added_later_is_locked_down_by_the_core_step(supabase_db: str) -> None:

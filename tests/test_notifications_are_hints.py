@@ -1,9 +1,11 @@
 """A NOTIFY is only a hint to look: any role that can log in may send one on any channel.
 
 A forged `jobrunner_cancel_<schema>` notification cancels nothing (the daemon asks the table
-whether `cancel_job()` flagged the job), a flood of them costs a bounded number of queries, and a
-flood on the wake-up channel `jobrunner_<schema>` cannot turn into a claim storm, while real jobs
-and real cancel requests are still acted on at once.
+whether `cancel_job()` flagged the job), a flood of them costs a bounded number of queries, a
+flood on the wake-up channel `jobrunner_<schema>` cannot turn into a claim storm, and a forged
+wake-up naming a paused queue starts none of its jobs (the pause is a row that every claim reads,
+which the attacker cannot write), while real jobs, real cancel requests and a real resume are
+still acted on at once.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import time
 from typing import Any
 
 import asyncpg
+import pytest
 
 from jobrunner import AsyncClient
+from jobrunner.audit import Actor
+from jobrunner.queue_pauses import pause_queue, resume_queue
+from jobrunner.sql_files import Queries
 from jobrunner.store import Claimed
 from tests import test_processes, test_security
 from tests.process_handlers import sleep
@@ -136,3 +142,39 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
         # well within the 30 s poll (the only other way it could start): the notification of
         # the real insert was acted on. Loose on purpose: a loaded machine delays the claim.
         assert picked_up_after < 30.0 / 6
+
+
+async def test_a_forged_wakeup_for_a_paused_queue_starts_none_of_its_jobs(
+    db_url: str, conn: asyncpg.Connection, children: Children, login_role: Any
+) -> None:
+    queries, operator = Queries("public"), Actor("ops", "test")
+    assert await pause_queue(conn, queries, "held", operator)
+    held = [await insert_job(conn, "sleep", {"seconds": 0}, queue="held") for _ in range(3)]
+    # polling every 30 s: within this test only a notification can make the daemon claim
+    children.start(db_url, *RUN, env=daemon_env(queues="default,held", poll_interval=30))
+    first = await insert_job(conn, "sleep", {"seconds": 0})
+    await wait_for(conn, STATUS, first, expect="completed", timeout=30)
+    attacker = await _attacker(conn, db_url, login_role)
+    try:
+        await attacker.execute("SELECT pg_notify('jobrunner_public', 'held') FROM generate_series(1, 200)")
+        # nor can it lift the pause the notification would have to get past
+        for attack in ("DELETE FROM jobrunner_queue_pauses", "UPDATE jobrunner_queue_pauses SET queue = 'elsewhere'"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await attacker.execute(attack)
+    finally:
+        await attacker.close()
+    # a real job after the forged hints: notifications arrive in commit order, so once it has run
+    # the daemon has claimed after every forged one (each claim reads the pauses)
+    marker = await insert_job(conn, "sleep", {"seconds": 0})
+    await wait_for(conn, STATUS, marker, expect="completed", timeout=10)
+    rows = await conn.fetch("SELECT status, attempts FROM background_jobs WHERE id = ANY($1)", held)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 3
+    # the real resume wakes the daemon itself (its notification): the jobs run well before a poll
+    assert await resume_queue(conn, queries, "held", operator)
+    await wait_for(
+        conn,
+        "SELECT count(*) FROM background_jobs WHERE id = ANY($1) AND status = 'completed'",
+        held,
+        expect=3,
+        timeout=10,
+    )
