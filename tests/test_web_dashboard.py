@@ -24,7 +24,12 @@ from jobrunner import AsyncClient
 from jobrunner.dashboard import create_app, filters
 from jobrunner.dashboard.access import AccessPolicy, is_loopback_host
 from jobrunner.settings import Settings
-from tests.support import REPO_ROOT, make_settings, wait_for
+from tests import test_security
+from tests.support import REPO_ROOT, make_settings, wait_for, wait_until
+from tests.test_migrations import ENSURE_SUPABASE_ROLES
+from tests.test_security import as_user
+
+login_role = test_security.login_role
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 ADMIN = {"ops": {"password": "correct-horse", "role": "admin"}, "viewer": {"password": "battery-staple"}}
@@ -547,3 +552,32 @@ async def test_a_creation_time_range_starts_the_list_at_its_ids(
     assert await conn.fetchval(search, datetime(2026, 1, 2, tzinfo=UTC)) is None
     await conn.execute("DELETE FROM background_jobs WHERE id BETWEEN 500 AND 900")  # a gap in the ids
     assert await conn.fetchval(search, datetime(2026, 1, 1, 10, tzinfo=UTC)) == 901
+
+
+async def test_a_flood_of_forged_wakeups_costs_the_live_watcher_a_bounded_number_of_reads(
+    db_url: str, conn: asyncpg.Connection, login_role: Any
+) -> None:
+    # any role that can log in may NOTIFY on the dashboard's channel: a hint brings the next read
+    # of the change marker no closer than half the refresh interval (0.2 s here), so a flood
+    # costs at most one read per 0.1 s however many notifications arrive, and real changes
+    # are still told at once
+    await conn.execute(ENSURE_SUPABASE_ROLES)
+    attacker = await asyncpg.connect(as_user(db_url, await login_role("authenticated")))
+    try:
+        async with dashboard(db_url) as (_http, app):
+            feed = app.state.runtime.feed
+            stream = feed.events()
+            assert await anext(stream) == "retry: 5000\n\n"
+            await wait_until(lambda: feed.checks > 0, what="the watcher's first read")
+            before, started = feed.checks, time.monotonic()
+            while time.monotonic() - started < 1.0:
+                await attacker.execute("SELECT pg_notify('jobrunner_public', 'default') FROM generate_series(1, 20)")
+            flooded_for = time.monotonic() - started
+            reads = feed.checks - before
+            print(f"{reads} marker reads in a {flooded_for:.2f}s flood")
+            assert reads <= flooded_for / 0.1 + 3
+            await AsyncClient(conn).enqueue("noop")
+            assert await asyncio.wait_for(anext(stream), 10) == "event: change\ndata: change\n\n"
+            await stream.aclose()
+    finally:
+        await attacker.close()
