@@ -17,7 +17,7 @@ becomes the `InvalidJob` the clients' own check raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -41,6 +41,8 @@ class Row(Protocol):
     """A row as both drivers give it here: columns by name (an asyncpg Record, a psycopg dict)."""
 
     def __getitem__(self, column: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
 
 
 class Returns(Enum):
