@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import asyncpg
@@ -28,6 +29,8 @@ from jobrunner.new_job import payload_limit_error
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg.errors import CheckViolation
+    from psycopg.rows import BaseRowFactory
 
 T = TypeVar("T")
 
@@ -86,26 +89,37 @@ async def run(db: AsyncExecutor, statement: Statement[T]) -> T:
     return statement.read(result)
 
 
-def run_sync(connection: psycopg.Connection[Any], statement: Statement[T]) -> T:
-    """Run `statement` on psycopg, in the connection's current transaction."""
+@cache
+def _psycopg() -> tuple[type[psycopg.RawCursor[Any]], type[CheckViolation], BaseRowFactory[dict[str, Any]]]:
+    """psycopg's raw cursor, its check-violation error and its dict row factory, imported when
+    the first statement runs on it (the daemon and asyncio applications never load psycopg)."""
     from psycopg import RawCursor
     from psycopg.errors import CheckViolation
     from psycopg.rows import dict_row
 
-    with RawCursor(connection, row_factory=dict_row) as cursor:
+    return RawCursor, CheckViolation, dict_row
+
+
+def run_sync(connection: psycopg.Connection[Any], statement: Statement[T]) -> T:
+    """Run `statement` on psycopg, in the connection's current transaction."""
+    raw_cursor, check_violation, dict_row = _psycopg()
+    returns = statement.returns
+    # a value is read from a plain tuple row; rows by name from dicts
+    cursor = raw_cursor(connection) if returns is Returns.VALUE else raw_cursor(connection, row_factory=dict_row)
+    with cursor:
         try:
             cursor.execute(statement.sql, statement.args)  # the text of a sql/ file, never user input
-        except CheckViolation as exc:
+        except check_violation as exc:
             refused = payload_limit_error(exc.diag.constraint_name, exc.diag.message_primary or str(exc))
             if refused is not None:
                 raise refused from exc
             raise
-        if statement.returns is Returns.NOTHING:
+        if returns is Returns.NOTHING:
             return statement.read(None)
-        rows: Sequence[dict[str, Any]] = cursor.fetchall()
-    if statement.returns is Returns.ROWS:
+        rows: Sequence[Any] = cursor.fetchall()
+    if returns is Returns.ROWS:
         return statement.read(rows)
     first = rows[0] if rows else None
-    if statement.returns is Returns.ROW:
+    if returns is Returns.ROW:
         return statement.read(first)
-    return statement.read(None if first is None else next(iter(first.values())))
+    return statement.read(None if first is None else first[0])
