@@ -362,7 +362,7 @@ def test_sync_invalid_job(pg: psycopg.Connection[Any]) -> None:
 
 
 def test_sync_payload_with_a_percent_sign(pg: psycopg.Connection[Any]) -> None:
-    # our SQL is rewritten to psycopg's %(name)s style: a literal % must survive
+    # the SQL goes to the server as it is ($n placeholders, RawCursor): a % in a value is only data
     client = Client(pg)
     job_id = client.enqueue("fmt", {"template": "100% of %(name)s and %s"})
     record = client.get(job_id)

@@ -20,6 +20,7 @@ from jobrunner.handler import Handler, handler
 if TYPE_CHECKING:
     from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
     from jobrunner.context import JobContext
+    from jobrunner.enqueue import EnqueueOptions
     from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
     from jobrunner.job import Job, JobStatus
     from jobrunner.limits import GlobalLimits, QueueLimits
@@ -39,6 +40,7 @@ _MODULE_OF = {
     "InvalidJob": "jobrunner.client",
     "JobRecord": "jobrunner.client",
     "JobContext": "jobrunner.context",
+    "EnqueueOptions": "jobrunner.enqueue",
     "JobError": "jobrunner.errors",
     "PermanentError": "jobrunner.errors",
     "RetryLater": "jobrunner.errors",
@@ -61,6 +63,7 @@ _MODULE_OF = {
 __all__ = [
     "AsyncClient",
     "Client",
+    "EnqueueOptions",
     "GlobalLimits",
     "Handler",
     "InvalidJob",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, Unpack
 
 import asyncpg
 import structlog
 
 from jobrunner.client import AsyncClient, AsyncConnection
+from jobrunner.enqueue import EnqueueOptions
 from jobrunner.job import Job
 from jobrunner.settings import Settings
 
@@ -93,23 +93,8 @@ class JobContext(Generic[PayloadT]):
         payload: Mapping[str, Any] | None = None,
         *,
         connection: AsyncConnection | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        run_at: datetime | None = None,
-        delay: timedelta | float | None = None,
-        max_attempts: int = 5,
-        dedupe_key: str | None = None,
-        concurrency_key: str | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> int:
-        return await self.client.enqueue(
-            job_type,
-            payload,
-            connection=connection,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            delay=delay,
-            max_attempts=max_attempts,
-            dedupe_key=dedupe_key,
-            concurrency_key=concurrency_key,
-        )
+        """Enqueue a follow-up job, as AsyncClient.enqueue does (pass `connection=` from
+        `transaction()` to make it part of your writes)."""
+        return await self.client.enqueue(job_type, payload, connection=connection, **options)

@@ -29,12 +29,14 @@ from jobrunner.database import DatabaseTarget, connect_kwargs
 from jobrunner.display import status_table
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.handler import handler
+from jobrunner.job_statements import JobStatements
 from jobrunner.migrate import migrate
 from jobrunner.new_job import NewJob
 from jobrunner.registry import HandlerRegistry
 from jobrunner.retry import RetryPolicy
 from jobrunner.settings import Settings
-from jobrunner.sql_files import Queries, quote_identifier
+from jobrunner.sql_files import quote_identifier
+from jobrunner.statements import run
 
 DEMO_SCHEMA = "jobrunner_demo"
 # short backoff so the demo's retries happen while you watch
@@ -131,8 +133,8 @@ def demo_workload(total: int, rng: random.Random) -> list[NewJob]:
     return jobs
 
 
-async def _count_finished(conn: asyncpg.Connection, queries: Queries) -> tuple[int, int]:
-    rows = await conn.fetch(queries.status_counts)
+async def _count_finished(conn: asyncpg.Connection, statements: JobStatements) -> tuple[int, int]:
+    rows = await run(conn, statements.status_counts())
     total = sum(r["jobs"] for r in rows)
     done = sum(r["jobs"] for r in rows if r["status"] in ("completed", "failed", "dead", "cancelled"))
     return done, total
@@ -142,7 +144,7 @@ async def _demo(url: DatabaseUrl, settings: Settings, jobs: int, concurrency: in
     settings = settings.model_copy(
         update={"schema_name": DEMO_SCHEMA, "concurrency": concurrency, "poll_interval": 0.05}
     )
-    queries = Queries(DEMO_SCHEMA)
+    statements = JobStatements(DEMO_SCHEMA)
     conn = await asyncpg.connect(**connect_kwargs(url, settings.connect_timeout))
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_identifier(DEMO_SCHEMA)} CASCADE")
@@ -158,18 +160,18 @@ async def _demo(url: DatabaseUrl, settings: Settings, jobs: int, concurrency: in
         started = time.perf_counter()
         with Progress(*columns, console=console, transient=False) as progress:
             bar = progress.add_task("jobs", total=len(workload))
-            run = asyncio.create_task(daemon.run())
-            while not run.done():
-                done, total = await _count_finished(conn, queries)
+            daemon_run = asyncio.create_task(daemon.run())
+            while not daemon_run.done():
+                done, total = await _count_finished(conn, statements)
                 progress.update(bar, completed=done, total=total)
-                await asyncio.wait({run}, timeout=0.2)
-            stats = run.result()
-            done, total = await _count_finished(conn, queries)
+                await asyncio.wait({daemon_run}, timeout=0.2)
+            stats = daemon_run.result()
+            done, total = await _count_finished(conn, statements)
             progress.update(bar, completed=done, total=total)
         elapsed = time.perf_counter() - started
 
-        counts = await conn.fetch(queries.status_counts)
-        dead = await conn.fetch(queries.recent_dead, 5)
+        counts = await run(conn, statements.status_counts())
+        dead = await run(conn, statements.recent_dead(5))
     finally:
         await conn.close()
 

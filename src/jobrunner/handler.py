@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from pydantic import BaseModel
 
+from jobrunner.enqueue import checked_payload
 from jobrunner.limits import GlobalLimits
 from jobrunner.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
+    import psycopg
+
+    from jobrunner.client import Client
     from jobrunner.context import JobContext
+    from jobrunner.enqueue import AsyncEnqueuer, EnqueueOptions
+    from jobrunner.statements import AsyncConnection
 
 HandlerFunc = Callable[["JobContext[Any]"], Awaitable[Any]]
 
@@ -43,6 +49,36 @@ class Handler:
             raise ValueError(f"handler {self.job_type}: timeout must be positive")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"handler {self.job_type}: max_concurrency must be at least 1")
+
+    # -- typed enqueue: this handler's job type, its payload checked by its model before it
+    # is sent (jobrunner.enqueue)
+
+    async def enqueue(
+        self,
+        jobs: AsyncEnqueuer,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        connection: AsyncConnection | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> int:
+        """Enqueue a job of this handler's type through `jobs` (an AsyncClient, or a handler's
+        JobContext), inside `connection`'s transaction when given; returns its id. `payload` is
+        an instance of the payload model or a mapping it accepts: one it refuses raises
+        InvalidJob here, and nothing is sent."""
+        checked = checked_payload(self.job_type, self.payload_model, payload)
+        return await jobs.enqueue(self.job_type, checked, connection=connection, **options)
+
+    def enqueue_sync(
+        self,
+        client: Client,
+        payload: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        connection: psycopg.Connection[Any] | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> int:
+        """`enqueue` for synchronous code, through a psycopg `Client`."""
+        checked = checked_payload(self.job_type, self.payload_model, payload)
+        return client.enqueue(self.job_type, checked, connection=connection, **options)
 
 
 def handler(

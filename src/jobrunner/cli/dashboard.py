@@ -7,10 +7,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from jobrunner.cli.exit_codes import EXIT_USAGE
+
 if TYPE_CHECKING:
     from jobrunner.settings import Settings
-
-EXIT_USAGE = 2
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,13 +6,11 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from jobrunner.cli.exit_codes import EXIT_OK, EXIT_USAGE
+
 if TYPE_CHECKING:
     from jobrunner.audit import Actor
     from jobrunner.settings import Settings
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def cli_actor() -> Actor:
