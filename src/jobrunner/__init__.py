@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
     from jobrunner.context import JobContext
     from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
+    from jobrunner.flows import FlowGroup, ParentJob
     from jobrunner.job import Job, JobStatus
     from jobrunner.limits import GlobalLimits, QueueLimits
     from jobrunner.migrate import MigrationSet
@@ -43,6 +44,8 @@ _MODULE_OF = {
     "PermanentError": "jobrunner.errors",
     "RetryLater": "jobrunner.errors",
     "UpstreamRateLimited": "jobrunner.errors",
+    "FlowGroup": "jobrunner.flows",
+    "ParentJob": "jobrunner.flows",
     "Job": "jobrunner.job",
     "JobStatus": "jobrunner.job",
     "GlobalLimits": "jobrunner.limits",
@@ -61,6 +64,7 @@ _MODULE_OF = {
 __all__ = [
     "AsyncClient",
     "Client",
+    "FlowGroup",
     "GlobalLimits",
     "Handler",
     "InvalidJob",
@@ -72,6 +76,7 @@ __all__ = [
     "MigrationSet",
     "NamedQueries",
     "NewJob",
+    "ParentJob",
     "PermanentError",
     "QueueLimits",
     "RetryLater",

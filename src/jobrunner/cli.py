@@ -25,6 +25,7 @@ from jobrunner.database import DatabaseTarget, connect_kwargs
 from jobrunner.display import literal, printable, status_table
 from jobrunner.dsn import DatabaseUrl, InvalidDatabaseUrl
 from jobrunner.embedded import EmbeddedUnavailable
+from jobrunner.flow_display import flow_parents_line, flow_table, job_flow
 from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging
 from jobrunner.migrate import (
@@ -261,21 +262,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _job_status(args: argparse.Namespace, settings: Settings) -> int:
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        queries = Queries(settings.schema_name)
         async with _connection(url, settings) as conn:
             record = await AsyncClient(conn, settings.schema_name).get(args.job)
+            flow = await job_flow(conn, queries, record) if record is not None else None
         if record is None:
             print(f"jobrunner: there is no job {args.job}", file=sys.stderr)
             return EXIT_FAILURE
         fields = vars(record)
         if args.json:
-            _print_json(fields)
+            _print_json({**fields, "flow": flow} if flow is not None else fields)
             return EXIT_OK
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
+            if name == "depends_on" and value is not None:
+                value = flow_parents_line(value)
             # payload, result and progress as the JSON they are stored as ("1" and 1 differ)
             is_json = name in ("payload", "result", "progress") and value is not None
             table.add_row(name, literal(json.dumps(value, ensure_ascii=False) if is_json else value))
-        _console().print(table)
+        console = _console()
+        console.print(table)
+        if flow is not None:
+            console.print(flow_table(flow))
         return EXIT_OK
 
     return _with_database(settings, body)

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from jobrunner.flows import (
+    FlowGroup,
+    OnParentFailure,
+    ParentJob,
+    dependent_args,
+    enqueue_dependent_sql_args,
+    group_jobs,
+)
 from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error, validate_job
 from jobrunner.sql_files import Queries
 
@@ -60,6 +69,13 @@ class JobRecord:
     cancel_requested_at: datetime | None
     progress: Any
     concurrency_key: str | None
+    # job flows (jobrunner.flows): the jobs this one waits for, how many of them have not
+    # finished, how many ended without completing, and what such a parent does to this job;
+    # None for a job without parents
+    depends_on: list[int] | None
+    waiting_on: int | None
+    parents_failed: int | None
+    on_parent_failure: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> JobRecord:
@@ -67,6 +83,8 @@ class JobRecord:
         for name in _JSON_FIELDS:
             if fields[name] is not None:
                 fields[name] = json.loads(fields[name])
+        if fields["depends_on"] is not None:
+            fields["depends_on"] = list(fields["depends_on"])
         return cls(**fields)
 
 
@@ -104,8 +122,11 @@ class AsyncClient:
         max_attempts: int = 5,
         dedupe_key: str | None = None,
         concurrency_key: str | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
     ) -> int:
-        """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken)."""
+        """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken). With
+        `depends_on`, the job waits until those jobs finished (jobrunner.flows)."""
         args = validate_job(
             job_type,
             {} if payload is None else payload,
@@ -118,6 +139,8 @@ class AsyncClient:
             concurrency_key,
             self._max_payload_bytes,
         )
+        if depends_on is not None:
+            return await self._enqueue_dependent(dependent_args(args, depends_on, on_parent_failure), connection)
         db = connection or self._db
         try:
             job_id: int = await db.fetchval(self._queries.enqueue, *args)
@@ -157,6 +180,49 @@ class AsyncClient:
         """Give a failed, dead or cancelled job a fresh set of attempts."""
         return await (connection or self._db).fetchrow(self._queries.retry_job, job_id) is not None
 
+    # -- job flows (jobrunner.flows) -----------------------------------------------------------
+
+    async def enqueue_group(
+        self, jobs: Iterable[NewJob], callback: NewJob, *, connection: AsyncConnection | None = None
+    ) -> FlowGroup:
+        """Enqueue `jobs` and a `callback` job that runs once, when every one of them finished
+        (completed or not: its handler reads how they ended with `parents`), in one transaction."""
+        members = group_jobs(jobs, callback)
+        validated_callback = callback.validated(self._max_payload_bytes)
+        async with self._flow_transaction(connection) as conn:
+            ids = await self.enqueue_many(members, connection=conn)
+            callback_id = await self._enqueue_dependent(enqueue_dependent_sql_args(ids, validated_callback), conn)
+        return FlowGroup(ids, callback_id)
+
+    async def parents(self, job_id: int, *, connection: AsyncConnection | None = None) -> list[ParentJob]:
+        """The jobs `job_id` depends on, by id, with their status and result."""
+        rows = await (connection or self._db).fetch(self._queries.parent_jobs, job_id)
+        return [ParentJob.from_row(row) for row in rows]
+
+    async def _enqueue_dependent(self, args: tuple[Any, ...], connection: AsyncConnection | None) -> int:
+        try:
+            job_id: int = await (connection or self._db).fetchval(self._queries.enqueue_dependent, *args)
+        except asyncpg.CheckViolationError as exc:
+            _raise_payload_refusal(exc.constraint_name, exc.message, exc)
+            raise
+        return job_id
+
+    @asynccontextmanager
+    async def _flow_transaction(self, connection: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        """The caller's transaction when one is open (not a savepoint: an enqueuer may depend only
+        on jobs its transaction enqueued outside savepoints), else one of our own."""
+        if connection is None:
+            if isinstance(self._db, asyncpg.Pool):
+                async with self._db.acquire() as pooled, pooled.transaction():
+                    yield pooled
+                return
+            connection = self._db
+        if connection.is_in_transaction():
+            yield connection
+            return
+        async with connection.transaction():
+            yield connection
+
 
 _DOLLAR_PARAM = re.compile(r"\$(\d+)")
 
@@ -190,6 +256,8 @@ class Client:
         self._get = _pyformat(queries.get_job)
         self._cancel = _pyformat(queries.cancel_job)
         self._retry = _pyformat(queries.retry_job)
+        self._enqueue_dependent = _pyformat(queries.enqueue_dependent)
+        self._parent_jobs = _pyformat(queries.parent_jobs)
 
     def _fetchall(
         self, sql: str, values: Iterable[Any], connection: psycopg.Connection[Any] | None
@@ -215,6 +283,8 @@ class Client:
         max_attempts: int = 5,
         dedupe_key: str | None = None,
         concurrency_key: str | None = None,
+        depends_on: Iterable[int] | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
     ) -> int:
         args = validate_job(
             job_type,
@@ -228,6 +298,9 @@ class Client:
             concurrency_key,
             self._max_payload_bytes,
         )
+        if depends_on is not None:
+            dependent = dependent_args(args, depends_on, on_parent_failure)
+            return int(self._fetchall(self._enqueue_dependent, dependent, connection)[0][0])
         rows = self._fetchall(self._enqueue, args, connection)
         job_id: int = rows[0][0]
         return job_id
@@ -253,3 +326,37 @@ class Client:
 
     def retry(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> bool:
         return bool(self._fetchall(self._retry, [job_id], connection))
+
+    # -- job flows (jobrunner.flows) -----------------------------------------------------------
+
+    def enqueue_group(
+        self, jobs: Iterable[NewJob], callback: NewJob, *, connection: psycopg.Connection[Any] | None = None
+    ) -> FlowGroup:
+        """See AsyncClient.enqueue_group."""
+        members = group_jobs(jobs, callback)
+        validated_callback = callback.validated(self._max_payload_bytes)
+        with self._flow_transaction(connection) as conn:
+            ids = self.enqueue_many(members, connection=conn)
+            args = enqueue_dependent_sql_args(ids, validated_callback)
+            callback_id = int(self._fetchall(self._enqueue_dependent, args, conn)[0][0])
+        return FlowGroup(ids, callback_id)
+
+    def parents(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> list[ParentJob]:
+        """See AsyncClient.parents."""
+        with (connection or self._conn).cursor(row_factory=self._dict_row) as cur:
+            cur.execute(self._parent_jobs, _params([job_id]))
+            return [ParentJob.from_row(row) for row in cur.fetchall()]
+
+    @contextmanager
+    def _flow_transaction(self, connection: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
+        """The connection's transaction: the one open, or the implicit one a connection not in
+        autocommit mode begins (commit is yours); in autocommit mode outside a transaction, one of
+        our own holds the group and its callback. Never a savepoint (see AsyncClient)."""
+        from psycopg.pq import TransactionStatus
+
+        conn = connection or self._conn
+        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+            yield conn
+            return
+        with conn.transaction():
+            yield conn
