@@ -300,6 +300,9 @@ async def test_an_enqueuer_may_depend_only_on_jobs_of_its_own_transaction(
                 await dependent(enqueuer, [own, committed])
         child = await dependent(enqueuer, [own])
     assert await statuses(conn, child) == ["blocked"]
+    # the clients' group: the jobs and the callback in one transaction of the enqueuer's
+    group = await AsyncClient(enqueuer).enqueue_group([NewJob("a"), NewJob("b")], NewJob("cb"))
+    assert await statuses(conn, group.callback_id) == ["blocked"]
     # a job enqueued inside a savepoint carries the savepoint's transaction id
     async with enqueuer.transaction():
         await enqueue(enqueuer)
@@ -498,3 +501,24 @@ async def test_status_shows_the_parents_and_the_waiting_dependents(db_url: str, 
 
     waited_for = status_of(db_url, parents[1])
     assert f"{child} gather (blocked)" in waited_for.stdout
+
+
+# -- the web dashboard's job page --------------------------------------------------------------------
+
+
+async def test_the_dashboard_job_page_shows_the_flow(db_url: str, conn: asyncpg.Connection) -> None:
+    from tests.test_web_dashboard import dashboard
+
+    parents = [await enqueue(conn) for _ in range(3)]
+    child = await dependent(conn, parents, "gather", on_parent_failure="run")
+    await start(conn, parents[0])
+    await end(conn, parents[0], "dead")
+    async with dashboard(db_url) as (http, _app):
+        page = (await http.get(f"/jobs/{child}")).text
+        assert 'id="flow"' in page and "2 unfinished, 1 failed; on a failed parent: run" in page
+        assert f'<a href="/jobs/{parents[0]}">{parents[0]}</a>' in page
+        assert f'<a href="/jobs/{parents[2]}">{parents[2]}</a>' in page
+        parent_page = (await http.get(f"/jobs/{parents[1]}")).text
+        assert f'<a href="/jobs/{child}">{child}</a> gather (blocked)' in parent_page
+        # filtered by the new status
+        assert f'href="/jobs/{child}"' in (await http.get("/jobs?status=blocked")).text

@@ -11,8 +11,11 @@
 --     reason in last_error (and its own dependents are released in turn, by this trigger on
 --     its row), one with 'run' waits for the other parents and then runs.
 -- A dependent that is no longer blocked (cancelled by hand, or by an earlier failed parent) is
--- left as it is. Dependents are locked in id order, so that two parents releasing the same
--- dependents lock them in the same order.
+-- left as it is. A parent's dependents are locked in id order. Two outcome batches whose
+-- parents share several dependents can still meet them in opposite orders (the rows of a batch
+-- run this one after the other); PostgreSQL then aborts one batch as a deadlock, and the
+-- completer writes it again (a transaction rollback error is transient to it). A fan-in, one
+-- dependent per parent, cannot.
 -- A trigger function runs without EXECUTE being checked, so nobody is granted it. Its
 -- search_path is pinned because it runs as whoever writes the parent's outcome.
 

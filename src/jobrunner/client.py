@@ -21,8 +21,8 @@ from jobrunner.flows import (
     FlowGroup,
     OnParentFailure,
     ParentJob,
+    callback_args,
     dependent_args,
-    enqueue_dependent_sql_args,
     group_jobs,
 )
 from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error, validate_job
@@ -191,7 +191,7 @@ class AsyncClient:
         validated_callback = callback.validated(self._max_payload_bytes)
         async with self._flow_transaction(connection) as conn:
             ids = await self.enqueue_many(members, connection=conn)
-            callback_id = await self._enqueue_dependent(enqueue_dependent_sql_args(ids, validated_callback), conn)
+            callback_id = await self._enqueue_dependent(callback_args(ids, validated_callback), conn)
         return FlowGroup(ids, callback_id)
 
     async def parents(self, job_id: int, *, connection: AsyncConnection | None = None) -> list[ParentJob]:
@@ -337,7 +337,7 @@ class Client:
         validated_callback = callback.validated(self._max_payload_bytes)
         with self._flow_transaction(connection) as conn:
             ids = self.enqueue_many(members, connection=conn)
-            args = enqueue_dependent_sql_args(ids, validated_callback)
+            args = callback_args(ids, validated_callback)
             callback_id = int(self._fetchall(self._enqueue_dependent, args, conn)[0][0])
         return FlowGroup(ids, callback_id)
 

@@ -98,6 +98,6 @@ def group_jobs(jobs: Iterable[NewJob], callback: NewJob) -> list[NewJob]:
     return members
 
 
-def enqueue_dependent_sql_args(parents: Sequence[int], callback: ValidatedJob) -> tuple[Any, ...]:
+def callback_args(parents: Sequence[int], callback: ValidatedJob) -> tuple[Any, ...]:
     """A group's callback: a dependent of every job of the group that runs however they ended."""
     return dependent_args(callback, parents, "run")
