@@ -522,3 +522,17 @@ async def test_the_dashboard_job_page_shows_the_flow(db_url: str, conn: asyncpg.
         assert f'<a href="/jobs/{child}">{child}</a> gather (blocked)' in parent_page
         # filtered by the new status
         assert f'href="/jobs/{child}"' in (await http.get("/jobs?status=blocked")).text
+
+
+async def test_jobrunner_cancel_cancels_a_blocked_job_and_says_so(db_url: str, conn: asyncpg.Connection) -> None:
+    child = await dependent(conn, [await enqueue(conn)])
+    cancelled = subprocess.run(
+        [sys.executable, "-m", "jobrunner", "cancel", str(child)],
+        env={"JOBRUNNER_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"cancelled job {child} (it was blocked)")
+    assert await statuses(conn, child) == ["cancelled"]
