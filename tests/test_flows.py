@@ -471,9 +471,10 @@ async def test_a_daemon_runs_the_callback_once_after_the_whole_group(
 # -- jobrunner status --job ------------------------------------------------------------------------
 
 
-def status_of(db_url: str, job_id: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def jobrunner(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `jobrunner` command on the test's database."""
     return subprocess.run(
-        [sys.executable, "-m", "jobrunner", "status", "--job", str(job_id), *extra],
+        [sys.executable, "-m", "jobrunner", *args],
         env={"JOBRUNNER_DATABASE_URL": db_url, "COLUMNS": "200", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -488,18 +489,18 @@ async def test_status_shows_the_parents_and_the_waiting_dependents(db_url: str, 
     await start(conn, parents[0])
     await end(conn, parents[0], "dead")
 
-    shown = status_of(db_url, child)
+    shown = jobrunner(db_url, "status", "--job", str(child))
     assert shown.returncode == 0, shown.stderr
     assert "blocked" in shown.stdout
     assert f"12 jobs: {', '.join(map(str, parents[:10]))}, …" in shown.stdout
     assert "parents dead" in shown.stdout and f"1 ({parents[0]})" in shown.stdout
     assert "parents pending" in shown.stdout and f"11 ({parents[1]}," in shown.stdout
 
-    as_json = json.loads(status_of(db_url, child, "--json").stdout)
+    as_json = json.loads(jobrunner(db_url, "status", "--job", str(child), "--json").stdout)
     assert as_json["depends_on"] == parents and as_json["waiting_on"] == 11 and as_json["parents_failed"] == 1
     assert {p["status"]: p["jobs"] for p in as_json["flow"]["parents"]} == {"dead": 1, "pending": 11}
 
-    waited_for = status_of(db_url, parents[1])
+    waited_for = jobrunner(db_url, "status", "--job", str(parents[1]))
     assert f"{child} gather (blocked)" in waited_for.stdout
 
 
@@ -526,13 +527,6 @@ async def test_the_dashboard_job_page_shows_the_flow(db_url: str, conn: asyncpg.
 
 async def test_jobrunner_cancel_cancels_a_blocked_job_and_says_so(db_url: str, conn: asyncpg.Connection) -> None:
     child = await dependent(conn, [await enqueue(conn)])
-    cancelled = subprocess.run(
-        [sys.executable, "-m", "jobrunner", "cancel", str(child)],
-        env={"JOBRUNNER_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    cancelled = jobrunner(db_url, "cancel", str(child))
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"cancelled job {child} (it was blocked)")
     assert await statuses(conn, child) == ["cancelled"]
