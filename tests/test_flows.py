@@ -530,3 +530,19 @@ async def test_jobrunner_cancel_cancels_a_blocked_job_and_says_so(db_url: str, c
     cancelled = jobrunner(db_url, "cancel", str(child))
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"cancelled job {child} (it was blocked)")
     assert await statuses(conn, child) == ["cancelled"]
+
+
+async def test_jobrunner_enqueue_depends_on(db_url: str, conn: asyncpg.Connection) -> None:
+    a, b = await enqueue(conn), await enqueue(conn)
+    made = jobrunner(db_url, "enqueue", "gather", "--depends-on", f"{a},{b}", "--on-parent-failure", "run")
+    assert made.returncode == 0, made.stderr
+    row = await conn.fetchrow(
+        "SELECT status, depends_on, on_parent_failure FROM background_jobs WHERE id = $1", int(made.stdout)
+    )
+    assert tuple(row) == ("blocked", [a, b], "run")
+    refused = jobrunner(db_url, "enqueue", "gather", "--depends-on", str(a), "--dedupe-key", "k")
+    assert (refused.returncode, refused.stderr.strip()) == (
+        2,
+        "jobrunner: a job with depends_on cannot have a dedupe_key",
+    )
+    assert jobrunner(db_url, "enqueue", "gather", "--depends-on", "1,x").returncode == 2
