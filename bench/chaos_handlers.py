@@ -13,6 +13,8 @@ Job types (the payload's `ms` / `seconds` say how long the work takes):
 - chaos_permanent  raises PermanentError: ends `failed` after one attempt
 - chaos_long       sleeps longer than the lease: only heartbeats keep it
 - chaos_limited    GlobalLimits(max_running=3) across every daemon
+- chaos_callback   a flow's callback (bench/chaos_flows.py): records, in `callback_checks`, how
+                   its parents stood when it started (ctx.parents), then completes
 """
 
 from __future__ import annotations
@@ -131,4 +133,25 @@ async def chaos_long(ctx: JobContext[dict[str, Any]]) -> str:
 
 @handler("chaos_limited", retry=QUICK_RETRY, limits=GlobalLimits(max_running=LIMITED_MAX_RUNNING))
 async def chaos_limited(ctx: JobContext[dict[str, Any]]) -> str:
+    return await _execute(ctx, float(ctx.payload.get("ms", 0)) / 1000)
+
+
+@handler("chaos_callback", retry=QUICK_RETRY)
+async def chaos_callback(ctx: JobContext[dict[str, Any]]) -> str:
+    """What a flow's callback sees of its parents when it starts: every one must have finished.
+    One row per execution (the table is bench/chaos_flows.py's)."""
+    parents = await ctx.parents()
+    unfinished = sum(1 for p in parents if p.status not in ("completed", "failed", "dead", "cancelled"))
+    completed = sum(1 for p in parents if p.status == "completed")
+    await _write(
+        ctx,
+        "INSERT INTO callback_checks (job_id, attempt, worker, parents, unfinished, completed, checked_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp()) ON CONFLICT (job_id, attempt, worker) DO NOTHING",
+        ctx.job.id,
+        ctx.attempt,
+        _worker(),
+        len(parents),
+        unfinished,
+        completed,
+    )
     return await _execute(ctx, float(ctx.payload.get("ms", 0)) / 1000)

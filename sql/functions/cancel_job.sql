@@ -1,4 +1,5 @@
--- Cancel a job by id, from SQL or Supabase RPC. A pending job is cancelled at once; a running one
+-- Cancel a job by id, from SQL or Supabase RPC. A pending or blocked job (one waiting for its
+-- parents, 0004_flows.sql) is cancelled at once; a running one
 -- is flagged and its worker told (NOTIFY, with polling as the fallback), and it ends `cancelled`
 -- once its handler has stopped. Returns the job's status after the call: 'cancelled',
 -- 'cancelling', another status when it had already finished, NULL when there is no such job.
@@ -11,7 +12,7 @@ DECLARE
 BEGIN
     UPDATE {schema}.background_jobs AS j
     SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
-    WHERE j.id = cancel_job.job_id AND j.status = 'pending'
+    WHERE j.id = cancel_job.job_id AND j.status IN ('pending', 'blocked')
     RETURNING j.status INTO current_status;
     IF current_status IS NOT NULL THEN
         RETURN current_status;

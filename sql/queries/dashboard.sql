@@ -208,10 +208,10 @@ FROM unnest($1::bigint[]) AS j(id)
 ORDER BY j.id;
 
 -- name: dashboard_delete_jobs
--- Delete: finished and pending jobs; a running job is cancelled first, never deleted under its
--- worker.
+-- Delete: finished, pending and blocked jobs; a running job is cancelled first, never deleted
+-- under its worker.
 DELETE FROM {schema}.background_jobs
-WHERE id = ANY($1::bigint[]) AND status IN ('pending', 'completed', 'failed', 'dead', 'cancelled')
+WHERE id = ANY($1::bigint[]) AND status IN ('pending', 'blocked', 'completed', 'failed', 'dead', 'cancelled')
 RETURNING id, queue;
 
 -- name: dashboard_run_jobs_now

@@ -140,7 +140,8 @@ SELECT id FROM {schema}.enqueue_jobs($1::text[], $2::jsonb[], $3::text[], $4::in
 SELECT id, job_type, queue, payload::text AS payload, priority, status, attempts, max_attempts,
        scheduled_at, dedupe_key, created_at, started_at, finished_at, lease_expires_at, worker_id,
        last_error, last_error_traceback, result::text AS result, release_count,
-       cancel_requested_at, progress::text AS progress, concurrency_key
+       cancel_requested_at, progress::text AS progress, concurrency_key,
+       depends_on, waiting_on, parents_failed, on_parent_failure
 FROM {schema}.background_jobs
 WHERE id = $1;
 

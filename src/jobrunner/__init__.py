@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from jobrunner.context import JobContext
     from jobrunner.enqueue import EnqueueOptions
     from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
+    from jobrunner.flows import FlowGroup, ParentJob
     from jobrunner.job import Job, JobStatus
     from jobrunner.limits import GlobalLimits, QueueLimits
     from jobrunner.migrate import MigrationSet
@@ -45,6 +46,8 @@ _MODULE_OF = {
     "PermanentError": "jobrunner.errors",
     "RetryLater": "jobrunner.errors",
     "UpstreamRateLimited": "jobrunner.errors",
+    "FlowGroup": "jobrunner.flows",
+    "ParentJob": "jobrunner.flows",
     "Job": "jobrunner.job",
     "JobStatus": "jobrunner.job",
     "GlobalLimits": "jobrunner.limits",
@@ -64,6 +67,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "EnqueueOptions",
+    "FlowGroup",
     "GlobalLimits",
     "Handler",
     "InvalidJob",
@@ -75,6 +79,7 @@ __all__ = [
     "MigrationSet",
     "NamedQueries",
     "NewJob",
+    "ParentJob",
     "PermanentError",
     "QueueLimits",
     "RetryLater",

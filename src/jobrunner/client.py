@@ -9,10 +9,14 @@ this module, never load it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Unpack
 
+import asyncpg
+
 from jobrunner.enqueue import EnqueueOptions, new_job
+from jobrunner.flows import FlowGroup, ParentJob, group_jobs
 from jobrunner.job_statements import JobRecord, JobStatements
 from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob
 from jobrunner.statements import AsyncConnection, AsyncExecutor, run, run_sync
@@ -46,9 +50,13 @@ class AsyncClient:
     ) -> int:
         """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken). The
         options are `EnqueueOptions`: queue, priority, run_at or delay, max_attempts,
-        dedupe_key, concurrency_key."""
-        job = new_job(job_type, payload, options).validated(self._max_payload_bytes)
-        return await run(connection or self._db, self._statements.enqueue(job))
+        dedupe_key, concurrency_key; with `depends_on`, the job waits until those jobs finished
+        (jobrunner.flows)."""
+        job, flow = new_job(job_type, payload, options)
+        validated = job.validated(self._max_payload_bytes)
+        if flow is not None:
+            return await run(connection or self._db, self._statements.enqueue_dependent(validated, *flow))
+        return await run(connection or self._db, self._statements.enqueue(validated))
 
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
         """Enqueue many jobs in one statement; returns the ids inserted, in the order of `jobs`
@@ -73,6 +81,40 @@ class AsyncClient:
         requeued = await run(connection or self._db, self._statements.retry_job(job_id))
         return bool(requeued)
 
+    # -- job flows (jobrunner.flows) -----------------------------------------------------------
+
+    async def enqueue_group(
+        self, jobs: Iterable[NewJob], callback: NewJob, *, connection: AsyncConnection | None = None
+    ) -> FlowGroup:
+        """Enqueue `jobs` and a `callback` job that runs once, when every one of them finished
+        (completed or not: its handler reads how they ended with `parents`), in one transaction."""
+        members = group_jobs(jobs, callback)
+        validated_callback = callback.validated(self._max_payload_bytes)
+        async with self._flow_transaction(connection) as conn:
+            ids = await self.enqueue_many(members, connection=conn)
+            callback_id = await run(conn, self._statements.enqueue_dependent(validated_callback, ids, "run"))
+        return FlowGroup(ids, callback_id)
+
+    async def parents(self, job_id: int, *, connection: AsyncConnection | None = None) -> list[ParentJob]:
+        """The jobs `job_id` depends on, by id, with their status and result."""
+        return await run(connection or self._db, self._statements.parent_jobs(job_id))
+
+    @asynccontextmanager
+    async def _flow_transaction(self, connection: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        """The caller's transaction when one is open (not a savepoint: an enqueuer may depend only
+        on jobs its transaction enqueued outside savepoints), else one of our own."""
+        if connection is None:
+            if isinstance(self._db, asyncpg.Pool):
+                async with self._db.acquire() as pooled, pooled.transaction():
+                    yield pooled
+                return
+            connection = self._db
+        if connection.is_in_transaction():
+            yield connection
+            return
+        async with connection.transaction():
+            yield connection
+
 
 class Client:
     """psycopg 3 client for synchronous code (Django, Flask, scripts). Give it a connection;
@@ -95,8 +137,11 @@ class Client:
         **options: Unpack[EnqueueOptions],
     ) -> int:
         """See AsyncClient.enqueue."""
-        job = new_job(job_type, payload, options).validated(self._max_payload_bytes)
-        return run_sync(connection or self._conn, self._statements.enqueue(job))
+        job, flow = new_job(job_type, payload, options)
+        validated = job.validated(self._max_payload_bytes)
+        if flow is not None:
+            return run_sync(connection or self._conn, self._statements.enqueue_dependent(validated, *flow))
+        return run_sync(connection or self._conn, self._statements.enqueue(validated))
 
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: psycopg.Connection[Any] | None = None) -> list[int]:
         """See AsyncClient.enqueue_many."""
@@ -117,3 +162,34 @@ class Client:
         """See AsyncClient.retry."""
         requeued = run_sync(connection or self._conn, self._statements.retry_job(job_id))
         return bool(requeued)
+
+    # -- job flows (jobrunner.flows) -----------------------------------------------------------
+
+    def enqueue_group(
+        self, jobs: Iterable[NewJob], callback: NewJob, *, connection: psycopg.Connection[Any] | None = None
+    ) -> FlowGroup:
+        """See AsyncClient.enqueue_group."""
+        members = group_jobs(jobs, callback)
+        validated_callback = callback.validated(self._max_payload_bytes)
+        with self._flow_transaction(connection) as conn:
+            ids = self.enqueue_many(members, connection=conn)
+            callback_id = run_sync(conn, self._statements.enqueue_dependent(validated_callback, ids, "run"))
+        return FlowGroup(ids, callback_id)
+
+    def parents(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> list[ParentJob]:
+        """See AsyncClient.parents."""
+        return run_sync(connection or self._conn, self._statements.parent_jobs(job_id))
+
+    @contextmanager
+    def _flow_transaction(self, connection: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
+        """The connection's transaction: the one open, or the implicit one a connection not in
+        autocommit mode begins (commit is yours); in autocommit mode outside a transaction, one of
+        our own holds the group and its callback. Never a savepoint (see AsyncClient)."""
+        from psycopg.pq import TransactionStatus
+
+        conn = connection or self._conn
+        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+            yield conn
+            return
+        with conn.transaction():
+            yield conn

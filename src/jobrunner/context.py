@@ -12,6 +12,7 @@ import structlog
 
 from jobrunner.client import AsyncClient, AsyncConnection
 from jobrunner.enqueue import EnqueueOptions
+from jobrunner.flows import ParentJob
 from jobrunner.job import Job
 from jobrunner.settings import Settings
 
@@ -79,6 +80,11 @@ class JobContext(Generic[PayloadT]):
         `jobrunner status --job ID` and the `progress` column while the job runs."""
         if self.progress_store is not None:
             await self.progress_store.set_progress(self.job.id, self.job.attempt, json.dumps(progress, default=str))
+
+    async def parents(self) -> list[ParentJob]:
+        """The jobs this one waited for (enqueued with `depends_on`, or as a group's callback),
+        with their status and result; empty for a job without parents."""
+        return await self.client.parents(self.job.id)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:

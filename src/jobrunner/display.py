@@ -42,6 +42,9 @@ def status_table(counts: list[Any], title: str = "Jobs by type and status") -> T
     by_type: dict[str, dict[str, int]] = {}
     for row in counts:
         by_type.setdefault(row["job_type"], {})[row["status"]] = row["jobs"]
+    # jobs waiting for their parents (job flows): a column only where there are some
+    if any(row["status"] == "blocked" for row in counts):
+        statuses.insert(0, "blocked")
     table = Table(title=title)
     table.add_column("job_type")
     for status in statuses:

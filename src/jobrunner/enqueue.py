@@ -13,12 +13,13 @@ the caller, where a string-typed enqueue would store it and leave the job to fai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from pydantic import BaseModel, ValidationError
 
+from jobrunner.flows import OnParentFailure, checked_parents
 from jobrunner.new_job import InvalidJob, NewJob
 
 if TYPE_CHECKING:
@@ -43,11 +44,29 @@ class EnqueueOptions(TypedDict, total=False):
     """While a pending or running job holds this key, enqueue nothing and return that job's id."""
     concurrency_key: str | None
     """Group the job with others of its type holding this key for a per-key limit."""
+    depends_on: Iterable[int] | None
+    """Run only once these jobs finished: the job waits `blocked` until then (jobrunner.flows);
+    not with `dedupe_key`."""
+    on_parent_failure: OnParentFailure
+    """With `depends_on`: what a parent that fails, dies or is cancelled does to this job:
+    "cancel" it (the default) or "run" it anyway once every parent finished."""
 
 
-def new_job(job_type: str, payload: Mapping[str, Any] | None, options: EnqueueOptions) -> NewJob:
-    """The job an enqueue call describes (checked when it is sent: `NewJob.validated`)."""
-    return NewJob(job_type, {} if payload is None else payload, **options)
+def new_job(
+    job_type: str, payload: Mapping[str, Any] | None, options: EnqueueOptions
+) -> tuple[NewJob, tuple[list[int], OnParentFailure] | None]:
+    """The job an enqueue call describes (checked when it is sent: `NewJob.validated`), and its
+    parents and on_parent_failure when it depends on other jobs (checked here)."""
+    fields = dict(options)
+    depends_on = fields.pop("depends_on", None)
+    on_parent_failure = fields.pop("on_parent_failure", "cancel")
+    # what is left are NewJob's own fields (EnqueueOptions holds them and the two above)
+    job = NewJob(job_type, {} if payload is None else payload, **fields)  # type: ignore[arg-type]
+    if depends_on is None:
+        if on_parent_failure != "cancel":
+            raise InvalidJob("on_parent_failure is for a job with depends_on")
+        return job, None
+    return job, checked_parents(depends_on, on_parent_failure)
 
 
 def checked_payload(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jobrunner.flows import OnParentFailure, ParentJob, dependent_args
 from jobrunner.new_job import ValidatedJob, bulk_columns
 from jobrunner.sql_files import Queries
 from jobrunner.statements import Returns, Row, Statement
@@ -45,6 +46,13 @@ class JobRecord:
     cancel_requested_at: datetime | None
     progress: Any
     concurrency_key: str | None
+    # job flows (jobrunner.flows): the jobs this one waits for, how many of them have not
+    # finished, how many ended without completing, and what such a parent does to this job;
+    # None for a job without parents
+    depends_on: list[int] | None
+    waiting_on: int | None
+    parents_failed: int | None
+    on_parent_failure: str | None
 
     @classmethod
     def from_row(cls, row: Row) -> JobRecord:
@@ -52,11 +60,17 @@ class JobRecord:
         for name in _JSON_FIELDS:
             if fields[name] is not None:
                 fields[name] = json.loads(fields[name])
+        if fields["depends_on"] is not None:
+            fields["depends_on"] = list(fields["depends_on"])
         return cls(**fields)
 
 
 def _record_or_none(row: Row | None) -> JobRecord | None:
     return None if row is None else JobRecord.from_row(row)
+
+
+def _parent_jobs(rows: list[Row]) -> list[ParentJob]:
+    return [ParentJob.from_row(row) for row in rows]
 
 
 def _ids(value: list[int] | None) -> list[int]:
@@ -79,6 +93,24 @@ class JobStatements:
     def enqueue_batch(self, jobs: Sequence[ValidatedJob]) -> Statement[list[int]]:
         """The ids inserted, in the order of `jobs` (dedupe hits are skipped)."""
         return Statement(self.queries.enqueue_batch, bulk_columns(jobs), Returns.VALUE, _ids)
+
+    def enqueue_dependent(
+        self, job: ValidatedJob, parents: list[int], on_parent_failure: OnParentFailure
+    ) -> Statement[int]:
+        """A job that waits for `parents` (jobrunner.flows): its id."""
+        return Statement(self.queries.enqueue_dependent, dependent_args(job, parents, on_parent_failure), Returns.VALUE)
+
+    def parent_jobs(self, job_id: int) -> Statement[list[ParentJob]]:
+        """The jobs `job_id` depends on, by id, with their status and result."""
+        return Statement(self.queries.parent_jobs, (job_id,), Returns.ROWS, _parent_jobs)
+
+    def flow_parent_counts(self, job_id: int) -> Statement[list[Row]]:
+        """(status, jobs, first_ids) rows: how a dependent's parents stand."""
+        return Statement(self.queries.flow_parent_counts, (job_id,), Returns.ROWS)
+
+    def flow_waiting_dependents(self, job_id: int, limit: int) -> Statement[list[Row]]:
+        """(id, job_type, status) rows: the first `limit` jobs waiting for this one."""
+        return Statement(self.queries.flow_waiting_dependents, (job_id, limit), Returns.ROWS)
 
     def get_job(self, job_id: int) -> Statement[JobRecord | None]:
         return Statement(self.queries.get_job, (job_id,), Returns.ROW, _record_or_none)

@@ -41,6 +41,8 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 dedupe_key=args.dedupe_key,
                 concurrency_key=args.concurrency_key,
                 run_at=args.run_at,
+                depends_on=args.depends_on,
+                on_parent_failure=args.on_parent_failure,
             )
         print(job_id)
         return EXIT_OK
@@ -58,6 +60,14 @@ def json_kind(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "boolean" if isinstance(value, bool) else "number"
+
+
+def job_ids(text: str) -> list[int]:
+    """--depends-on: job ids separated by commas."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not job ids separated by commas: {text!r}") from None
 
 
 def aware_time(text: str) -> datetime:
@@ -111,5 +121,19 @@ def add_enqueue_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="KEY",
         help="group the job with others of its type holding KEY (e.g. a user id) for the type's "
         "per_key_max_running limit",
+    )
+    enqueue.add_argument(
+        "--depends-on",
+        type=job_ids,
+        default=None,
+        metavar="ID[,ID...]",
+        help="run only once these jobs have finished (job flows); the job waits blocked until then",
+    )
+    enqueue.add_argument(
+        "--on-parent-failure",
+        choices=("cancel", "run"),
+        default="cancel",
+        help="with --depends-on: what a parent that fails, dies or is cancelled does to the job: "
+        "cancel it (default) or run it anyway once every parent finished",
     )
     enqueue.set_defaults(func=cmd_enqueue)

@@ -16,7 +16,7 @@ from jobrunner.settings import Settings
 from jobrunner.statements import Row, run
 
 CANCEL_EXIT_CODES = f"""exit codes:
-  {EXIT_OK}  cancelled (it was pending), or running and its worker told to stop it
+  {EXIT_OK}  cancelled (it was pending or blocked), or running and its worker told to stop it
   {EXIT_FAILURE}  there is no such job
   {EXIT_USAGE}  usage error: invalid settings, database not migrated, cannot connect
   {EXIT_NOTHING_TO_CANCEL}  nothing to cancel: the job had already ended (completed, failed, dead or cancelled)"""
@@ -65,8 +65,9 @@ def report_cancel(job_id: int, row: Row | None) -> int:
         print(f"jobrunner: there is no job {job_id}", file=sys.stderr)
         return EXIT_FAILURE
     before, after = row["status_before"], row["status_after"]
-    if before == "pending":
-        print(f"cancelled job {job_id} (it was pending)")
+    if before in ("pending", "blocked"):
+        # blocked: waiting for its parents (job flows), cancelled at once like a pending job
+        print(f"cancelled job {job_id} (it was {before})")
     elif before == "running" and row["cancel_requested_before"] is not None:
         print(
             f"job {job_id} is running and was already asked to stop at {row['cancel_requested_before']}; "

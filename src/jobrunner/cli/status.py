@@ -13,6 +13,7 @@ from jobrunner.cli.exit_codes import EXIT_FAILURE, EXIT_OK
 from jobrunner.cli.output import console, print_json
 from jobrunner.display import literal, status_table
 from jobrunner.dsn import DatabaseUrl
+from jobrunner.flow_display import flow_parents_line, flow_table, job_flow
 from jobrunner.job_statements import JobStatements
 from jobrunner.settings import Settings
 from jobrunner.statements import run
@@ -66,21 +67,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def job_status(args: argparse.Namespace, settings: Settings) -> int:
     async def body(url: DatabaseUrl, _listen: DatabaseUrl | None) -> int:
+        statements = JobStatements(settings.schema_name)
         async with connection(url, settings) as conn:
-            record = await run(conn, JobStatements(settings.schema_name).get_job(args.job))
+            record = await run(conn, statements.get_job(args.job))
+            flow = await job_flow(conn, statements, record) if record is not None else None
         if record is None:
             print(f"jobrunner: there is no job {args.job}", file=sys.stderr)
             return EXIT_FAILURE
         fields = vars(record)
         if args.json:
-            print_json(fields)
+            print_json({**fields, "flow": flow} if flow is not None else fields)
             return EXIT_OK
         table = Table(title=f"Job {record.id}", show_header=False)
         for name, value in fields.items():
+            if name == "depends_on" and value is not None:
+                value = flow_parents_line(value)
             # payload, result and progress as the JSON they are stored as ("1" and 1 differ)
             is_json = name in ("payload", "result", "progress") and value is not None
             table.add_row(name, literal(json.dumps(value, ensure_ascii=False) if is_json else value))
-        console().print(table)
+        out = console()
+        out.print(table)
+        if flow is not None:
+            out.print(flow_table(flow))
         return EXIT_OK
 
     return with_database(settings, body)

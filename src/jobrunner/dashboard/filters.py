@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-STATUSES = ("pending", "running", "completed", "failed", "dead", "cancelled")
+STATUSES = ("pending", "running", "completed", "failed", "dead", "cancelled", "blocked")
 # statuses whose rows a partial index holds in id order, or few enough to sort: a page filtered
 # to these reads only matching rows, however old they are (the unsuccessful-jobs index,
 # background_jobs_lease_idx). Any other filter reads at most SCAN_WINDOW ids per page.

@@ -189,7 +189,10 @@ async def job(request: Request) -> Response:
     if row is None:
         return await _refusal(request, Refused(f"there is no job {job_id}", 404))
     applicable = [action for action in actions.ACTIONS.values() if row["status"] in action.statuses]
-    return await render(request, "job.html", page="jobs", job=row, applicable=applicable)
+    parents, waiting = await _store(request).job_flow(row)
+    return await render(
+        request, "job.html", page="jobs", job=row, applicable=applicable, parents=parents, waiting=waiting
+    )
 
 
 async def schedules(request: Request) -> Response:

@@ -39,6 +39,8 @@ LIVE_COST_FACTOR = 20
 TIME_MARGIN = timedelta(seconds=60)
 # the largest id a cursor may carry (bigint)
 NO_CURSOR = 2**63 - 1
+# the jobs waiting for a job that its page lists
+WAITING_DEPENDENTS_SHOWN = 20
 
 
 @dataclass
@@ -284,6 +286,13 @@ class DashboardStore:
     async def job(self, job_id: int) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self.pool.fetchrow(self.queries.get_job, job_id)
         return row
+
+    async def job_flow(self, job: asyncpg.Record) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """A job's place in a flow: its parents counted by status (with their first ids), and the
+        first jobs waiting for it (sql/queries/flows.sql)."""
+        parents = await self.pool.fetch(self.queries.flow_parent_counts, job["id"]) if job["depends_on"] else []
+        waiting = await self.pool.fetch(self.queries.flow_waiting_dependents, job["id"], WAITING_DEPENDENTS_SHOWN)
+        return list(parents), list(waiting)
 
     # -- schedules and the audit trail ------------------------------------------------------
 
