@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobrunner.new_job import InvalidJob, NewJob, ValidatedJob
 
@@ -69,7 +69,7 @@ def checked_parents(depends_on: object, on_parent_failure: object) -> tuple[list
             raise InvalidJob(f"depends_on must hold job ids (integers), not {parent!r}")
     if on_parent_failure not in ON_PARENT_FAILURE:
         raise InvalidJob(f"on_parent_failure must be 'cancel' or 'run', not {on_parent_failure!r}")
-    return parents, cast(OnParentFailure, on_parent_failure)
+    return parents, on_parent_failure
 
 
 def dependent_args(
