@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from jobrunner.daemon.backoff import RECONNECT_POLICY
+from jobrunner.daemon.outcomes import Outcome
 from jobrunner.database import TRANSIENT_ERRORS
-from jobrunner.store import JobStore, Outcome
+from jobrunner.store import JobStore
 
 MAX_BATCH = 5_000
 
@@ -92,7 +92,7 @@ class BatchCompleter:
                 # keep what happened (a completed job stays completed); drop the texts that could
                 # not be stored and say so in plain ASCII
                 note = f"the outcome's details could not be stored ({type(exc).__name__})"
-                stand_in = replace(outcome, error=note, traceback=None, result_json=None)
+                stand_in = outcome.stand_in(note)
             try:
                 written |= await self._store.record_outcomes([stand_in])
                 done.append(stand_in)

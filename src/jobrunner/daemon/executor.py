@@ -18,14 +18,15 @@ from pydantic import ValidationError
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
 from jobrunner.daemon.deadlines import Deadlines
+from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter
 from jobrunner.error_reporting import report_job_error
 from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
 from jobrunner.handler import Handler
-from jobrunner.job import Job, JobStatus
+from jobrunner.job import Job
 from jobrunner.redaction import redact_text
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.store import JobStore, Outcome
+from jobrunner.store import JobStore
 
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
@@ -225,7 +226,7 @@ class JobExecutor:
         except (ValueError, RecursionError) as exc:
             context.log.warning("job result not stored: not valid JSON", error=str(exc))
             result_json = None
-        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.COMPLETED, result_json=result_json)
+        return Completed(job.id, job.attempt, job.job_type, job.queue, result_json)
 
     def _failed(
         self,
@@ -236,14 +237,13 @@ class JobExecutor:
         with_traceback: bool = False,
     ) -> Outcome:
         log.warning("job failed permanently", error=message)
-        return Outcome(
+        return Failed(
             job.id,
             job.attempt,
             job.job_type,
             job.queue,
-            JobStatus.FAILED,
-            error=_clip(message, _MAX_ERROR_CHARS),
-            traceback=_clip(traceback.format_exc(), _MAX_TRACEBACK_CHARS) if with_traceback else None,
+            _clip(message, _MAX_ERROR_CHARS),
+            _clip(traceback.format_exc(), _MAX_TRACEBACK_CHARS) if with_traceback else None,
         )
 
     def _retry_or_dead(
@@ -260,18 +260,9 @@ class JobExecutor:
         if job.is_last_attempt:
             log.error("job dead: no attempts left", error=error, max_attempts=job.max_attempts)
             report_job_error(job, sys.exception(), dead=True)  # called inside the handler's `except`
-            return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.DEAD, error=error, traceback=trace)
+            return Dead(job.id, job.attempt, job.job_type, job.queue, error, trace)
         log.warning("job failed, will retry", error=error, retry_in=round(delay, 3))
-        return Outcome(
-            job.id,
-            job.attempt,
-            job.job_type,
-            job.queue,
-            JobStatus.PENDING,
-            retry_in=delay,
-            error=error,
-            traceback=trace,
-        )
+        return RetryAfter(job.id, job.attempt, job.job_type, job.queue, delay, error, trace)
 
     def crashed(self, job: Job, exc: BaseException) -> Outcome:
         """The executor itself failed on this job (a bug, or input nothing else caught): fail that job
@@ -307,13 +298,3 @@ class JobExecutor:
     def _retry_delay(self, job: Job) -> float:
         handler = self._registry.get(job.job_type)
         return handler.retry.delay_for(job.attempt) if handler is not None else 0.0
-
-    @staticmethod
-    def cancelled(job: Job) -> Outcome:
-        """The handler was stopped because someone cancelled the job."""
-        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.CANCELLED, error="cancelled by request")
-
-    @staticmethod
-    def released(job: Job) -> Outcome:
-        """Hand the job back without spending its attempt (graceful shutdown); release_count records it."""
-        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.PENDING, retry_in=0.0, released=True)

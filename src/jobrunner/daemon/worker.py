@@ -26,6 +26,7 @@ from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
 from jobrunner.daemon.maintenance import FinishedJobPruner, HotTableVacuumer, LeaseRescuer, QueueDepthSampler
 from jobrunner.daemon.ops import start_ops_endpoint
+from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
 from jobrunner.daemon.prefetch import PrefetchDepth
 from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.daemon.wakeups import WakeupSpacing
@@ -33,24 +34,15 @@ from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.error_reporting import init_error_reporting
 from jobrunner.http_server import OpsServer
-from jobrunner.job import Job, JobStatus
+from jobrunner.job import Job
 from jobrunner.limits import GlobalLimits
 from jobrunner.metrics import DaemonMetrics, MetricLabels
 from jobrunner.migrate import pending_migrations
 from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.store import JobStore, Outcome, claim_order
+from jobrunner.store import JobStore, claim_order
 from jobrunner.systemd_notify import SystemdNotifier
-
-# the committed outcome of an attempt, as the stats and metrics name it
-_OUTCOME_LABELS: dict[str, str] = {
-    JobStatus.COMPLETED: "completed",
-    JobStatus.PENDING: "retried",
-    JobStatus.FAILED: "failed",
-    JobStatus.DEAD: "dead",
-    JobStatus.CANCELLED: "cancelled",
-}
 
 
 class NotMigrated(RuntimeError):
@@ -69,6 +61,22 @@ class DaemonStats:
     released: int = 0
     cancelled: int = 0
     lost_leases: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        """An outcome written."""
+        match outcome:
+            case Completed():
+                self.completed += 1
+            case RetryAfter():
+                self.retried += 1
+            case Failed():
+                self.failed += 1
+            case Dead():
+                self.dead += 1
+            case Cancelled():
+                self.cancelled += 1
+            case Released():
+                self.released += 1
 
 
 class _Waiting(NamedTuple):
@@ -578,7 +586,7 @@ class Daemon:
             lease_seconds=self.settings.lease_seconds,
         )
         for job in jobs:
-            self._completer.submit(JobExecutor.released(job))
+            self._completer.submit(Released.of(job))
 
     def _start(self, job: Job) -> None:
         assert self._loop is not None
@@ -643,9 +651,9 @@ class Daemon:
         if running.cancel_reason == "lease":
             return None  # the job is someone else's now: write nothing
         if running.cancel_reason == "cancel":
-            return JobExecutor.cancelled(running.job)
+            return Cancelled.of(running.job)
         if running.cancel_reason == "shutdown":
-            return JobExecutor.released(running.job)
+            return Released.of(running.job)
         assert self._executor is not None
         if running.cancel_reason == "timeout":
             # it ignored its deadline's cancel and stopped at a later one (a shutdown's): still
@@ -700,7 +708,7 @@ class Daemon:
             attempt=job.attempt,
             reason=reason,
             waited_seconds=self.settings.cancel_grace,
-            outcome=outcome.status if outcome is not None else "dropped (lease lost)",
+            outcome=outcome.name if outcome is not None else "dropped (lease lost)",
             still_running_in_background=len(self._abandoned),
         )
         if len(self._abandoned) >= self._max_abandoned:
@@ -736,12 +744,10 @@ class Daemon:
                     attempt=outcome.attempt,
                 )
                 continue
-            label = _OUTCOME_LABELS.get(outcome.status, outcome.status)
-            if outcome.released:
-                label = "released"
+            self.stats.count(outcome)
+            self.metrics.job_finished(outcome.job_type, outcome.queue, outcome.name, outcome.duration)
+            if type(outcome) is Released:
                 released_queues.add(outcome.queue)
-            setattr(self.stats, label, getattr(self.stats, label, 0) + 1)
-            self.metrics.job_finished(outcome.job_type, outcome.queue, label, outcome.duration)
         self._slot_freed.set()
         if released_queues and self._store is not None:
             # let other replicas pick the handed-back jobs up now rather than at their next poll
@@ -847,7 +853,7 @@ class Daemon:
                 continue
             for job in expired:
                 del self._waiting[job.id]
-                self._completer.submit(JobExecutor.released(job))
+                self._completer.submit(Released.of(job))
             self._prefetch.handed_back(now)
             self._slot_freed.set()
             self.log.info("handed back jobs that waited too long for a slot", jobs=len(expired), waited_seconds=ttl)
@@ -861,7 +867,7 @@ class Daemon:
         if waiting is not None:
             assert self._completer is not None
             self.log.info("cancelling waiting job on request", job_id=job_id, job_type=waiting.job.job_type)
-            self._completer.submit(JobExecutor.cancelled(waiting.job))
+            self._completer.submit(Cancelled.of(waiting.job))
             self._slot_freed.set()
             return True
         running = self._running.get(job_id)
@@ -896,7 +902,7 @@ class Daemon:
             # never started: hand them back at once, their attempts not spent
             self.log.info("handing back jobs that had not started", jobs=len(self._waiting))
             for waiting in self._waiting.values():
-                self._completer.submit(JobExecutor.released(waiting.job))
+                self._completer.submit(Released.of(waiting.job))
             self._waiting.clear()
         if self._running and not self._stop_now.is_set():
             self.log.info(
