@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from jobrunner.daemon.backoff import sleep_unless
+from jobrunner.daemon.clock import sleep_unless
 from jobrunner.store import JobStore
 
 # a job id is a bigint: at most 19 digits (longer payloads are not ours)

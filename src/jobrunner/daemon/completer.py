@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
-from jobrunner.daemon.backoff import RECONNECT_POLICY
+from jobrunner.daemon.backoff import Backoff
 from jobrunner.daemon.outcomes import Outcome
 from jobrunner.database import TRANSIENT_ERRORS
 from jobrunner.store import JobStore
@@ -25,9 +25,9 @@ class BatchCompleter:
         store: JobStore,
         on_committed: CommittedCallback,
         log: structlog.typing.FilteringBoundLogger,
-        error_counter: Any = None,
+        errors: Counter | None = None,
     ) -> None:
-        self._error_counter = error_counter
+        self._errors = errors
         self._store = store
         self._on_committed = on_committed
         self._log = log
@@ -46,7 +46,7 @@ class BatchCompleter:
         return len(self._buffer)
 
     async def run(self) -> None:
-        failures = 0
+        backoff = Backoff("completer", self._log, self._errors)
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -55,23 +55,16 @@ class BatchCompleter:
                 try:
                     written = await self._store.record_outcomes(batch)
                 except TRANSIENT_ERRORS as exc:
-                    if self._error_counter is not None:
-                        self._error_counter.inc()
                     # keep them and try again: the fencing in record_outcomes makes a repeat harmless
                     self._buffer[:0] = batch
-                    failures += 1
-                    delay = RECONNECT_POLICY.delay_for(failures)
-                    self._log.warning(
-                        "writing outcomes failed, retrying", error=repr(exc), jobs=len(batch), retry_in=round(delay, 2)
-                    )
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(backoff.failed("writing outcomes failed, retrying", exc, jobs=len(batch)))
                     continue
                 except Exception:
                     # Not the connection: some outcome in the batch cannot be stored. Write them
                     # one by one so one bad outcome cannot hold back the others forever.
                     self._log.exception("writing outcomes failed, isolating the bad one", jobs=len(batch))
                     batch, written = await self._write_one_by_one(batch)
-                failures = 0
+                backoff.succeeded()
                 self._on_committed(batch, written)
             self._idle.set()
 

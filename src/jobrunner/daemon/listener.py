@@ -16,9 +16,11 @@ from typing import Any
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
-from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.backoff import Backoff
 from jobrunner.daemon.cancel_requests import job_id_from_payload
+from jobrunner.daemon.clock import sleep_unless
 from jobrunner.database import TRANSIENT_ERRORS, connect_kwargs
 from jobrunner.dsn import DatabaseUrl
 
@@ -43,7 +45,9 @@ class NotificationListener:
         log: structlog.typing.FilteringBoundLogger,
         # told the id a cancel notification names: a hint to check, never a request to obey
         on_cancel_hint: Callable[[int], object] | None = None,
+        errors: Counter | None = None,
     ) -> None:
+        self._errors = errors
         self._url = url
         self._channel = channel_for(schema)
         self._cancel_channel = cancel_channel_for(schema)
@@ -64,24 +68,19 @@ class NotificationListener:
             self._on_cancel_hint(job_id)
 
     async def run(self) -> None:
-        failures = 0
+        backoff = Backoff("listener", self._log, self._errors)
         while not self._stopping.is_set():
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(**connect_kwargs(self._url, self._connect_timeout))
             except TRANSIENT_ERRORS as exc:
-                failures += 1
-                delay = RECONNECT_POLICY.delay_for(failures)
-                self._log.warning(
-                    "LISTEN connection failed, polling meanwhile", error=repr(exc), retry_in=round(delay, 2)
-                )
-                await sleep_unless(self._stopping, delay)
+                await sleep_unless(self._stopping, backoff.failed("LISTEN connection failed, polling meanwhile", exc))
                 continue
             try:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
                 await conn.add_listener(self._cancel_channel, self._on_cancel_notify)
-                failures = 0
+                backoff.succeeded()
                 self.listening = True
                 # jobs inserted while we were not listening: look now
                 self._wakeup.set()

@@ -19,16 +19,21 @@ import asyncpg
 import structlog
 
 from jobrunner.client import AsyncClient
-from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.backoff import Backoff
 from jobrunner.daemon.cancel_requests import CancelRequests
+from jobrunner.daemon.clock import sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import JobExecutor
 from jobrunner.daemon.listener import NotificationListener
-from jobrunner.daemon.maintenance import FinishedJobPruner, HotTableVacuumer, LeaseRescuer, QueueDepthSampler
+from jobrunner.daemon.maintenance.pruner import FinishedJobPruner
+from jobrunner.daemon.maintenance.rescuer import LeaseRescuer
+from jobrunner.daemon.maintenance.sampler import QueueDepthSampler
+from jobrunner.daemon.maintenance.scheduler import SchedulerService
+from jobrunner.daemon.maintenance.vacuumer import HotTableVacuumer
 from jobrunner.daemon.ops import start_ops_endpoint
 from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
+from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.daemon.prefetch import PrefetchDepth
-from jobrunner.daemon.scheduler import SchedulerService
 from jobrunner.daemon.wakeups import WakeupSpacing
 from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
@@ -171,6 +176,7 @@ class Daemon:
         # task -> its job type. Each may still hold its type's max_concurrency slot, so claims
         # count them; past max_abandoned_handlers the daemon stops claiming and is unhealthy.
         self._abandoned: dict[asyncio.Task[None], str] = {}
+        self._maintenance: list[PeriodicService] = []
         self._max_abandoned = settings.max_abandoned_handlers or settings.concurrency
         self.metrics.handlers_abandoned.set_function(lambda: len(self._abandoned))
 
@@ -187,6 +193,8 @@ class Daemon:
             )
             self._systemd.stopping()
         self._stopping.set()
+        for service in self._maintenance:
+            service.stop()
         self._wakeup.set()
         self._slot_freed.set()
         if immediately and not self._stop_now.is_set():
@@ -243,9 +251,7 @@ class Daemon:
                 on_timeout=self._on_timeout,
             )
             self._limited_types = sorted(set(self._executor.local_limits) | set(self._limits))
-            self._completer = BatchCompleter(
-                self._store, self._on_committed, self.log, self.metrics.database_errors.labels("completer")
-            )
+            self._completer = BatchCompleter(self._store, self._on_committed, self.log, self.metrics.database_errors)
             services = self._start_services()
             self.log.info(
                 "daemon started",
@@ -288,19 +294,16 @@ class Daemon:
     async def _pending_migrations(self, pool: asyncpg.Pool) -> list[str] | None:
         """The start-up check, retried while the database is away (a restart, a cut connection):
         a replica started at the wrong moment must not exit. None when stopped meanwhile."""
-        failures = 0
+        backoff = Backoff("startup", self.log, self.metrics.database_errors)
         while not self._stopping.is_set():
             try:
                 return await pending_migrations(pool, self.settings.schema_name)
             except TRANSIENT_ERRORS as exc:
-                failures += 1
-                delay = RECONNECT_POLICY.delay_for(failures)
-                self.log.warning("database unreachable at start, retrying", error=repr(exc), retry_in=round(delay, 2))
-                await sleep_unless(self._stopping, delay)
+                await sleep_unless(self._stopping, backoff.failed("database unreachable at start, retrying", exc))
         return None
 
     async def _connect(self) -> asyncpg.Pool | None:
-        failures = 0
+        backoff = Backoff("startup", self.log, self.metrics.database_errors)
         while not self._stopping.is_set():
             try:
                 return await create_pool(
@@ -313,14 +316,7 @@ class Daemon:
                     reset_sessions=False,
                 )
             except TRANSIENT_ERRORS as exc:
-                failures += 1
-                delay = RECONNECT_POLICY.delay_for(failures)
-                self.log.warning(
-                    "database unreachable, retrying",
-                    error=repr(exc),
-                    retry_in=round(delay, 2),
-                    database=self.database_url.redacted(),
-                )
+                delay = backoff.failed("database unreachable, retrying", exc, database=self.database_url.redacted())
                 await sleep_unless(self._stopping, delay)
         return None
 
@@ -337,42 +333,23 @@ class Daemon:
             log=self.log,
             error_counter=self.metrics.database_errors.labels("cancel_poll"),
         )
+        errors = self.metrics.database_errors
+        self._maintenance = [
+            LeaseRescuer(self._store, s.rescue_interval, self.log, self.metrics),
+            QueueDepthSampler(self._store, self.metrics, self.worker_id, s.sample_interval, self.log),
+            FinishedJobPruner(self._store, s.retention_seconds, s.prune_interval, self.log, errors),
+            HotTableVacuumer(
+                self._store, self.worker_id, s.vacuum, s.vacuum_interval, s.vacuum_min_dead_rows, self.log, errors
+            ),
+            SchedulerService.for_daemon(self._store.pool, s, self.worker_id, self.log, errors),
+        ]
         services = [
             asyncio.create_task(self._completer.run(), name="completer"),
             asyncio.create_task(self._cancel_requests.run(), name="cancel-requests"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="watchdog"),
             asyncio.create_task(self._prefetch_expiry_loop(), name="prefetch-expiry"),
-            asyncio.create_task(
-                LeaseRescuer(self._store, s.rescue_interval, self._stopping, self.log, self.metrics).run(),
-                name="rescuer",
-            ),
-            asyncio.create_task(
-                QueueDepthSampler(
-                    self._store, self.metrics, self.worker_id, s.sample_interval, self._stopping, self.log
-                ).run(),
-                name="sampler",
-            ),
-            asyncio.create_task(
-                FinishedJobPruner(self._store, s.retention_seconds, s.prune_interval, self._stopping, self.log).run(),
-                name="pruner",
-            ),
-            asyncio.create_task(
-                HotTableVacuumer(
-                    self._store,
-                    self.worker_id,
-                    s.vacuum,
-                    s.vacuum_interval,
-                    s.vacuum_min_dead_rows,
-                    self._stopping,
-                    self.log,
-                ).run(),
-                name="vacuumer",
-            ),
-            asyncio.create_task(
-                SchedulerService.for_daemon(self._store.pool, s, self.worker_id, self._stopping, self.log).run(),
-                name="scheduler",
-            ),
+            *(asyncio.create_task(service.run(), name=service.name) for service in self._maintenance),
         ]
         listen_url = self.listen_url or (None if self.database_url.behind_pooler else self.database_url)
         if s.listen and listen_url is not None:
@@ -385,6 +362,7 @@ class Daemon:
                 s.connect_timeout,
                 self.log,
                 on_cancel_hint=self._cancel_requests.hint,
+                errors=self.metrics.database_errors,
             )
             services.append(asyncio.create_task(self.listener.run(), name="listener"))
         elif s.listen:
@@ -408,7 +386,7 @@ class Daemon:
     async def _fetch_loop(self) -> None:
         assert self._store is not None and self._executor is not None
         s = self.settings
-        failures = 0
+        backoff = Backoff("fetcher", self.log, self.metrics.database_errors)
         loop = asyncio.get_running_loop()
         # the claim about to be made was asked for by a wake-up notification
         notified = False
@@ -429,20 +407,13 @@ class Daemon:
                 jobs = await self._claim(limit)
                 self._prefetch.claimed(now, loop.time())
             except TRANSIENT_ERRORS as exc:
-                failures += 1
-                self.metrics.database_errors.labels("fetcher").inc()
-                delay = RECONNECT_POLICY.delay_for(failures)
-                self.log.warning("claiming jobs failed, retrying", error=repr(exc), retry_in=round(delay, 2))
+                await sleep_unless(self._stopping, backoff.failed("claiming jobs failed, retrying", exc))
+                continue
+            except Exception as exc:
+                delay = backoff.failed("claiming jobs failed unexpectedly, retrying", exc, unexpected=True)
                 await sleep_unless(self._stopping, delay)
                 continue
-            except Exception:
-                failures += 1
-                self.log.exception("claiming jobs failed unexpectedly, retrying")
-                await sleep_unless(self._stopping, RECONNECT_POLICY.delay_for(failures))
-                continue
-            if failures:
-                self.log.info("database reachable again")
-                failures = 0
+            backoff.succeeded("database reachable again")
             self._wakeups.claimed(bool(jobs), notified, now)
             notified = False
             lapsed = bool(jobs) and self._lease_lapsed(now)
