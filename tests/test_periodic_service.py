@@ -10,27 +10,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from jobrunner.daemon.backoff import RECONNECT_POLICY
-from jobrunner.daemon.clock import Clock
 from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.metrics import DaemonMetrics
-
-
-class FakeClock(Clock):
-    """Time moves only when something sleeps on it, by exactly what it sleeps."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = 1000.0
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep_unless(self, event: asyncio.Event, seconds: float) -> bool:
-        await asyncio.sleep(0)  # whoever else is ready runs first (and may set the event)
-        if event.is_set():
-            return True
-        self.now += seconds
-        return False
+from tests.support import FakeClock
 
 
 class Scripted(PeriodicService):

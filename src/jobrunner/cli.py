@@ -70,7 +70,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobrunner.daemon.worker import Daemon, NotMigrated
+    from jobrunner.daemon.daemon import Daemon, NotMigrated
 
     registry = HandlerRegistry.discover(settings.handler_modules)
     freeze_startup_heap()

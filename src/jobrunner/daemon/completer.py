@@ -1,35 +1,43 @@
-"""Write outcomes back in batches: whatever finished while the last write was in flight goes
-out in the next single statement. Nothing counts as done until its write has committed."""
+"""The completer: writes outcomes back in batches. Whatever finished while the last write was
+in flight goes out in the next single statement (record_outcomes).
+
+Nothing counts as done until its write has committed: then the job is let go (no longer held or
+heartbeated), and counted in the stats and metrics by its kind. An outcome the database did not
+write belonged to an attempt whose lease was lost (the job is someone else's now): counted as a
+lost lease, and dropped."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Sequence
 
 import structlog
-from prometheus_client import Counter
 
 from jobrunner.daemon.backoff import Backoff
-from jobrunner.daemon.outcomes import Outcome
+from jobrunner.daemon.in_flight import InFlight
+from jobrunner.daemon.outcomes import Outcome, Released
+from jobrunner.daemon.stats import DaemonStats
 from jobrunner.database import TRANSIENT_ERRORS
+from jobrunner.metrics import DaemonMetrics
 from jobrunner.store import JobStore
 
 MAX_BATCH = 5_000
-
-CommittedCallback = Callable[[Sequence[Outcome], set[int]], None]
 
 
 class BatchCompleter:
     def __init__(
         self,
         store: JobStore,
-        on_committed: CommittedCallback,
+        in_flight: InFlight,
+        stats: DaemonStats,
+        metrics: DaemonMetrics,
         log: structlog.typing.FilteringBoundLogger,
-        errors: Counter | None = None,
     ) -> None:
-        self._errors = errors
         self._store = store
-        self._on_committed = on_committed
+        self._in_flight = in_flight
+        self._stats = stats
+        self._metrics = metrics
         self._log = log
         self._buffer: list[Outcome] = []
         self._ready = asyncio.Event()
@@ -46,7 +54,7 @@ class BatchCompleter:
         return len(self._buffer)
 
     async def run(self) -> None:
-        backoff = Backoff("completer", self._log, self._errors)
+        backoff = Backoff("completer", self._log, self._metrics.database_errors)
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -65,7 +73,7 @@ class BatchCompleter:
                     self._log.exception("writing outcomes failed, isolating the bad one", jobs=len(batch))
                     batch, written = await self._write_one_by_one(batch)
                 backoff.succeeded()
-                self._on_committed(batch, written)
+                self._committed(batch, written)
             self._idle.set()
 
     async def _write_one_by_one(self, batch: list[Outcome]) -> tuple[list[Outcome], set[int]]:
@@ -99,3 +107,29 @@ class BatchCompleter:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    def _committed(self, outcomes: Sequence[Outcome], written: set[int]) -> None:
+        released_queues: set[str] = set()
+        for outcome in outcomes:
+            self._in_flight.let_go(outcome.job_id, outcome.attempt)
+            if outcome.job_id not in written:
+                self._stats.lost_leases += 1
+                self._metrics.lost_leases.inc()
+                self._log.warning(
+                    "outcome discarded: the job's lease was lost before it was written",
+                    job_id=outcome.job_id,
+                    job_type=outcome.job_type,
+                    attempt=outcome.attempt,
+                )
+                continue
+            self._stats.count(outcome)
+            self._metrics.job_finished(outcome.job_type, outcome.queue, outcome.name, outcome.duration)
+            if type(outcome) is Released:
+                released_queues.add(outcome.queue)
+        if released_queues:
+            # let other replicas pick the handed-back jobs up now rather than at their next poll
+            asyncio.get_running_loop().create_task(self._notify_quietly(sorted(released_queues)))
+
+    async def _notify_quietly(self, queues: list[str]) -> None:
+        with contextlib.suppress(Exception):
+            await self._store.notify_queues(queues)

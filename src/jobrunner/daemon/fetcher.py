@@ -1,0 +1,292 @@
+"""The fetcher: claims jobs when there is room for them, and hands each to the executor.
+
+    NOTIFY / poll / a freed slot ─► claim(limit) ─► hold (in_flight.py) ─► executor.start_or_wait
+
+The claim plan: one fast claim for the queues and job types without limits, and one claim per
+limited part (a type's per-process max_concurrency or global limits, a queue's limits). How
+much to claim: the free slots plus the prefetch (jobs claimed ahead to wait in the process for a
+slot, sized by prefetch.py), capped so a stuck completer stops the claiming. A wake-up
+notification only says "look" (wakeups.py spaces the claims a flood of them sets off); polling
+runs underneath.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from jobrunner.daemon.backoff import Backoff
+from jobrunner.daemon.clock import Clock, sleep_unless
+from jobrunner.daemon.completer import BatchCompleter
+from jobrunner.daemon.executor import Executor
+from jobrunner.daemon.in_flight import InFlight
+from jobrunner.daemon.outcomes import Released
+from jobrunner.daemon.periodic import PeriodicService
+from jobrunner.daemon.prefetch import PrefetchDepth
+from jobrunner.daemon.stats import DaemonStats
+from jobrunner.daemon.wakeups import WakeupSpacing
+from jobrunner.database import TRANSIENT_ERRORS
+from jobrunner.job import Job
+from jobrunner.limits import GlobalLimits
+from jobrunner.metrics import DaemonMetrics
+from jobrunner.registry import HandlerRegistry
+from jobrunner.settings import Settings
+from jobrunner.store import JobStore, claim_order
+
+
+class Fetcher:
+    def __init__(
+        self,
+        store: JobStore,
+        handlers: HandlerRegistry,
+        settings: Settings,
+        in_flight: InFlight,
+        executor: Executor,
+        stats: DaemonStats,
+        metrics: DaemonMetrics,
+        log: structlog.typing.FilteringBoundLogger,
+        *,
+        worker_id: str,
+        burst: bool,
+        stopping: asyncio.Event,
+        wakeup: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self._store = store
+        self._in_flight = in_flight
+        self._executor = executor
+        self._stats = stats
+        self._metrics = metrics
+        self._log = log
+        self._burst = burst
+        self._stopping = stopping
+        # set by a wake-up notification (the listener), a hint to claim now
+        self._wakeup = wakeup
+        self._clock = Clock()
+        self.prefetch = PrefetchDepth(
+            settings.prefetch,
+            concurrency=settings.concurrency,
+            batch_size=settings.batch_size,
+            ttl=settings.prefetch_ttl,
+        )
+        self._finished_seen = 0  # in_flight.finished_total when the prefetch was last told
+        self._wakeups = WakeupSpacing(settings.notify_min_interval)
+        # job types with global limits: the handler's, overridden by settings
+        self._limits: dict[str, GlobalLimits] = {
+            job_type: h.limits for job_type in handlers.job_types() if (h := handlers.get(job_type)) and h.limits
+        }
+        self._limits.update(settings.limits)
+        # claimed apart from the fast claim: types with global or per-process limits
+        self._limited_types = sorted(set(executor.local_limits) | set(self._limits))
+        self._limited_first = False
+        # the queues claimed fast, and those claimed one by one under their global limits
+        self._free_queues = [q for q in settings.queues if q not in settings.queue_limits]
+        self._limited_queues = [q for q in settings.queues if q in settings.queue_limits]
+        # clock time of the fetch loop's last turn: the daemon is healthy while it keeps turning
+        self.last_turn = 0.0
+
+    def free_slots(self, prefetch: int) -> int:
+        """How many jobs the next claim may take: free slots plus the prefetch not yet filled."""
+        s, in_flight = self.settings, self._in_flight
+        if in_flight.too_many_left_behind:
+            return 0  # too many handlers left running: claim nothing more (see Daemon.is_healthy)
+        room = s.concurrency + prefetch - in_flight.running - in_flight.waiting
+        # cap claimed-but-unsettled jobs too, so a stuck completer stops the claiming
+        return max(0, min(room, 2 * s.concurrency + prefetch - in_flight.held))
+
+    async def run(self) -> None:
+        """Claim until stopped (or, in burst mode, until nothing is runnable)."""
+        s, in_flight = self.settings, self._in_flight
+        backoff = Backoff("fetcher", self._log, self._metrics.database_errors)
+        clock = self._clock
+        # the claim about to be made was asked for by a wake-up notification
+        notified = False
+        while not self._stopping.is_set():
+            self.last_turn = now = clock.time()
+            prefetch = self._prefetch_depth(now)
+            free = self.free_slots(prefetch)
+            # with jobs still waiting, refill the prefetch only once half of it is free: fewer,
+            # larger claims rather than one claim per finished job
+            if free == 0 or (in_flight.waiting and free < (prefetch + 1) // 2):
+                in_flight.freed.clear()
+                await in_flight.freed.wait()
+                notified = False
+                continue
+            limit = min(free, s.batch_size)
+            self._wakeup.clear()
+            try:
+                jobs = await self.claim(limit)
+            except TRANSIENT_ERRORS as exc:
+                await sleep_unless(self._stopping, backoff.failed("claiming jobs failed, retrying", exc))
+                continue
+            except Exception as exc:
+                delay = backoff.failed("claiming jobs failed unexpectedly, retrying", exc, unexpected=True)
+                await sleep_unless(self._stopping, delay)
+                continue
+            self._tell_prefetch_finished()
+            self.prefetch.claimed(now, clock.time())
+            backoff.succeeded("database reachable again")
+            self._wakeups.claimed(bool(jobs), notified, now)
+            notified = False
+            self._take(jobs, now)
+            if len(jobs) == limit or self._store.filled_byte_budget(jobs):
+                continue  # there may be more right away
+            if self._burst and not jobs and not in_flight.held:
+                # wait for what becomes runnable within burst_wait: our own retries with a short
+                # backoff, jobs a global limit holds back for a moment
+                wait = await self._seconds_until_runnable()
+                if wait is None or wait > s.burst_wait:
+                    self._log.info("burst: no runnable job left", next_runnable_in=wait)
+                    return
+                await sleep_unless(self._stopping, min(max(wait, 0.001), s.poll_interval))
+                continue
+            if self._burst:
+                # wait for our own jobs to settle (their retries may be runnable at once), then
+                # look again: a short claim, too, means the queue ran dry, and waiting for a
+                # NOTIFY that never comes cost a whole poll interval at the end of a drain
+                in_flight.freed.clear()
+                await sleep_unless(in_flight.freed, s.poll_interval)
+                continue
+            notified = await sleep_unless(self._wakeup, s.poll_interval)
+            if notified and (delay := self._wakeups.delay(clock.time())) > 0:
+                # a NOTIFY only says "look": a flood of them must not become a claim storm
+                await sleep_unless(self._stopping, delay)
+
+    def _take(self, jobs: list[Job], claimed_at: float) -> None:
+        """Hold the jobs a claim returned and hand them to the executor, unless their lease may
+        have run out meanwhile (a claim held up longer than the lease): then they go back."""
+        in_flight = self._in_flight
+        held_jobs = []
+        for job in jobs:
+            self._stats.claimed += 1
+            self._metrics.job_claimed(job.job_type, job.queue, job.waited_seconds)
+            held_jobs.append(in_flight.hold(job, claimed_at))
+        if held_jobs and in_flight.lease_may_have_lapsed(claimed_at):
+            self._executor.hand_back_lapsed(held_jobs)
+            return
+        for held in held_jobs:
+            self._executor.start_or_wait(held)
+
+    def _prefetch_depth(self, now: float) -> int:
+        self._tell_prefetch_finished()
+        return self.prefetch.depth(now)
+
+    def _tell_prefetch_finished(self) -> None:
+        """The prefetch sizing counts the handlers that ended since it was last told."""
+        total = self._in_flight.finished_total
+        if total > self._finished_seen:
+            self.prefetch.finished(total - self._finished_seen)
+            self._finished_seen = total
+
+    async def _seconds_until_runnable(self) -> float | None:
+        try:
+            return await self._store.seconds_until_runnable(self.settings.queues)
+        except TRANSIENT_ERRORS:
+            return 0.0  # ask again after the next poll
+
+    # -- the claim -----------------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Job]:
+        """One fast claim for the queues and job types without limits, and one claim per limited
+        part: per limited type (per-process max_concurrency, global limits) in the queues
+        without limits, per limited queue for its other types, and per limited type within each
+        limited queue. Which side goes first alternates, so neither can starve the other.
+        Returned in the order to start them: limited jobs first, each part in claim order."""
+        s = self.settings
+        self._limited_first = not self._limited_first
+        # limited parts take only slots free now: a job waiting in the prefetch would hold a
+        # global slot (it is `running` in the database) and a spent token before it starts
+        free_now = max(0, s.concurrency - self._in_flight.running - self._in_flight.waiting)
+        if self._limited_first:
+            limited = await self._claim_limited(min(limit, free_now))
+            unlimited = await self._claim_unlimited(limit - len(limited))
+        else:
+            unlimited = await self._claim_unlimited(limit)
+            limited = await self._claim_limited(min(limit, free_now) - len(unlimited))
+        # the limited ones first: they fit the free slots and start now, the prefetch waits.
+        # The unlimited part is one claim, which the store returns in claim order already.
+        limited.sort(key=claim_order)
+        return limited + unlimited
+
+    async def _claim_unlimited(self, limit: int) -> list[Job]:
+        if limit <= 0 or not self._free_queues:
+            return []
+        return await self._store.claim_batch(
+            self._free_queues, self.worker_id, limit, self.settings.lease_seconds, self._limited_types
+        )
+
+    async def _claim_limited(self, limit: int) -> list[Job]:
+        s = self.settings
+        limited_types = self._limited_types
+        jobs: list[Job] = []
+        if limit <= 0 or (not limited_types and not self._limited_queues):
+            return jobs
+        local = self._executor.local_limits
+        # a handler left behind holds its type's max_concurrency slot until it really ends: a
+        # job claimed into that slot would wait for it, `running` and heartbeated, for good
+        by_type = self._in_flight.by_type()
+        for queue in [None, *self._limited_queues]:
+            queues = self._free_queues if queue is None else [queue]
+            if not queues:
+                continue
+            # within the free queues the unlimited types are the fast claim's
+            job_types: list[str | None] = [*limited_types] if queue is None else [None, *limited_types]
+            for job_type in job_types:
+                room = limit - len(jobs)
+                if job_type in local:
+                    room = min(room, local[job_type] - by_type[job_type])
+                if room <= 0:
+                    continue
+                if queue is None and job_type not in self._limits:
+                    claimed = await self._store.claim_batch(
+                        queues, self.worker_id, room, s.lease_seconds, (), only_type=job_type
+                    )
+                else:
+                    claimed = await self._store.claim_within_limits(
+                        queues,
+                        self.worker_id,
+                        room,
+                        s.lease_seconds,
+                        job_type=job_type,
+                        skip_types=limited_types,
+                        type_limits=self._limits.get(job_type) if job_type else None,
+                        queue=queue,
+                        queue_limits=s.queue_limits.get(queue) if queue else None,
+                    )
+                by_type.update(job.job_type for job in claimed)
+                jobs += claimed
+        return jobs
+
+
+class PrefetchExpiry(PeriodicService):
+    """Hands back jobs that waited prefetch_ttl for a slot (the slots are busy with longer jobs
+    than the prefetch was sized for): any replica with a free slot may run them. Stopped when
+    the daemon stops: the drain hands back what waits."""
+
+    def __init__(
+        self,
+        in_flight: InFlight,
+        completer: BatchCompleter,
+        prefetch: PrefetchDepth,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        super().__init__("prefetch_expiry", prefetch.ttl / 2, log=log)
+        self._in_flight = in_flight
+        self._completer = completer
+        self._prefetch = prefetch
+
+    @property
+    def enabled(self) -> bool:
+        return self._prefetch.enabled
+
+    async def run_once(self) -> None:
+        ttl = self._prefetch.ttl
+        expired = self._in_flight.take_waited_longer_than(ttl)
+        if not expired:
+            return
+        for held in expired:
+            self._completer.submit(Released.of(held.job))
+        self._prefetch.handed_back(self.clock.time())
+        self.log.info("handed back jobs that waited too long for a slot", jobs=len(expired), waited_seconds=ttl)
