@@ -25,13 +25,8 @@ from jobrunner.daemon.fetcher import Fetcher, PrefetchExpiry
 from jobrunner.daemon.in_flight import InFlight
 from jobrunner.daemon.lease_keeper import LeaseKeeper
 from jobrunner.daemon.listener import NotificationListener
-from jobrunner.daemon.maintenance.pruner import FinishedJobPruner
-from jobrunner.daemon.maintenance.rescuer import LeaseRescuer
-from jobrunner.daemon.maintenance.sampler import QueueDepthSampler
-from jobrunner.daemon.maintenance.scheduler import SchedulerService
-from jobrunner.daemon.maintenance.vacuumer import HotTableVacuumer
+from jobrunner.daemon.maintenance import maintenance_services
 from jobrunner.daemon.ops import start_ops_endpoint
-from jobrunner.daemon.outcomes import Released
 from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.daemon.stats import DaemonStats
 from jobrunner.daemon.watchdog import Watchdog
@@ -202,7 +197,6 @@ class Daemon:
     ) -> tuple[Fetcher, BatchCompleter, list[asyncio.Task[None]]]:
         """The pipeline's parts, wired, and their services started."""
         s, log, in_flight, metrics = self.settings, self.log, self.in_flight, self.metrics
-        errors = metrics.database_errors
         store = self.store = JobStore(pool, s.schema_name, claim_max_bytes=s.claim_max_bytes)
         completer = BatchCompleter(store, in_flight, self.stats, metrics, log)
         client = AsyncClient(handler_pool, s.schema_name)
@@ -235,34 +229,23 @@ class Daemon:
         )
         self._stop_first = [
             PrefetchExpiry(in_flight, completer, fetcher.prefetch, log),
-            LeaseRescuer(store, s.rescue_interval, log, metrics),
-            QueueDepthSampler(store, metrics, self.worker_id, s.sample_interval, log),
-            FinishedJobPruner(store, s.retention_seconds, s.prune_interval, log, errors),
-            HotTableVacuumer(store, self.worker_id, s.vacuum, s.vacuum_interval, s.vacuum_min_dead_rows, log, errors),
-            SchedulerService.for_daemon(pool, s, self.worker_id, log, errors),
+            *maintenance_services(store, s, self.worker_id, metrics, log, pool),
         ]
         services = [*self._stop_first, *lease_keeper.services, Watchdog(self._systemd, self.is_healthy, log)]
         tasks = [asyncio.create_task(completer.run(), name="completer")]
         tasks += [asyncio.create_task(service.run(), name=service.name) for service in services]
-        listen_url = self.listen_url or (None if self.database_url.behind_pooler else self.database_url)
-        if s.listen and listen_url is not None:
-            self.listener = NotificationListener(
-                listen_url,
-                s.schema_name,
-                s.queues,
-                self._wakeup,
-                self._stopping,
-                s.connect_timeout,
-                log,
-                on_cancel_hint=lease_keeper.cancel_requests.hint,
-                errors=errors,
-            )
+        self.listener = NotificationListener.for_daemon(
+            s,
+            self.database_url,
+            self.listen_url,
+            self._wakeup,
+            self._stopping,
+            log,
+            lease_keeper.cancel_requests.hint,
+            metrics.database_errors,
+        )
+        if self.listener is not None:
             tasks.append(asyncio.create_task(self.listener.run(), name="listener"))
-        elif s.listen:
-            log.warning(
-                "database_url is a transaction pooler and no listen_database_url is set: polling only",
-                poll_interval=s.poll_interval,
-            )
         if self._stopping.is_set():  # asked to stop while starting
             for service in self._stop_first:
                 service.stop()
@@ -310,11 +293,7 @@ class Daemon:
     async def _drain(self, completer: BatchCompleter) -> None:
         assert self.executor is not None
         in_flight, grace = self.in_flight, self.settings.shutdown_grace
-        if waiting := in_flight.take_all_waiting():
-            # never started: hand them back at once, their attempts not spent
-            self.log.info("handing back jobs that had not started", jobs=len(waiting))
-            for held in waiting:
-                completer.submit(Released.of(held.job))
+        self.executor.hand_back_waiting()
         if in_flight.running and not self._stop_now.is_set():
             self.log.info("waiting for running jobs to finish", running=in_flight.running, grace_seconds=grace)
             loop = asyncio.get_running_loop()

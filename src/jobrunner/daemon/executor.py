@@ -198,6 +198,13 @@ class Executor:
         self._leave_behind_later(held)
         return True
 
+    def hand_back_waiting(self) -> None:
+        """The daemon stops: the jobs that never started go back at once, attempts not spent."""
+        if waiting := self._in_flight.take_all_waiting():
+            self._log.info("handing back jobs that had not started", jobs=len(waiting))
+            for held in waiting:
+                self._completer.submit(Released.of(held.job))
+
     async def stop_all(self) -> int:
         """The end of the shutdown grace: cancel every running handler (again, for one that
         swallowed an earlier cancel), give them cancel_grace to stop, then leave behind those

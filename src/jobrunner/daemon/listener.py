@@ -23,6 +23,7 @@ from jobrunner.daemon.cancel_requests import job_id_from_payload
 from jobrunner.daemon.clock import sleep_unless
 from jobrunner.database import TRANSIENT_ERRORS, connect_kwargs
 from jobrunner.dsn import DatabaseUrl
+from jobrunner.settings import Settings
 
 
 def channel_for(schema: str) -> str:
@@ -58,6 +59,33 @@ class NotificationListener:
         self._connect_timeout = connect_timeout
         self._log = log
         self.listening = False
+
+    @classmethod
+    def for_daemon(
+        cls,
+        settings: Settings,
+        database_url: DatabaseUrl,
+        listen_url: DatabaseUrl | None,
+        wakeup: asyncio.Event,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+        on_cancel_hint: Callable[[int], object],
+        errors: Counter | None,
+    ) -> NotificationListener | None:
+        """The daemon's listener; None where settings turn LISTEN off, or where the database URL
+        is a transaction pooler (LISTEN does not work through one) and no listen URL is set."""
+        url = listen_url or (None if database_url.behind_pooler else database_url)
+        if settings.listen and url is None:
+            log.warning(
+                "database_url is a transaction pooler and no listen_database_url is set: polling only",
+                poll_interval=settings.poll_interval,
+            )
+        if not settings.listen or url is None:
+            return None
+        s = settings
+        return cls(
+            url, s.schema_name, s.queues, wakeup, stopping, s.connect_timeout, log, on_cancel_hint, errors=errors
+        )
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
         if not queue or queue in self._queues:
