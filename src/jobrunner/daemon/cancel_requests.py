@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection
 import structlog
 from prometheus_client import Counter
 
+from jobrunner.daemon.clock import Clock
 from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.store import JobStore
 
@@ -42,9 +43,10 @@ class CancelRequests(PeriodicService):
         min_interval: float,
         log: structlog.typing.FilteringBoundLogger,
         errors: Counter | None = None,
+        clock: Clock | None = None,
     ) -> None:
         # hints that come while a check runs wait for the next one: one query per interval at most
-        super().__init__("cancel_poll", poll_interval, log=log, errors=errors, min_gap=min_interval)
+        super().__init__("cancel_poll", poll_interval, log=log, errors=errors, clock=clock, min_gap=min_interval)
         self._store = store
         self._held = held
         self._holds = holds
