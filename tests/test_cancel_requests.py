@@ -55,3 +55,31 @@ async def test_polls_every_held_job_and_checks_a_hinted_one_sooner_but_spaced(co
     await asyncio.wait_for(requests.run(), 10)
     assert checked == [(0.0, [hinted]), (GAP, [hinted]), (POLL, [asked, hinted, unasked])]
     assert sorted(cancelled) == [(0.0, hinted), (GAP, hinted), (POLL, asked), (POLL, hinted)]
+
+
+async def test_without_hints_the_first_poll_comes_one_interval_after_the_start(conn: asyncpg.Connection) -> None:
+    [asked] = await AsyncClient(conn).enqueue_many([NewJob("t")])
+    await conn.execute(
+        "UPDATE background_jobs SET status = 'running', attempts = 1, lease_expires_at = 'infinity',"
+        " cancel_requested_at = now()"
+    )
+    clock = FakeClock()
+    started = clock.now
+    cancelled: list[float] = []
+
+    def cancel(job_id: int) -> None:
+        cancelled.append(clock.now - started)
+        requests.stop()
+
+    requests = CancelRequests(
+        JobStore(conn, "public"),  # type: ignore[arg-type]
+        lambda: [asked],
+        lambda job_id: job_id == asked,
+        cancel,
+        poll_interval=POLL,
+        min_interval=GAP,
+        log=structlog.get_logger(),
+        clock=clock,
+    )
+    await asyncio.wait_for(requests.run(), 10)
+    assert cancelled == [POLL]

@@ -11,6 +11,7 @@ cancelled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection
 
 import structlog
@@ -53,7 +54,7 @@ class CancelRequests(PeriodicService):
         self._cancel = cancel
         # hinted ids held here, not checked yet (never more than the jobs held)
         self._hinted: set[int] = set()
-        self._next_poll: float | None = None
+        self._next_poll = math.inf  # set when it starts
 
     def hint(self, job_id: int) -> None:
         """A notification named job_id: check it soon if we hold it, else ignore it."""
@@ -61,12 +62,16 @@ class CancelRequests(PeriodicService):
             self._hinted.add(job_id)
             self.wake()
 
+    async def run(self) -> None:
+        self._next_poll = self.clock.time() + self.interval
+        await super().run()
+
     def next_wait(self) -> float:
-        return max(0.0, self._poll_due() - self.clock.time())
+        return max(0.0, self._next_poll - self.clock.time())
 
     async def run_once(self) -> None:
         """Every poll_interval all held jobs; in between, the hinted ones still held."""
-        if self.clock.time() >= self._poll_due():
+        if self.clock.time() >= self._next_poll:
             self._next_poll = self.clock.time() + self.interval
             candidates = list(self._held())
         else:
@@ -75,8 +80,3 @@ class CancelRequests(PeriodicService):
         if candidates:
             for job_id in await self._store.cancel_requested(candidates):
                 self._cancel(job_id)
-
-    def _poll_due(self) -> float:
-        if self._next_poll is None:
-            self._next_poll = self.clock.time() + self.interval
-        return self._next_poll
