@@ -243,7 +243,10 @@ class Fetcher:
             limited_queues={queue: s.queue_limits[queue] for queue in self._limited_queues},
         )
         claimed = await self._store.claim(self.worker_id, s.lease_seconds, plan)
-        self._limited_waiting = claimed.limited_waiting
+        # a limited part that had no room says so; one that took every slot free now may have
+        # left more behind it (the claim looks no further once the room is used up): either
+        # way the next free slot is the limited side's
+        self._limited_waiting = claimed.limited_waiting or 0 < min(limit, free_now) <= len(claimed.limited)
         return claimed.all
 
 
