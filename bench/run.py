@@ -45,7 +45,7 @@ from bench.latency import latency_summary, sample_pickups
 from bench.noop_handlers import noop
 from jobrunner import JobContext, NewJob, event_loop, handler
 from jobrunner.client import AsyncClient
-from jobrunner.daemon.worker import Daemon
+from jobrunner.daemon.daemon import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.embedded import EmbeddedPostgres
 from jobrunner.gc_freeze import freeze_startup_heap

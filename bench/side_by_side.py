@@ -43,7 +43,7 @@ from bench.noop_handlers import noop
 from bench.run import bench_settings, fresh_database, machine_report, server_url
 from jobrunner import GlobalLimits, Handler, JobContext, NewJob, event_loop, handler
 from jobrunner.client import AsyncClient
-from jobrunner.daemon.worker import Daemon
+from jobrunner.daemon.daemon import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.gc_freeze import freeze_startup_heap
 from jobrunner.logs import configure_logging

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from jobrunner.daemon.worker import Daemon
+from jobrunner.daemon.clock import Clock
+from jobrunner.daemon.daemon import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.handler import Handler
 from jobrunner.registry import HandlerRegistry
@@ -140,3 +141,21 @@ def url_with_query(url: str, extra: str) -> str:
 
 def quote_url_part(text: str) -> str:
     return percent_encode(text, safe="")
+
+
+class FakeClock(Clock):
+    """Time moves only when something sleeps on it, by exactly what it sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep_unless(self, event: asyncio.Event, seconds: float) -> bool:
+        await asyncio.sleep(0)  # whoever else is ready runs first (and may set the event)
+        if event.is_set():
+            return True
+        self.now += seconds
+        return False

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from jobrunner import AsyncClient, JobContext, handler
+from jobrunner.daemon.daemon import Daemon
 from tests.support import job_row, running_daemon, wait_for, wait_until
 
 STATUS = "SELECT status FROM background_jobs WHERE id = $1"
@@ -70,8 +71,8 @@ async def noop(_ctx: JobContext[dict[str, Any]]) -> None:
     return None
 
 
-def _live_abandoned(daemon: Any) -> int:
-    return sum(1 for task in daemon._abandoned if not task.done())
+def _live_abandoned(daemon: Daemon) -> int:
+    return daemon.in_flight.left_behind
 
 
 async def test_an_abandoned_handler_keeps_its_types_slot_and_no_job_is_claimed_into_it(
@@ -113,7 +114,7 @@ async def test_abandoned_handlers_are_bounded_claiming_stops_and_the_daemon_repo
         assert "jobrunner_handlers_abandoned 1.0" in daemon.metrics.exposition().decode()
         later = await client.enqueue("noop")
         # the fetch loop stays parked: the slot the abandon freed takes no job
-        assert daemon._free_slots(0) == 0
+        assert daemon.fetcher is not None and daemon.fetcher.free_slots(0) == 0
         assert await conn.fetchval(STATUS, later) == "pending"
         let_go.set()
         await wait_for(conn, STATUS, later, expect="completed", timeout=10)
@@ -152,7 +153,7 @@ async def test_a_timed_out_handler_whose_lease_is_then_lost_counts_one_lost_leas
         )
         await wait_until(lambda: daemon.stats.lost_leases >= 1, timeout=10, what="the lost lease seen")
         await wait_until(
-            lambda: _live_abandoned(daemon) == 1 and job_id not in daemon._held, timeout=10, what="job let go"
+            lambda: _live_abandoned(daemon) == 1 and daemon.in_flight.get(job_id) is None, timeout=10, what="job let go"
         )
         assert daemon.stats.lost_leases == 1
     row = await job_row(conn, job_id)
@@ -164,11 +165,12 @@ async def test_a_job_task_cancelled_before_its_first_step_by_someone_else_stores
 ) -> None:
     job_id = await AsyncClient(conn).enqueue("noop", queue="elsewhere", max_attempts=1)
     async with running_daemon(db_url, [noop]) as daemon:
-        assert daemon._store is not None
-        [job] = await daemon._store.claim_batch(["elsewhere"], daemon.worker_id, 1, 30.0)
-        daemon._held[job.id] = job
-        daemon._start(job)
-        daemon._running[job.id].task.cancel()  # not the daemon's cancel: no reason set
+        assert daemon.store is not None and daemon.executor is not None
+        [job] = await daemon.store.claim_batch(["elsewhere"], daemon.worker_id, 1, 30.0)
+        held = daemon.in_flight.hold(job, asyncio.get_running_loop().time())
+        daemon.executor.start(held)
+        assert held.task is not None
+        held.task.cancel()  # not the daemon's cancel: no reason set
         await wait_for(conn, STATUS, job_id, expect="dead")
     row = await job_row(conn, job_id)
     assert "CancelledError that jobrunner did not request" in row["last_error"]
@@ -181,9 +183,9 @@ async def test_the_grace_timer_of_a_handler_that_stopped_lets_go_of_its_job(
     """A handler that stops at its timeout: nothing keeps its job's record for cancel_grace."""
     job_id = await AsyncClient(conn).enqueue("stops_when_cancelled", max_attempts=1)
     async with running_daemon(db_url, [stops_when_cancelled], cancel_grace=3600) as daemon:
-        await wait_until(lambda: job_id in daemon._running, timeout=10, what="the job running")
-        record = weakref.ref(daemon._running[job_id])
+        await wait_until(lambda: daemon.in_flight.running == 1, timeout=10, what="the job running")
+        record = weakref.ref(daemon.in_flight.get(job_id))
         await wait_for(conn, STATUS, job_id, expect="dead", timeout=10)
-        await wait_until(lambda: job_id not in daemon._held, what="the job let go")
+        await wait_until(lambda: daemon.in_flight.get(job_id) is None, what="the job let go")
         gc.collect()
         assert record() is None, "the job's record is still referenced (a grace timer holds it)"

@@ -54,6 +54,9 @@ async def _cancel_running(db_url: str, conn: asyncpg.Connection, **overrides: ob
     job_id = await AsyncClient(conn).enqueue("cancellable")
     async with running_daemon(db_url, [cancellable], **overrides) as daemon:
         await asyncio.wait_for(started.wait(), 10)
+        if daemon.listener is not None:
+            # a cancel NOTIFY sent before LISTEN is up is lost (the poll finds it later)
+            await wait_until(lambda: daemon.listener is not None and daemon.listener.listening, what="LISTEN")
         row = await job_row(conn, job_id)
         assert json.loads(row["progress"]) == {"done": 1, "total": 3}
         asked = time.monotonic()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, ValidationError
 
 from jobrunner import JobContext, PermanentError, RetryLater, RetryPolicy, handler
-from jobrunner.daemon.worker import Daemon
+from jobrunner.daemon.daemon import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.registry import HandlerRegistry
 from tests.support import job_row, make_settings, running_daemon, url_with_query, wait_for, wait_until
@@ -483,8 +483,8 @@ async def test_pgbouncer_url_polls_without_statement_cache(db_url: str, conn: as
         assert daemon.listener is None
         job_id = await insert_job(conn, "noop")
         await wait_for(conn, STATUS, job_id, expect="completed", timeout=5)
-        pool = daemon._pool
-        assert pool is not None
+        assert daemon.store is not None
+        pool = daemon.store.pool
         async with pool.acquire() as daemon_conn:
             for _ in range(3):
                 await daemon_conn.fetchval("SELECT 1")

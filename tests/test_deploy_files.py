@@ -18,7 +18,7 @@ from tests.support import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
-# the routes Daemon._start_ops_server registers
+# the routes daemon/ops.py (start_ops_endpoint) registers
 SERVER_ROUTES = {"/metrics", "/healthz", "/readyz"}
 IMAGE_UID = 10001  # Dockerfile: useradd --uid 10001
 

@@ -78,15 +78,15 @@ async def test_a_flood_of_cancel_hints_costs_a_bounded_number_of_checks(db_url: 
     job_id = await AsyncClient(conn).enqueue("sleep", {"seconds": 600})
     async with running_daemon(db_url, [sleep], cancel_poll_interval=30.0, notify_min_interval=0.05) as daemon:
         await wait_for(conn, STATUS, job_id, expect="running")
-        assert daemon._store is not None
+        assert daemon.store is not None
         checks: list[float] = []
-        real_check = daemon._store.cancel_requested
+        real_check = daemon.store.cancel_requested
 
         async def counted(job_ids: Any) -> set[int]:
             checks.append(time.monotonic())
             return await real_check(job_ids)
 
-        daemon._store.cancel_requested = counted  # type: ignore[method-assign]
+        daemon.store.cancel_requested = counted  # type: ignore[method-assign]
         flooder = await asyncpg.connect(db_url)
         try:
             started = time.monotonic()
@@ -111,15 +111,15 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
 ) -> None:
     # polling every 30 s: every claim in this test is one a notification triggered
     async with running_daemon(db_url, [sleep], poll_interval=30.0, notify_min_interval=0.05) as daemon:
-        assert daemon._store is not None
+        assert daemon.store is not None
         claims: list[float] = []
-        real_claim = daemon._store.claim
+        real_claim = daemon.store.claim
 
         async def counted(*args: Any, **kwargs: Any) -> Claimed:
             claims.append(time.monotonic())
             return await real_claim(*args, **kwargs)
 
-        daemon._store.claim = counted  # type: ignore[method-assign]
+        daemon.store.claim = counted  # type: ignore[method-assign]
         flooder = await asyncpg.connect(db_url)
         client = AsyncClient(conn)
         try:

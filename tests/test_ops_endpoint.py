@@ -31,6 +31,9 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
+LEADER_GAUGE = "jobrunner_queue_sampler_leader"
+
+
 async def test_metrics_match_the_database_and_health_endpoints_answer(db_url: str, conn: asyncpg.Connection) -> None:
     await conn.execute(
         "INSERT INTO background_jobs (job_type) SELECT 'ops_ok' FROM generate_series(1, 5);"
@@ -91,7 +94,9 @@ async def test_queue_depth_is_sampled_by_one_replica_only(db_url: str, conn: asy
         running_daemon(db_url, [ops_ok], worker_id="replica-b") as second,
     ):
         await wait_for(conn, "SELECT count(*) FROM jobrunner_leaders WHERE name = 'queue_sampler'", expect=1)
-        leaders = [d for d in (first, second) if d.metrics.sampler_leader._value.get() == 1]
+        leaders = [
+            d for d in (first, second) if d.metrics.registry.get_sample_value("jobrunner_queue_sampler_leader") == 1
+        ]
         holder = await conn.fetchval("SELECT holder FROM jobrunner_leaders WHERE name = 'queue_sampler'")
         assert [d.worker_id for d in leaders] == [holder]
         depth = _samples(leaders[0].metrics.exposition().decode())

@@ -1,5 +1,6 @@
 """record_outcomes: plain completions and every other outcome in one statement, each fenced
-by the attempt it ran; it and the heartbeat lock rows in one order."""
+by the attempt it ran, each kind of outcome written one way; it and the heartbeat lock rows in
+one order."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from jobrunner import AsyncClient, NewJob
+from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
 from jobrunner.job import Job
-from jobrunner.store import JobStore, Outcome
+from jobrunner.store import JobStore
 from tests.support import wait_for
 
 
@@ -26,10 +28,10 @@ async def test_one_batch_writes_completions_failures_and_refuses_stale_attempts(
     assert set(claimed) == {done, retried, stale, done_after_failure}
     written = await store.record_outcomes(
         [
-            Outcome(done, 1, "t", "default", "completed"),
-            Outcome(retried, 1, "t", "default", "pending", retry_in=60.0, error="boom", traceback="tb"),
-            Outcome(stale, 2, "t", "default", "completed"),  # an attempt this worker does not hold
-            Outcome(done_after_failure, 1, "t", "default", "completed"),
+            Completed(done, 1, "t", "default"),
+            RetryAfter(retried, 1, "t", "default", 60.0, "boom", "tb"),
+            Completed(stale, 2, "t", "default"),  # an attempt this worker does not hold
+            Completed(done_after_failure, 1, "t", "default"),
         ]
     )
     assert written == {done, retried, done_after_failure}
@@ -87,7 +89,7 @@ async def rows_locked_by_a_blocked_write(
 async def test_outcome_writes_lock_rows_in_id_order(db_url: str, conn: asyncpg.Connection) -> None:
     # the heartbeat locks in the same order, so the two writes cannot deadlock on each other
     async def complete(store: JobStore, jobs: list[Job]) -> object:
-        return await store.record_outcomes([Outcome(j.id, j.attempt, "t", "default", "completed") for j in jobs])
+        return await store.record_outcomes([Completed(j.id, j.attempt, "t", "default") for j in jobs])
 
     locked, below = await rows_locked_by_a_blocked_write(db_url, conn, complete)
     assert locked == below
@@ -100,9 +102,9 @@ async def test_a_mixed_batch_of_outcomes_locks_rows_in_id_order(db_url: str, con
         retried = {job.id for job in sorted(jobs, key=lambda job: job.id)[:3:2]}
         return await store.record_outcomes(
             [
-                Outcome(j.id, j.attempt, "t", "default", "pending", retry_in=60.0, error="boom")
+                RetryAfter(j.id, j.attempt, "t", "default", 60.0, "boom")
                 if j.id in retried
-                else Outcome(j.id, j.attempt, "t", "default", "completed")
+                else Completed(j.id, j.attempt, "t", "default")
                 for j in jobs
             ]
         )
@@ -129,9 +131,7 @@ async def test_a_released_job_keeps_its_place_and_a_cancel_requested_meanwhile_e
     store = JobStore(conn, "public")  # type: ignore[arg-type]
     claimed = {job.id: job for job in await store.claim_batch(["default"], "w", 2, 30.0)}
     assert await conn.fetchval("SELECT cancel_job($1)", cancelled_meanwhile) == "cancelling"
-    written = await store.record_outcomes(
-        [Outcome(job_id, 1, "t", "default", "pending", retry_in=0.0, released=True) for job_id in claimed]
-    )
+    written = await store.record_outcomes([Released(job_id, 1, "t", "default") for job_id in claimed])
     assert written == {handed_back, cancelled_meanwhile}
     rows = {
         r["id"]: r
@@ -146,3 +146,36 @@ async def test_a_released_job_keeps_its_place_and_a_cancel_requested_meanwhile_e
     ended = rows[cancelled_meanwhile]
     assert (ended["status"], ended["attempts"], ended["release_count"]) == ("cancelled", 0, 0)
     assert ended["finished_at"] is not None
+
+
+async def test_each_kind_of_outcome_is_written_one_way(conn: asyncpg.Connection) -> None:
+    ids = await AsyncClient(conn).enqueue_many([NewJob("t", priority=9 - i, max_attempts=3) for i in range(7)])
+    store = JobStore(conn, "public")  # type: ignore[arg-type]
+    assert {job.id for job in await store.claim_batch(["default"], "w", 7, 30.0)} == set(ids)
+    completed, with_result, retried, failed, dead, cancelled, stood_in = ids
+    outcomes: list[Outcome] = [
+        Completed(completed, 1, "t", "default"),
+        Completed(with_result, 1, "t", "default", '{"n": 1}'),
+        RetryAfter(retried, 1, "t", "default", 3600.0, "boom", "tb"),
+        Failed(failed, 1, "t", "default", "bad input", "tb"),
+        Dead(dead, 1, "t", "default", "no attempts left"),
+        Cancelled(cancelled, 1, "t", "default"),
+        RetryAfter(stood_in, 1, "t", "default", 3600.0, "unstorable", "tb").stand_in("could not be stored"),
+    ]
+    assert await store.record_outcomes(outcomes) == set(ids)
+    rows = {
+        r["id"]: tuple(r)[1:]
+        for r in await conn.fetch(
+            "SELECT id, status, last_error, last_error_traceback, result::text, scheduled_at > now(),"
+            " finished_at IS NOT NULL FROM background_jobs"
+        )
+    }
+    assert rows == {
+        completed: ("completed", None, None, None, False, True),
+        with_result: ("completed", None, None, '{"n": 1}', False, True),
+        retried: ("pending", "boom", "tb", None, True, False),
+        failed: ("failed", "bad input", "tb", None, False, True),
+        dead: ("dead", "no attempts left", None, None, False, True),
+        cancelled: ("cancelled", "cancelled by request", None, None, False, True),
+        stood_in: ("pending", "could not be stored", None, None, True, False),
+    }

@@ -9,7 +9,8 @@ import asyncio
 import asyncpg
 
 from jobrunner import AsyncClient, GlobalLimits, JobContext, NewJob, handler
-from jobrunner.daemon.worker import Daemon
+from jobrunner.daemon.daemon import Daemon
+from jobrunner.daemon.in_flight import StopReason
 from jobrunner.dsn import parse_database_url
 from jobrunner.registry import HandlerRegistry
 from tests.support import make_settings, running_daemon, wait_for, wait_until
@@ -90,7 +91,7 @@ async def test_a_prefetched_job_whose_lease_is_lost_is_dropped_and_claimed_afres
             waiting,
         )
         await wait_until(lambda: daemon.stats.lost_leases == 1, what="the lost lease noticed")
-        assert waiting not in daemon._held
+        assert daemon.in_flight.get(waiting) is None
         release.set()
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", first, expect="completed")
     assert started == [first]  # the taken-back job never ran here
@@ -145,7 +146,7 @@ async def test_limited_jobs_of_a_claim_start_before_the_jobs_it_took_ahead(
         # higher-priority unlimited ones ahead; sorted by priority together, those 5 took the slots
         await wait_until(lambda: len(started) == 2, what="two handlers started")
         assert sorted(started) == sorted(limited)
-        assert all(w.job.job_type == "held" for w in daemon._waiting.values())
+        assert all(job.job_type == "held" for job in daemon.in_flight.waiting_jobs())
         release.set()
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=12)
 
@@ -158,17 +159,16 @@ async def test_a_job_task_cancelled_before_its_first_step_is_still_settled(
     started.clear()
     job_id = await AsyncClient(conn).enqueue("held", queue="elsewhere")  # not a queue the daemon claims from
     async with running_daemon(db_url, [held]) as daemon:
-        assert daemon._store is not None
-        [job] = await daemon._store.claim_batch(["elsewhere"], daemon.worker_id, 1, 30.0)
-        daemon._held[job.id] = job
-        daemon._start(job)
-        running = daemon._running[job.id]
-        running.cancel_reason = "cancel"
-        running.task.cancel()  # before the task's first step
+        assert daemon.store is not None and daemon.executor is not None
+        [job] = await daemon.store.claim_batch(["elsewhere"], daemon.worker_id, 1, 30.0)
+        claimed = daemon.in_flight.hold(job, asyncio.get_running_loop().time())
+        daemon.executor.start(claimed)
+        # cancelled (as a cancel request does) before the task's first step
+        assert daemon.executor.stop(claimed, StopReason.CANCEL_REQUESTED)
         await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", job_id, expect="cancelled")
         # the daemon lets go of it once it sees the write committed, a moment after the test does
-        await wait_until(lambda: job.id not in daemon._held, what="the job let go")
-        assert job.id not in daemon._running
+        await wait_until(lambda: daemon.in_flight.get(job.id) is None, what="the job let go")
+        assert daemon.in_flight.running == 0
     assert started == []
 
 
@@ -204,7 +204,7 @@ async def test_auto_prefetch_claims_nothing_ahead_of_a_slow_job(db_url: str, con
         await wait_until(lambda: started == ids[:1], what="the first job started")
         # the fetch loop is parked until the slot frees: what it claimed is all it claims
         assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'running'") == 1
-        assert not daemon._waiting
+        assert daemon.in_flight.waiting == 0
         release.set()
         await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=5)
 
@@ -215,7 +215,7 @@ draining: list[Daemon] = []
 
 @handler("note_waiting")
 async def note_waiting(ctx: JobContext[dict[str, object]]) -> None:
-    waiting_seen.append(len(draining[0]._waiting))
+    waiting_seen.append(draining[0].in_flight.waiting)
 
 
 async def test_auto_prefetch_claims_ahead_for_short_jobs(db_url: str, conn: asyncpg.Connection) -> None:
@@ -257,7 +257,7 @@ async def test_a_limited_job_is_not_starved_by_the_jobs_claimed_ahead(db_url: st
     client = AsyncClient(conn)
     await client.enqueue_many([NewJob("stepped") for _ in range(40)])
     async with running_daemon(db_url, [stepped, limited_quick], concurrency=2, prefetch=5, prefetch_ttl=60) as daemon:
-        await wait_until(lambda: len(daemon._waiting) == 5, what="the line ahead filled")
+        await wait_until(lambda: daemon.in_flight.waiting == 5, what="the line ahead filled")
         # first in claim order: a higher priority than the whole backlog
         limited = await client.enqueue("limited_quick", priority=10)
         while not limited_started and len(finished_stepped) < 40:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
-import pytest
 import structlog
 
-from jobrunner.daemon import maintenance
-from jobrunner.daemon.maintenance import FinishedJobPruner
+from jobrunner.daemon.maintenance.pruner import FinishedJobPruner
 from jobrunner.store import JobStore
 
 
-async def test_old_finished_jobs_go_in_batches_and_everything_else_stays(
-    db_url: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_old_finished_jobs_go_in_batches_and_everything_else_stays(db_url: str, conn: asyncpg.Connection) -> None:
     await conn.execute(
         """
         INSERT INTO background_jobs (job_type, status, finished_at)
@@ -25,9 +19,8 @@ async def test_old_finished_jobs_go_in_batches_and_everything_else_stays(
         INSERT INTO background_jobs (job_type) VALUES ('waiting');
         """
     )
-    monkeypatch.setattr(maintenance, "PRUNE_BATCH", 5)
     async with asyncpg.create_pool(db_url, min_size=1, max_size=2) as pool:
-        pruner = FinishedJobPruner(JobStore(pool, "public"), 3600.0, 60.0, asyncio.Event(), structlog.get_logger())
+        pruner = FinishedJobPruner(JobStore(pool, "public"), 3600.0, 60.0, structlog.get_logger(), batch=5)
         assert await pruner.prune_once() == 12  # three batches: 5, 5, 2
     rows = await conn.fetch("SELECT job_type FROM background_jobs ORDER BY job_type")
     assert [r["job_type"] for r in rows] == ["recent", "waiting"]

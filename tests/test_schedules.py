@@ -23,7 +23,7 @@ import structlog
 from pydantic import ValidationError
 
 from jobrunner import JobContext, handler
-from jobrunner.daemon.scheduler import SchedulerService
+from jobrunner.daemon.maintenance.scheduler import SchedulerService
 from jobrunner.schedules import Schedule, ScheduleError, ScheduleTable, declared_schedules, load_schedules_file
 from tests.support import jobrunner_process, make_settings, running_daemon, wait_for, wait_until
 

@@ -41,7 +41,7 @@ def test_a_burst_run_does_not_import_the_sync_client(db_url: str, tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert "burst: no runnable job left" in done.stderr  # the daemon ran: connected, claimed, stopped
     imported = set(json.loads(modules_file.read_text()))
-    assert "jobrunner.daemon.worker" in imported
+    assert "jobrunner.daemon.daemon" in imported
     assert not [name for name in imported if name.split(".")[0] in NOT_ON_THE_DAEMONS_PATH]
 
 

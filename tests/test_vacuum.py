@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from jobrunner import AsyncClient, JobContext, NewJob, handler
-from jobrunner.daemon.maintenance import vacuum_due
+from jobrunner.daemon.maintenance.vacuumer import vacuum_due
 from tests.support import running_daemon, wait_for
 
 VACUUM_COUNT = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'background_jobs'"

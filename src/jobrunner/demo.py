@@ -24,7 +24,7 @@ from rich.table import Table
 from jobrunner import event_loop
 from jobrunner.client import AsyncClient
 from jobrunner.context import JobContext
-from jobrunner.daemon.worker import Daemon
+from jobrunner.daemon.daemon import Daemon
 from jobrunner.database import DatabaseTarget, connect_kwargs
 from jobrunner.display import status_table
 from jobrunner.dsn import DatabaseUrl

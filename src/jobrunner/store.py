@@ -7,32 +7,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.sql_files import Queries
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one attempt ended, as record_outcomes writes it."""
-
-    job_id: int
-    attempt: int
-    job_type: str
-    queue: str
-    status: str  # completed | pending (retry) | failed | dead | cancelled
-    retry_in: float | None = None
-    error: str | None = None
-    traceback: str | None = None
-    result_json: str | None = None
-    released: bool = False
-    # handler run time; None when the handler never ran (unknown type, bad payload)
-    duration: float | None = None
-
-    @property
-    def is_plain_completion(self) -> bool:
-        """Completed with nothing else to store: written by the short path."""
-        return self.status == JobStatus.COMPLETED and self.result_json is None and self.error is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +25,31 @@ class RescuedJob:
 
 def _by_job_id(outcome: Outcome) -> int:
     return outcome.job_id
+
+
+# record_outcomes' columns for an outcome other than a plain completion:
+# status, retry_in, error, traceback, result, released
+_OutcomeRow = tuple[str, float | None, str | None, str | None, str | None, bool]
+
+
+def _outcome_row(outcome: Outcome) -> _OutcomeRow:
+    """Each kind of outcome, as record_outcomes stores it (one kind, one way)."""
+    match outcome:
+        case Completed(result_json=result, note=note):
+            return (JobStatus.COMPLETED, None, note, None, result, False)
+        case RetryAfter(delay=delay, error=error, traceback=trace):
+            return (JobStatus.PENDING, delay, error, trace, None, False)
+        case Failed(error=error, traceback=trace):
+            return (JobStatus.FAILED, None, error, trace, None, False)
+        case Dead(error=error, traceback=trace):
+            return (JobStatus.DEAD, None, error, trace, None, False)
+        case Cancelled():
+            return (JobStatus.CANCELLED, None, Cancelled.reason, None, None, False)
+        case Released():
+            # pending again at its old place in the queue, the attempt given back (or cancelled,
+            # when a cancel was asked while it was held: the function decides)
+            return (JobStatus.PENDING, 0.0, None, None, None, True)
+    raise TypeError(f"not an outcome: {outcome!r}")
 
 
 def claim_order(job: Job) -> tuple[int, float, int]:
@@ -182,22 +185,26 @@ class JobStore:
         # the rows are locked in array order (record_outcomes' plan): ascending ids, as the
         # heartbeat locks them, so that the two writes cannot deadlock on each other's rows
         ordered = sorted(outcomes, key=_by_job_id)
-        plain = [o for o in ordered if o.is_plain_completion]
-        other = [o for o in ordered if not o.is_plain_completion] if len(plain) < len(ordered) else []
-        rows = await self.pool.fetch(
+        plain = [o for o in ordered if type(o) is Completed and o.is_plain]
+        other = [o for o in ordered if not (type(o) is Completed and o.is_plain)] if len(plain) < len(ordered) else []
+        rows = [_outcome_row(o) for o in other]
+        statuses, retry_in, errors, tracebacks, results, released = (
+            (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [], [])
+        )
+        written = await self.pool.fetch(
             self.queries.record_outcomes,
             [o.job_id for o in plain],
             [o.attempt for o in plain],
             [o.job_id for o in other],
             [o.attempt for o in other],
-            [o.status for o in other],
-            [o.retry_in for o in other],
-            [o.error for o in other],
-            [o.traceback for o in other],
-            [o.result_json for o in other],
-            [o.released for o in other],
+            statuses,
+            retry_in,
+            errors,
+            tracebacks,
+            results,
+            released,
         )
-        return {row["id"] for row in rows}
+        return {row["id"] for row in written}
 
     async def seconds_until_runnable(self, queues: Sequence[str]) -> float | None:
         seconds: float | None = await self.pool.fetchval(self.queries.seconds_until_runnable, list(queues))

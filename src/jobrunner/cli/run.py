@@ -17,7 +17,7 @@ from jobrunner.settings import Settings
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from jobrunner.daemon.worker import Daemon, NotMigrated
+    from jobrunner.daemon.daemon import Daemon, NotMigrated
 
     registry = HandlerRegistry.discover(settings.handler_modules)
     samplers = entry_point_samplers() if settings.plugin_samplers else []

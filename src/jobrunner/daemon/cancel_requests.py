@@ -11,13 +11,14 @@ cancelled.
 
 from __future__ import annotations
 
-import asyncio
+import math
 from collections.abc import Callable, Collection
-from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
-from jobrunner.daemon.backoff import sleep_unless
+from jobrunner.daemon.clock import Clock
+from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.store import JobStore
 
 # a job id is a bigint: at most 19 digits (longer payloads are not ours)
@@ -31,7 +32,7 @@ def job_id_from_payload(payload: str) -> int | None:
     return int(payload)
 
 
-class CancelRequests:
+class CancelRequests(PeriodicService):
     def __init__(
         self,
         store: JobStore,
@@ -42,51 +43,40 @@ class CancelRequests:
         poll_interval: float,
         min_interval: float,
         log: structlog.typing.FilteringBoundLogger,
-        error_counter: Any = None,
+        errors: Counter | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        # hints that come while a check runs wait for the next one: one query per interval at most
+        super().__init__("cancel_poll", poll_interval, log=log, errors=errors, clock=clock, min_gap=min_interval)
         self._store = store
         self._held = held
         self._holds = holds
         self._cancel = cancel
-        self._poll_interval = poll_interval
-        self._min_interval = min_interval
-        self._log = log
-        self._error_counter = error_counter
         # hinted ids held here, not checked yet (never more than the jobs held)
         self._hinted: set[int] = set()
-        self._hint = asyncio.Event()
+        self._next_poll = math.inf  # set when it starts
 
     def hint(self, job_id: int) -> None:
         """A notification named job_id: check it soon if we hold it, else ignore it."""
         if self._holds(job_id):
             self._hinted.add(job_id)
-            self._hint.set()
+            self.wake()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_poll = loop.time() + self._poll_interval
-        while True:
-            await sleep_unless(self._hint, max(0.0, next_poll - loop.time()))
-            self._hint.clear()
-            if loop.time() >= next_poll:
-                next_poll = loop.time() + self._poll_interval
-                candidates = list(self._held())
-            else:
-                candidates = [job_id for job_id in self._hinted if self._holds(job_id)]
-            self._hinted.clear()
-            if not candidates:
-                continue
-            await self._check(candidates)
-            # hints that come meanwhile wait for the next round: one query per interval at most
-            await asyncio.sleep(self._min_interval)
+        self._next_poll = self.clock.time() + self.interval
+        await super().run()
 
-    async def _check(self, job_ids: list[int]) -> None:
-        try:
-            requested = await self._store.cancel_requested(job_ids)
-        except Exception as exc:
-            if self._error_counter is not None:
-                self._error_counter.inc()
-            self._log.warning("checking for cancellations failed, will retry", error=repr(exc))
-            return
-        for job_id in requested:
-            self._cancel(job_id)
+    def next_wait(self) -> float:
+        return max(0.0, self._next_poll - self.clock.time())
+
+    async def run_once(self) -> None:
+        """Every poll_interval all held jobs; in between, the hinted ones still held."""
+        if self.clock.time() >= self._next_poll:
+            self._next_poll = self.clock.time() + self.interval
+            candidates = list(self._held())
+        else:
+            candidates = [job_id for job_id in self._hinted if self._holds(job_id)]
+        self._hinted.clear()
+        if candidates:
+            for job_id in await self._store.cancel_requested(candidates):
+                self._cancel(job_id)

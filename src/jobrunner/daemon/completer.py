@@ -1,35 +1,43 @@
-"""Write outcomes back in batches: whatever finished while the last write was in flight goes
-out in the next single statement. Nothing counts as done until its write has committed."""
+"""The completer: writes outcomes back in batches. Whatever finished while the last write was
+in flight goes out in the next single statement (record_outcomes).
+
+Nothing counts as done until its write has committed: then the job is let go (no longer held or
+heartbeated), and counted in the stats and metrics by its kind. An outcome the database did not
+write belonged to an attempt whose lease was lost (the job is someone else's now): counted as a
+lost lease, and dropped."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Any
+import contextlib
+from collections.abc import Sequence
 
 import structlog
 
-from jobrunner.daemon.backoff import RECONNECT_POLICY
+from jobrunner.daemon.backoff import Backoff
+from jobrunner.daemon.in_flight import InFlight
+from jobrunner.daemon.outcomes import Outcome, Released
+from jobrunner.daemon.stats import DaemonStats
 from jobrunner.database import TRANSIENT_ERRORS
-from jobrunner.store import JobStore, Outcome
+from jobrunner.metrics import DaemonMetrics
+from jobrunner.store import JobStore
 
 MAX_BATCH = 5_000
-
-CommittedCallback = Callable[[Sequence[Outcome], set[int]], None]
 
 
 class BatchCompleter:
     def __init__(
         self,
         store: JobStore,
-        on_committed: CommittedCallback,
+        in_flight: InFlight,
+        stats: DaemonStats,
+        metrics: DaemonMetrics,
         log: structlog.typing.FilteringBoundLogger,
-        error_counter: Any = None,
     ) -> None:
-        self._error_counter = error_counter
         self._store = store
-        self._on_committed = on_committed
+        self._in_flight = in_flight
+        self._stats = stats
+        self._metrics = metrics
         self._log = log
         self._buffer: list[Outcome] = []
         self._ready = asyncio.Event()
@@ -46,7 +54,7 @@ class BatchCompleter:
         return len(self._buffer)
 
     async def run(self) -> None:
-        failures = 0
+        backoff = Backoff("completer", self._log, self._metrics.database_errors)
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -55,24 +63,17 @@ class BatchCompleter:
                 try:
                     written = await self._store.record_outcomes(batch)
                 except TRANSIENT_ERRORS as exc:
-                    if self._error_counter is not None:
-                        self._error_counter.inc()
                     # keep them and try again: the fencing in record_outcomes makes a repeat harmless
                     self._buffer[:0] = batch
-                    failures += 1
-                    delay = RECONNECT_POLICY.delay_for(failures)
-                    self._log.warning(
-                        "writing outcomes failed, retrying", error=repr(exc), jobs=len(batch), retry_in=round(delay, 2)
-                    )
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(backoff.failed("writing outcomes failed, retrying", exc, jobs=len(batch)))
                     continue
                 except Exception:
                     # Not the connection: some outcome in the batch cannot be stored. Write them
                     # one by one so one bad outcome cannot hold back the others forever.
                     self._log.exception("writing outcomes failed, isolating the bad one", jobs=len(batch))
                     batch, written = await self._write_one_by_one(batch)
-                failures = 0
-                self._on_committed(batch, written)
+                backoff.succeeded()
+                self._committed(batch, written)
             self._idle.set()
 
     async def _write_one_by_one(self, batch: list[Outcome]) -> tuple[list[Outcome], set[int]]:
@@ -92,7 +93,7 @@ class BatchCompleter:
                 # keep what happened (a completed job stays completed); drop the texts that could
                 # not be stored and say so in plain ASCII
                 note = f"the outcome's details could not be stored ({type(exc).__name__})"
-                stand_in = replace(outcome, error=note, traceback=None, result_json=None)
+                stand_in = outcome.stand_in(note)
             try:
                 written |= await self._store.record_outcomes([stand_in])
                 done.append(stand_in)
@@ -106,3 +107,29 @@ class BatchCompleter:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    def _committed(self, outcomes: Sequence[Outcome], written: set[int]) -> None:
+        released_queues: set[str] = set()
+        for outcome in outcomes:
+            self._in_flight.let_go(outcome.job_id, outcome.attempt)
+            if outcome.job_id not in written:
+                self._stats.lost_leases += 1
+                self._metrics.lost_leases.inc()
+                self._log.warning(
+                    "outcome discarded: the job's lease was lost before it was written",
+                    job_id=outcome.job_id,
+                    job_type=outcome.job_type,
+                    attempt=outcome.attempt,
+                )
+                continue
+            self._stats.count(outcome)
+            self._metrics.job_finished(outcome.job_type, outcome.queue, outcome.name, outcome.duration)
+            if type(outcome) is Released:
+                released_queues.add(outcome.queue)
+        if released_queues:
+            # let other replicas pick the handed-back jobs up now rather than at their next poll
+            asyncio.get_running_loop().create_task(self._notify_quietly(sorted(released_queues)))
+
+    async def _notify_quietly(self, queues: list[str]) -> None:
+        with contextlib.suppress(Exception):
+            await self._store.notify_queues(queues)

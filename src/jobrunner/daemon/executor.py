@@ -1,319 +1,294 @@
-"""Run one claimed job through its handler and turn whatever happens into an Outcome."""
+"""The executor: runs held jobs, each in a task of its own, at most `concurrency` at once (the
+slots), and hands each job's one outcome to the completer.
+
+    fetcher ──start()──► a slot: the job's task ── attempt.py ──► outcome ──► completer
+                              ▲
+    waiting line ─────────────┘ the next one starts as soon as a slot frees
+
+A job the daemon stops (a lost lease, a cancel request, the end of the shutdown grace, its
+deadline) ends by the reason it was stopped for. A handler that does not stop within
+cancel_grace of being cancelled is left behind: its job is settled without it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import sys
-import time
-import traceback
-from collections.abc import Callable
-from typing import Any
+import functools
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import structlog
-from pydantic import ValidationError
 
 from jobrunner.client import AsyncClient
-from jobrunner.context import JobContext
-from jobrunner.daemon.deadlines import Deadlines
-from jobrunner.error_reporting import report_job_error
-from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
-from jobrunner.handler import Handler
-from jobrunner.job import Job, JobStatus
-from jobrunner.redaction import redact_text
+from jobrunner.daemon.attempt import AttemptRunner
+from jobrunner.daemon.clock import sleep_unless
+from jobrunner.daemon.completer import BatchCompleter
+from jobrunner.daemon.in_flight import HeldJob, InFlight, StopReason
+from jobrunner.daemon.outcomes import Cancelled, Outcome, Released
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.store import JobStore, Outcome
+from jobrunner.store import JobStore
 
-_MAX_ERROR_CHARS = 10_000
-_MAX_TRACEBACK_CHARS = 50_000
-
-UNREQUESTED_CANCEL = (
-    "handler raised CancelledError that jobrunner did not request"
-    " (an inner task or future it awaited was cancelled, or it cancelled its own task)"
-)
+# a job's task is named after it (a deadline that passes finds the job by its task's name)
+_TASK_PREFIX = "job-"
 
 
-def storable_text(text: str) -> str:
-    """Text PostgreSQL can store: no NUL, no lone surrogates (both make the write fail)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def storable_json(value: Any) -> str:
-    """JSON that jsonb accepts: it refuses \\u0000 and unpaired surrogate escapes."""
-    text = json.dumps(value, default=str, allow_nan=False, ensure_ascii=False)
-    if "\\u0000" in text:
-        text = text.replace("\\u0000", "\ufffd")
-    return storable_text(text)
-
-
-def _clip(text: str, limit: int) -> str:
-    text = storable_text(redact_text(text))
-    return text if len(text) <= limit else text[: limit - 20] + "… [truncated]"
-
-
-def _closed_from_outside(exc: BaseException) -> bool:
-    """GeneratorExit thrown in by coroutine.close() with no loop running: the handler was left
-    behind (it ignored cancellation) and is being collected, not ending on its own."""
-    if not isinstance(exc, GeneratorExit):
-        return False
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return True
-    return False
-
-
-def describe_validation_error(job_type: str, exc: ValidationError) -> str:
-    problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}" for err in exc.errors())
-    return f"invalid payload for {job_type}: {problems}"
-
-
-class JobExecutor:
+class Executor:
     def __init__(
         self,
-        registry: HandlerRegistry,
-        pool: asyncpg.Pool,
+        handlers: HandlerRegistry,
+        handler_pool: asyncpg.Pool,
         client: AsyncClient,
-        default_timeout: float | None,
-        log: structlog.typing.FilteringBoundLogger,
-        usage_sink: Callable[[str, str, float], None] | None = None,
-        store: JobStore | None = None,
-        settings: Settings | None = None,
-        on_timeout: Callable[[asyncio.Task[Any]], object] | None = None,
-    ) -> None:
-        self._settings = settings
-        self._store = store
-        self._usage_sink = usage_sink
-        self._registry = registry
-        self._pool = pool
-        self._client = client
-        self._default_timeout = default_timeout
-        self._log = log
-        # job_type -> its handler's max_concurrency in this process (read on every claim)
-        self.local_limits: dict[str, int] = {
-            job_type: h.max_concurrency
-            for job_type in registry.job_types()
-            if (h := registry.get(job_type)) and h.max_concurrency
-        }
-        self._type_limits = {job_type: asyncio.Semaphore(n) for job_type, n in self.local_limits.items()}
-        # on_timeout: told the task whose deadline passed, once it has been cancelled
-        self._deadlines = Deadlines(on_timeout)
-
-    async def execute(self, job: Job) -> Outcome:
-        handler = self._registry.get(job.job_type)
-        if handler is None:
-            known = ", ".join(self._registry.job_types()) or "none"
-            return self._failed(
-                job,
-                f"unknown job_type {job.job_type!r}: no handler is registered for it (known: {known})",
-                self._job_log(job),
-            )
-        try:
-            payload = self._payload_for(handler, job)
-        except PermanentError as exc:
-            return self._failed(job, str(exc), self._job_log(job))
-        context: JobContext[Any] = JobContext(
-            job, payload, self._log, self._pool, self._client, self._usage_sink, self._store, self._settings
-        )
-        limit = self._type_limits.get(job.job_type)
-        if limit is None:
-            return await self._run(handler, job, context)
-        async with limit:
-            return await self._run(handler, job, context)
-
-    def _job_log(self, job: Job) -> structlog.typing.FilteringBoundLogger:
-        return self._log.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)
-
-    def _payload_for(self, handler: Handler, job: Job) -> Any:
-        try:
-            decoded = json.loads(job.payload_json)
-        except RecursionError as exc:
-            raise PermanentError("payload is nested too deeply to decode") from exc
-        except ValueError as exc:  # the column is jsonb, so only a corrupted row gets here
-            raise PermanentError(f"payload is not valid JSON: {exc}") from exc
-        if handler.payload_model is None:
-            return decoded
-        try:
-            return handler.payload_model.model_validate(decoded)
-        except ValidationError as exc:
-            raise PermanentError(describe_validation_error(job.job_type, exc)) from exc
-
-    async def _run(self, handler: Handler, job: Job, context: JobContext[Any]) -> Outcome:
-        started = time.perf_counter()
-        outcome = await self._attempt(handler, job, context)
-        outcome.duration = time.perf_counter() - started
-        return outcome
-
-    async def _attempt(self, handler: Handler, job: Job, context: JobContext[Any]) -> Outcome:
-        timeout = handler.timeout if handler.timeout is not None else self._default_timeout
-        # an infinite timeout (a handler opting out of default_timeout) means no deadline
-        deadline = self._deadlines.arm(timeout) if timeout is not None and math.isfinite(timeout) else None
-        try:
-            try:
-                result = await handler.func(context)
-            finally:
-                if deadline is not None:
-                    self._deadlines.disarm(deadline)
-                    # like asyncio.timeout: our own cancel is taken back, anyone else's stays
-                    if deadline.expired and deadline.task.uncancel() > deadline.base_cancelling:
-                        deadline = None
-        except asyncio.CancelledError:
-            if deadline is not None and deadline.expired:
-                message = f"timed out after {timeout:g}s (handler timeout) and was cancelled"
-                return self._retry_or_dead(
-                    job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
-                )
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # shutdown, a lost lease, a cancel request: the daemon decides
-            # nobody cancelled this task: the handler's own code raised it (an inner task or
-            # future it awaited was cancelled). Taken for a hand-back it would run again at
-            # once, attempt not counted, for ever.
-            return self._retry_or_dead(
-                job, handler.retry.delay_for(job.attempt), UNREQUESTED_CANCEL, traceback.format_exc(), context.log
-            )
-        except PermanentError as exc:
-            return self._failed(job, f"{type(exc).__name__}: {exc}", context.log, with_traceback=True)
-        except UpstreamRateLimited as exc:
-            if self._store is not None:
-                try:
-                    await self._store.pause_job_type(job.job_type, exc.seconds, redact_text(str(exc)))
-                    context.log.warning(
-                        "upstream rate limit: job type paused on every replica", pause_seconds=exc.seconds
-                    )
-                except Exception as pause_error:  # the retry below still happens
-                    context.log.warning("could not pause the job type", error=repr(pause_error))
-            return self._retry_or_dead(
-                job, exc.seconds, f"UpstreamRateLimited: {exc}", traceback.format_exc(), context.log
-            )
-        except RetryLater as exc:
-            return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), context.log)
-        except TimeoutError:
-            return self._retry_or_dead(
-                job,
-                handler.retry.delay_for(job.attempt),
-                "TimeoutError raised by the handler",
-                traceback.format_exc(),
-                context.log,
-            )
-        except Exception as exc:
-            if not job.is_last_attempt:  # the dead path below reports the last one
-                report_job_error(job, exc, dead=False)
-            message = f"{type(exc).__name__}: {exc}"
-            return self._retry_or_dead(
-                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
-            )
-        except BaseException as exc:
-            # SystemExit, KeyboardInterrupt, GeneratorExit, a library's own BaseException: they
-            # would stop the event loop (or leave the job running under our heartbeat); here
-            # they end this attempt like any other error
-            if _closed_from_outside(exc):
-                raise
-            if not job.is_last_attempt:
-                report_job_error(job, exc, dead=False)
-            message = f"{type(exc).__name__} raised by the handler (a BaseException, not an Exception): {exc}"
-            return self._retry_or_dead(
-                job, handler.retry.delay_for(job.attempt), message, traceback.format_exc(), context.log
-            )
-        try:
-            result_json = None if result is None else storable_json(result)
-        except (ValueError, RecursionError) as exc:
-            context.log.warning("job result not stored: not valid JSON", error=str(exc))
-            result_json = None
-        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.COMPLETED, result_json=result_json)
-
-    def _failed(
-        self,
-        job: Job,
-        message: str,
+        store: JobStore,
+        settings: Settings,
+        in_flight: InFlight,
+        completer: BatchCompleter,
         log: structlog.typing.FilteringBoundLogger,
         *,
-        with_traceback: bool = False,
-    ) -> Outcome:
-        log.warning("job failed permanently", error=message)
-        return Outcome(
-            job.id,
-            job.attempt,
-            job.job_type,
-            job.queue,
-            JobStatus.FAILED,
-            error=_clip(message, _MAX_ERROR_CHARS),
-            traceback=_clip(traceback.format_exc(), _MAX_TRACEBACK_CHARS) if with_traceback else None,
+        stopping: asyncio.Event,
+        usage_sink: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.attempts = AttemptRunner(
+            handlers,
+            handler_pool,
+            client,
+            settings.default_timeout,
+            log,
+            usage_sink,
+            store,
+            settings,
+            on_timeout=self._on_timeout,
         )
+        self._in_flight = in_flight
+        self._completer = completer
+        self._log = log
+        self._cancel_grace = settings.cancel_grace
+        self._lease_seconds = settings.lease_seconds
+        # set when the daemon stops: no new job starts, the drain hands the waiting ones back
+        self._stopping = stopping
+        # create_task() and get_running_loop() look the loop up on every call (a getpid() each)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _retry_or_dead(
-        self,
-        job: Job,
-        delay: float,
-        message: str,
-        trace: str | None,
-        log: structlog.typing.FilteringBoundLogger,
-    ) -> Outcome:
-        """`trace` None: there is no traceback to store (the handler never raised one)."""
-        error = _clip(message, _MAX_ERROR_CHARS)
-        trace = None if trace is None else _clip(trace, _MAX_TRACEBACK_CHARS)
-        if job.is_last_attempt:
-            log.error("job dead: no attempts left", error=error, max_attempts=job.max_attempts)
-            report_job_error(job, sys.exception(), dead=True)  # called inside the handler's `except`
-            return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.DEAD, error=error, traceback=trace)
-        log.warning("job failed, will retry", error=error, retry_in=round(delay, 3))
-        return Outcome(
-            job.id,
-            job.attempt,
-            job.job_type,
-            job.queue,
-            JobStatus.PENDING,
-            retry_in=delay,
-            error=error,
-            traceback=trace,
+    @property
+    def local_limits(self) -> dict[str, int]:
+        """job_type -> its handler's max_concurrency in this process."""
+        return self.attempts.local_limits
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(self, held: HeldJob) -> None:
+        """Run a held job now, in a slot of its own."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run(held), name=f"{_TASK_PREFIX}{held.job.id}")
+        self._in_flight.start(held, task)
+        task.add_done_callback(functools.partial(self._task_done, held))
+
+    def start_or_wait(self, held: HeldJob) -> None:
+        """A job just claimed: run it if a slot is free, else it waits in line for one (and
+        when stopping, for the drain to hand it back)."""
+        if self._in_flight.has_free_slot and not self._stopping.is_set():
+            self.start(held)
+        else:
+            self._in_flight.wait(held)
+
+    def start_waiting(self) -> None:
+        """Fill the free slots from the waiting line, in claim order."""
+        in_flight = self._in_flight
+        while in_flight.has_free_slot and not self._stopping.is_set():
+            held = in_flight.next_waiting()
+            if held is None:
+                return
+            if in_flight.lease_may_have_lapsed(held.claimed_at):
+                self.hand_back_lapsed([held])
+                continue
+            self.start(held)
+
+    def hand_back_lapsed(self, held_jobs: Sequence[HeldJob]) -> None:
+        """Hand back jobs whose lease may have run out instead of running them: another replica
+        may have rescued and started them. The write is fenced on the attempt, so it is
+        discarded if the job was rescued meanwhile."""
+        self._log.warning(
+            "claimed jobs handed back unstarted: their lease may have run out before they could start",
+            jobs=len(held_jobs),
+            lease_seconds=self._lease_seconds,
         )
+        for held in held_jobs:
+            self._completer.submit(Released.of(held.job))
 
-    def crashed(self, job: Job, exc: BaseException) -> Outcome:
-        """The executor itself failed on this job (a bug, or input nothing else caught): fail that job
-        alone rather than leave it running under a heartbeat forever."""
-        return self._failed(job, f"jobrunner could not run this job: {type(exc).__name__}: {exc}", self._job_log(job))
+    # -- running ---------------------------------------------------------------------------------
 
-    def unrequested_cancel(self, job: Job) -> Outcome:
-        """The job's task was cancelled by someone other than jobrunner (e.g. the handler cancelled
-        its own task) before it ran: a failed attempt, retried per the handler's policy. No
-        traceback: the task never ran a line, so there is none to store."""
-        return self._retry_or_dead(job, self._retry_delay(job), UNREQUESTED_CANCEL, None, self._job_log(job))
+    async def _run(self, held: HeldJob) -> None:
+        job = held.job
+        outcome: Outcome | None
+        try:
+            outcome = await self.attempts.run(job)
+        except asyncio.CancelledError:
+            outcome = None if held.left_behind else self._interrupted(held)
+        except GeneratorExit:
+            if held.left_behind:
+                raise  # closed by the garbage collector: a task left behind when the loop closed
+            self._log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
+            outcome = self.attempts.crashed(job, GeneratorExit())
+        except BaseException as exc:  # whatever escapes the attempt (a payload model's SystemExit…)
+            self._log.exception("executor failed on a job", job_id=job.id, job_type=job.job_type)
+            outcome = self.attempts.crashed(job, exc)
+        if held.left_behind:
+            # its job was settled when it did not stop: how it ended at last changes nothing
+            self._log.warning(
+                "a handler jobrunner had stopped waiting for has ended",
+                job_id=job.id,
+                job_type=job.job_type,
+                attempt=job.attempt,
+            )
+            return
+        self._in_flight.finished(held)
+        self._settle(held, outcome)
 
-    def timed_out(self, job: Job) -> Outcome:
-        """The handler passed its timeout, ignored that cancellation and stopped at a later one
-        (a shutdown's): the attempt ends as a timeout."""
-        message = f"timed out after {self._timeout_of(job):g}s (handler timeout) and was cancelled"
-        return self._retry_or_dead(job, self._retry_delay(job), message, None, self._job_log(job))
+    def _task_done(self, held: HeldJob, task: asyncio.Task[None]) -> None:
+        if held.grace_timer is not None:
+            held.grace_timer.cancel()  # it stopped: nothing to wait for
+            held.grace_timer = None
+        if held.left_behind:
+            # a handler left behind has ended at last: its type's slot is free, and claiming
+            # resumes if the bound had stopped it
+            self._in_flight.handler_ended(task)
+            return
+        # a task cancelled before its first step never ran `_run`, not even its `finally`:
+        # settle its job here, or it would stay `running` under our heartbeat for good
+        if self._in_flight.finished(held):
+            self._settle(held, self._interrupted(held))
 
-    def timed_out_without_stopping(self, job: Job, waited: float) -> Outcome:
-        """The handler passed its timeout and did not stop within `waited` seconds of being cancelled:
-        the attempt ends as a timeout while the handler's coroutine may still run."""
-        message = (
-            f"timed out after {self._timeout_of(job):g}s (handler timeout) and did not stop within {waited:g}s"
-            " of being cancelled: jobrunner stopped waiting for it (it may still be running in the background)"
+    def _settle(self, held: HeldJob, outcome: Outcome | None) -> None:
+        """Its handler is done: its slot goes to the next job waiting, its outcome to the completer."""
+        self.start_waiting()
+        if outcome is None:
+            self._in_flight.let_go(held.job.id, held.job.attempt)
+        else:
+            self._completer.submit(outcome)
+
+    def _interrupted(self, held: HeldJob) -> Outcome | None:
+        """The outcome of a job whose task was cancelled, by the reason the daemon cancelled it."""
+        job = held.job
+        match held.stop_reason:
+            case StopReason.LEASE_LOST:
+                return None  # the job is someone else's now: write nothing
+            case StopReason.CANCEL_REQUESTED:
+                return Cancelled.of(job)
+            case StopReason.SHUTDOWN:
+                return Released.of(job)
+            case StopReason.TIMEOUT:
+                # it ignored its deadline's cancel and stopped at a later one (a shutdown's): still
+                # a timeout, or a handler that hangs during each rolling deploy would retry for ever
+                return self.attempts.timed_out(job)
+            case None:
+                # not cancelled by the daemon (the handler cancelled its own task): a failed attempt
+                return self.attempts.unrequested_cancel(job)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def stop(self, held: HeldJob, reason: StopReason) -> bool:
+        """Cancel a running job's handler for `reason`; it has cancel_grace to stop, else it is
+        left behind. False when the job does not run here, or an earlier reason decides its
+        outcome (a lost lease outranks any other, a cancel request a timeout)."""
+        if held.task is None or not self._in_flight.is_running(held) or not reason.replaces(held.stop_reason):
+            return False
+        held.stop_reason = reason
+        held.task.cancel()
+        self._leave_behind_later(held)
+        return True
+
+    def hand_back_waiting(self) -> None:
+        """The daemon stops: the jobs that never started go back at once, attempts not spent."""
+        if waiting := self._in_flight.take_all_waiting():
+            self._log.info("handing back jobs that had not started", jobs=len(waiting))
+            for held in waiting:
+                self._completer.submit(Released.of(held.job))
+
+    async def drain(self, grace: float, stop_now: asyncio.Event) -> None:
+        """The daemon stops: hand back the jobs that never started, give the running ones
+        `grace` seconds to finish (cut short when `stop_now` is set: a second stop request), then
+        stop the rest (stop_all)."""
+        in_flight = self._in_flight
+        self.hand_back_waiting()
+        if in_flight.running and not stop_now.is_set():
+            self._log.info("waiting for running jobs to finish", running=in_flight.running, grace_seconds=grace)
+            loop = asyncio.get_running_loop()
+            grace_ends = loop.time() + grace
+            # every settled (or left behind) job and a second stop request set `freed`
+            while in_flight.running and not stop_now.is_set() and (left := grace_ends - loop.time()) > 0:
+                in_flight.freed.clear()
+                await sleep_unless(in_flight.freed, left)
+        await self.stop_all()
+
+    async def stop_all(self) -> int:
+        """The end of the shutdown grace: cancel every running handler (again, for one that
+        swallowed an earlier cancel), give them cancel_grace to stop, then leave behind those
+        that did not. A job stopped for no other reason is handed back. Returns how many."""
+        leftover = list(self._in_flight.running_jobs())
+        for held in leftover:
+            if StopReason.SHUTDOWN.replaces(held.stop_reason):
+                held.stop_reason = StopReason.SHUTDOWN
+            assert held.task is not None
+            held.task.cancel()
+        if leftover:
+            self._log.warning("handing back unfinished jobs", jobs=len(leftover))
+            # a handler that ignores its cancellation gets cancel_grace, then is left behind
+            await asyncio.wait([held.task for held in leftover if held.task is not None], timeout=self._cancel_grace)
+            for held in leftover:
+                self._leave_behind(held)
+        return len(leftover)
+
+    def _on_timeout(self, task: asyncio.Task[object]) -> None:
+        """A deadline cancelled this job's task: give the handler cancel_grace to stop."""
+        job_id = task.get_name().removeprefix(_TASK_PREFIX)
+        held = self._in_flight.get(int(job_id)) if job_id.isdigit() else None
+        if held is not None and held.task is task:
+            if StopReason.TIMEOUT.replaces(held.stop_reason):
+                held.stop_reason = StopReason.TIMEOUT
+            self._leave_behind_later(held)
+
+    def _leave_behind_later(self, held: HeldJob) -> None:
+        """Leave the handler behind unless it stops within cancel_grace of its first cancellation."""
+        assert self._loop is not None
+        if held.grace_timer is None:
+            held.grace_timer = self._loop.call_later(self._cancel_grace, self._leave_behind, held)
+
+    def _leave_behind(self, held: HeldJob) -> None:
+        """The handler did not stop within cancel_grace of being cancelled (it swallows
+        CancelledError, or its cleanup hangs): settle its job without it and free its slot. Its
+        coroutine goes on in the background: asyncio cannot stop a coroutine that ignores
+        cancellation. The job is no longer heartbeated once its outcome is written, and whatever
+        the handler does later is never written (outcomes are fenced on id, attempt, running).
+        The outcome follows the latest reason: a lease lost after a timeout writes nothing."""
+        if held.grace_timer is not None:
+            held.grace_timer.cancel()  # stop_all() got here first, or this is the timer itself
+            held.grace_timer = None
+        if held.task is None or held.task.done() or not self._in_flight.leave_behind(held):
+            return
+        job = held.job
+        reason = held.stop_reason or StopReason.SHUTDOWN
+        outcome: Outcome | None
+        if reason is StopReason.TIMEOUT:
+            outcome = self.attempts.timed_out_without_stopping(job, self._cancel_grace)
+        else:
+            outcome = self._interrupted(held)
+        self._log.error(
+            "handler did not stop after it was cancelled",
+            job_id=job.id,
+            job_type=job.job_type,
+            attempt=job.attempt,
+            reason=reason.value,
+            waited_seconds=self._cancel_grace,
+            outcome=outcome.name if outcome is not None else "dropped (lease lost)",
+            still_running_in_background=self._in_flight.left_behind,
         )
-        return self._retry_or_dead(job, self._retry_delay(job), message, None, self._job_log(job))
-
-    def _timeout_of(self, job: Job) -> float:
-        handler = self._registry.get(job.job_type)
-        timeout = handler.timeout if handler is not None and handler.timeout is not None else self._default_timeout
-        return timeout or 0.0
-
-    def _retry_delay(self, job: Job) -> float:
-        handler = self._registry.get(job.job_type)
-        return handler.retry.delay_for(job.attempt) if handler is not None else 0.0
-
-    @staticmethod
-    def cancelled(job: Job) -> Outcome:
-        """The handler was stopped because someone cancelled the job."""
-        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.CANCELLED, error="cancelled by request")
-
-    @staticmethod
-    def released(job: Job) -> Outcome:
-        """Hand the job back without spending its attempt (graceful shutdown); release_count records it."""
-        return Outcome(job.id, job.attempt, job.job_type, job.queue, JobStatus.PENDING, retry_in=0.0, released=True)
+        if self._in_flight.too_many_left_behind:
+            self._log.error(
+                "too many handlers left running in the background: claiming stopped, /healthz reports"
+                " unhealthy so the process is restarted",
+                abandoned=self._in_flight.left_behind,
+                max_abandoned_handlers=self._in_flight.max_left_behind,
+            )
+        self._settle(held, outcome)

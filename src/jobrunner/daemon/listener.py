@@ -16,11 +16,14 @@ from typing import Any
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
-from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.backoff import Backoff
 from jobrunner.daemon.cancel_requests import job_id_from_payload
+from jobrunner.daemon.clock import sleep_unless
 from jobrunner.database import TRANSIENT_ERRORS, connect_kwargs
 from jobrunner.dsn import DatabaseUrl
+from jobrunner.settings import Settings
 
 
 def channel_for(schema: str) -> str:
@@ -43,7 +46,9 @@ class NotificationListener:
         log: structlog.typing.FilteringBoundLogger,
         # told the id a cancel notification names: a hint to check, never a request to obey
         on_cancel_hint: Callable[[int], object] | None = None,
+        errors: Counter | None = None,
     ) -> None:
+        self._errors = errors
         self._url = url
         self._channel = channel_for(schema)
         self._cancel_channel = cancel_channel_for(schema)
@@ -55,6 +60,33 @@ class NotificationListener:
         self._log = log
         self.listening = False
 
+    @classmethod
+    def for_daemon(
+        cls,
+        settings: Settings,
+        database_url: DatabaseUrl,
+        listen_url: DatabaseUrl | None,
+        wakeup: asyncio.Event,
+        stopping: asyncio.Event,
+        log: structlog.typing.FilteringBoundLogger,
+        on_cancel_hint: Callable[[int], object],
+        errors: Counter | None,
+    ) -> NotificationListener | None:
+        """The daemon's listener; None where settings turn LISTEN off, or where the database URL
+        is a transaction pooler (LISTEN does not work through one) and no listen URL is set."""
+        url = listen_url or (None if database_url.behind_pooler else database_url)
+        if settings.listen and url is None:
+            log.warning(
+                "database_url is a transaction pooler and no listen_database_url is set: polling only",
+                poll_interval=settings.poll_interval,
+            )
+        if not settings.listen or url is None:
+            return None
+        s = settings
+        return cls(
+            url, s.schema_name, s.queues, wakeup, stopping, s.connect_timeout, log, on_cancel_hint, errors=errors
+        )
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, queue: str) -> None:
         if not queue or queue in self._queues:
             self._wakeup.set()
@@ -64,24 +96,19 @@ class NotificationListener:
             self._on_cancel_hint(job_id)
 
     async def run(self) -> None:
-        failures = 0
+        backoff = Backoff("listener", self._log, self._errors)
         while not self._stopping.is_set():
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(**connect_kwargs(self._url, self._connect_timeout))
             except TRANSIENT_ERRORS as exc:
-                failures += 1
-                delay = RECONNECT_POLICY.delay_for(failures)
-                self._log.warning(
-                    "LISTEN connection failed, polling meanwhile", error=repr(exc), retry_in=round(delay, 2)
-                )
-                await sleep_unless(self._stopping, delay)
+                await sleep_unless(self._stopping, backoff.failed("LISTEN connection failed, polling meanwhile", exc))
                 continue
             try:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._on_notify)
                 await conn.add_listener(self._cancel_channel, self._on_cancel_notify)
-                failures = 0
+                backoff.succeeded()
                 self.listening = True
                 # jobs inserted while we were not listening: look now
                 self._wakeup.set()

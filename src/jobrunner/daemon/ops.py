@@ -76,6 +76,7 @@ async def start_ops_endpoint(
             interval=settings.readiness_interval,
             connect_timeout=settings.connect_timeout,
             log=log,
+            errors=metrics.database_errors,
         )
         if database_url is not None
         else None

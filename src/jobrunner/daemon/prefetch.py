@@ -52,9 +52,9 @@ class PrefetchDepth:
             rate = min(rate, self._finished_since_claim / (now - self._last_claim_end))
         return min(self.ceiling, round(ROUND_TRIPS_AHEAD * rate * self._round_trip))
 
-    def finished(self) -> None:
-        """A job's handler returned (its slot is free)."""
-        self._finished_since_claim += 1
+    def finished(self, count: int = 1) -> None:
+        """`count` jobs' handlers returned (their slots are free)."""
+        self._finished_since_claim += count
 
     def claimed(self, started: float, ended: float) -> None:
         """A claim's round trip, from sending it to having its jobs."""

@@ -8,13 +8,13 @@ run on (the daemon's pool of three).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
-from jobrunner.daemon.backoff import RECONNECT_POLICY
+from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.database import connect_kwargs
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.migrate import discover_migration_sets, pending_migrations
@@ -23,7 +23,7 @@ from jobrunner.migrate import discover_migration_sets, pending_migrations
 CHECK_TIMEOUT = 2.0
 
 
-class ReadinessProbe:
+class ReadinessProbe(PeriodicService):
     def __init__(
         self,
         url: DatabaseUrl,
@@ -32,14 +32,15 @@ class ReadinessProbe:
         interval: float,
         connect_timeout: float,
         log: structlog.typing.FilteringBoundLogger,
+        errors: Counter | None = None,
         check_timeout: float = CHECK_TIMEOUT,
     ) -> None:
+        super().__init__("readiness", interval, log=log, errors=errors, run_at_start=True)
         self._url = url
         self._schema = schema
-        self._interval = interval
         self._connect_timeout = connect_timeout
         self._check_timeout = check_timeout
-        self._log = log
+        self._conn: asyncpg.Connection | None = None
         # the migrations this build ships do not change while it runs: found once (entry points
         # and files), not per check
         self._migration_sets = discover_migration_sets()
@@ -47,40 +48,35 @@ class ReadinessProbe:
         self.problem: str | None = "not checked yet"
         self.checks = 0
 
-    async def run(self) -> None:
-        """Check until cancelled; reconnect with the daemon's backoff after a failure."""
-        failures = 0
-        conn: asyncpg.Connection | None = None
+    async def run_once(self) -> None:
+        if self._conn is None:
+            self._conn = await asyncpg.connect(
+                **connect_kwargs(self._url, self._connect_timeout),
+                # asyncpg cancels a query that overruns it on the server too, so a check stuck
+                # behind a lock leaves no backend waiting behind it
+                command_timeout=self._check_timeout,
+            )
         try:
-            while True:
-                try:
-                    if conn is None:
-                        conn = await asyncpg.connect(
-                            **connect_kwargs(self._url, self._connect_timeout),
-                            # asyncpg cancels a query that overruns it on the server too, so a
-                            # check stuck behind a lock leaves no backend waiting behind it
-                            command_timeout=self._check_timeout,
-                        )
-                    missing = await pending_migrations(conn, self._schema, self._migration_sets)
-                except Exception as exc:
-                    self._report(f"database unreachable ({type(exc).__name__})")
-                    if conn is not None:
-                        await _close(conn, self._check_timeout)
-                        conn = None
-                    failures += 1
-                    await asyncio.sleep(RECONNECT_POLICY.delay_for(failures))
-                    continue
-                failures = 0
-                self._report(f"migrations pending: {', '.join(missing)}" if missing else None)
-                await asyncio.sleep(self._interval)
-        finally:
-            if conn is not None:
-                conn.terminate()
+            missing = await pending_migrations(self._conn, self._schema, self._migration_sets)
+        except Exception:
+            # a fresh connection next time: this one may be broken
+            conn, self._conn = self._conn, None
+            await _close(conn, self._check_timeout)
+            raise
+        self._report(f"migrations pending: {', '.join(missing)}" if missing else None)
+
+    def failed(self, exc: Exception) -> None:
+        self._report(f"database unreachable ({type(exc).__name__})")
+
+    async def stopped(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
 
     def _report(self, problem: str | None) -> None:
         # the first check finding all well is the expected start: not worth a line
         if problem != self.problem and (self.checks > 0 or problem is not None):
-            self._log.info("readiness changed", ready=problem is None, problem=problem)
+            self.log.info("readiness changed", ready=problem is None, problem=problem)
         self.checks += 1
         self.problem = problem
 

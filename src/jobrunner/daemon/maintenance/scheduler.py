@@ -5,16 +5,17 @@ ScheduleTable.fire); the loser updates nothing, so no leader is needed and any r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 from pydantic import ValidationError
 
-from jobrunner.daemon.backoff import RECONNECT_POLICY, sleep_unless
+from jobrunner.daemon.clock import Clock
+from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.schedules import Due, Schedule, ScheduleError, ScheduleTable, declared_schedules
 from jobrunner.settings import Settings
 
@@ -29,7 +30,7 @@ class Fired:
     late: bool
 
 
-class SchedulerService:
+class SchedulerService(PeriodicService):
     def __init__(
         self,
         pool: asyncpg.Pool | asyncpg.Connection,
@@ -39,16 +40,16 @@ class SchedulerService:
         *,
         interval: float = 1.0,
         misfire_grace: float = 60.0,
-        stopping: asyncio.Event | None = None,
         log: structlog.typing.FilteringBoundLogger | None = None,
+        errors: Counter | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        log = log or structlog.get_logger("jobrunner").bind(worker_id=holder)
+        super().__init__("scheduler", interval, log=log, errors=errors, clock=clock, run_at_start=True)
         self.table = ScheduleTable(pool, schema)
         self.declared = dict(declared)
         self._holder = holder
-        self._interval = interval
         self._grace = timedelta(seconds=misfire_grace)
-        self._stopping = stopping or asyncio.Event()
-        self._log = log or structlog.get_logger("jobrunner").bind(worker_id=holder)
         # (name, version) already warned about: one warning per change, not one per second
         self._warned: set[tuple[str, int]] = set()
         self.registered = False
@@ -59,8 +60,8 @@ class SchedulerService:
         pool: asyncpg.Pool,
         settings: Settings,
         holder: str,
-        stopping: asyncio.Event,
         log: structlog.typing.FilteringBoundLogger,
+        errors: Counter | None = None,
     ) -> SchedulerService:
         try:
             declared = declared_schedules(settings)
@@ -75,15 +76,15 @@ class SchedulerService:
             holder,
             interval=settings.schedule_interval,
             misfire_grace=settings.schedule_misfire_grace,
-            stopping=stopping,
             log=log,
+            errors=errors,
         )
 
     async def register(self, *, now: datetime | None = None) -> list[str]:
         """Write this replica's definitions: once, at start (the rule that avoids fights)."""
         written = await self.table.register(self.declared.values(), self._holder, now=now)
         for name in written:
-            self._log.info("schedule definition written", schedule=name, **self.declared[name].definition())
+            self.log.info("schedule definition written", schedule=name, **self.declared[name].definition())
         self.registered = True
         return written
 
@@ -99,7 +100,7 @@ class SchedulerService:
             except ValidationError as exc:
                 if (row.name, row.version) not in self._warned:
                     self._warned.add((row.name, row.version))
-                    self._log.error(
+                    self.log.error(
                         "schedule in the database cannot be run by this replica", schedule=row.name, error=str(exc)
                     )
                 continue
@@ -118,7 +119,7 @@ class SchedulerService:
         if mine is None or mine == schedule or (schedule.name, version) in self._warned:
             return
         self._warned.add((schedule.name, version))
-        self._log.warning(
+        self.log.warning(
             "this replica declares schedule differently from the database; following the database "
             "(the last replica to start wrote it)",
             schedule=schedule.name,
@@ -128,9 +129,9 @@ class SchedulerService:
 
     def _log_fired(self, schedule: Schedule, due: Due, job_id: int | None) -> None:
         if job_id is None:
-            self._log.info("missed schedule tick skipped", schedule=schedule.name, tick=due.tick.isoformat())
+            self.log.info("missed schedule tick skipped", schedule=schedule.name, tick=due.tick.isoformat())
         else:
-            self._log.info(
+            self.log.info(
                 "schedule tick enqueued",
                 schedule=schedule.name,
                 tick=due.tick.isoformat(),
@@ -139,17 +140,7 @@ class SchedulerService:
                 late=due.late,
             )
 
-    async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                if not self.registered:
-                    await self.register()
-                await self.enqueue_due()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                self._log.warning("scheduling failed, will retry", error=repr(exc))
-            delay = RECONNECT_POLICY.delay_for(failures) if failures else self._interval
-            if await sleep_unless(self._stopping, delay):
-                break
+    async def run_once(self) -> None:
+        if not self.registered:
+            await self.register()
+        await self.enqueue_due()
