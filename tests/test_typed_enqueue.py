@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 from uuid import UUID
@@ -150,7 +150,7 @@ async def test_a_handler_enqueues_a_typed_follow_up_that_the_daemon_runs(
 def test_the_enqueue_options_are_defined_once() -> None:
     # NewJob holds each option's default; EnqueueOptions types the keywords of every entry point
     assert [f.name for f in fields(NewJob)] == ["job_type", "payload", *EnqueueOptions.__annotations__]
-    entry_points = [
+    entry_points: list[Callable[..., Any]] = [
         AsyncClient.enqueue,
         Client.enqueue,
         JobContext.enqueue,
