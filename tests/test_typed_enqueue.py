@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 from uuid import UUID
@@ -152,7 +152,7 @@ def test_the_enqueue_options_are_defined_once() -> None:
     # its own row); EnqueueOptions types the keywords of every entry point
     flow_options = ["depends_on", "on_parent_failure"]
     assert [f.name for f in fields(NewJob)] + flow_options == ["job_type", "payload", *EnqueueOptions.__annotations__]
-    entry_points = [
+    entry_points: list[Callable[..., Any]] = [
         AsyncClient.enqueue,
         Client.enqueue,
         JobContext.enqueue,

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from jobrunner import GlobalLimits, JobContext, PermanentError, RetryLater, UpstreamRateLimited, handler
 from jobrunner_handlers.deferred_import import import_off_loop
 from jobrunner_handlers.queries import sql
+from jobrunner_handlers.recommendations import RecommendationsPayload, generate_recommendations
 from jobrunner_handlers.settings import AppSettings, app_settings, openai_startup_check
 from jobrunner_handlers.storage import StorageClient, check_object_path
 
@@ -435,9 +436,9 @@ async def analyze_image(ctx: JobContext[AnalyzePayload]) -> dict[str, Any]:
             # an earlier attempt of this job committed all of this already
             analysis_id = await tx.fetchval(sql(f"{kind}_analysis_of_job"), ctx.job.id, created_at)
         else:
-            follow_up = await ctx.enqueue(
-                "generate_recommendations",
-                {"user_id": str(user_id)},
+            follow_up = await generate_recommendations.enqueue(
+                ctx,
+                RecommendationsPayload(user_id=user_id),
                 connection=tx,
                 concurrency_key=str(user_id),
             )

@@ -328,9 +328,9 @@ async def send_notification(ctx: JobContext[NotificationPayload]) -> dict[str, A
     tickets_total = sum(row["tickets"] for row in count_rows)
     receipts_job: int | None = None
     if tickets_total:
-        receipts_job = await ctx.enqueue(
-            "check_push_receipts",
-            {"job_id": job_id},
+        receipts_job = await check_push_receipts.enqueue(
+            ctx,
+            ReceiptsPayload(job_id=job_id),
             delay=settings.expo_receipts_delay_seconds,
             dedupe_key=f"check_push_receipts:{job_id}",
         )
@@ -396,9 +396,9 @@ async def check_push_receipts(ctx: JobContext[ReceiptsPayload]) -> dict[str, Any
     again: int | None = None
     if not_ready and ctx.payload.round < MAX_RECEIPT_ROUNDS:
         next_round = ctx.payload.round + 1
-        again = await ctx.enqueue(
-            "check_push_receipts",
-            {"job_id": job_id, "round": next_round},
+        again = await check_push_receipts.enqueue(
+            ctx,
+            ReceiptsPayload(job_id=job_id, round=next_round),
             delay=settings.expo_receipts_delay_seconds,
             dedupe_key=f"check_push_receipts:{job_id}:{next_round}",
         )

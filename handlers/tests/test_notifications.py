@@ -88,7 +88,7 @@ async def test_250_tokens_go_in_batches_of_100_each_token_once(
         "SELECT payload, dedupe_key, extract(epoch FROM scheduled_at - now()) AS delay FROM background_jobs "
         "WHERE job_type = 'check_push_receipts'"
     )
-    assert json.loads(receipts["payload"]) == {"job_id": job["id"]}
+    assert json.loads(receipts["payload"]) == {"job_id": job["id"], "round": 1}
     assert 890 < receipts["delay"] <= 900
 
 
