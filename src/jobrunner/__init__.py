@@ -1,9 +1,10 @@
 """jobrunner: a Postgres-native background-job daemon."""
 
+from jobrunner.blocking import BlockingCallCancelled, BlockingContext, raise_if_cancelled
 from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
 from jobrunner.context import JobContext
 from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
-from jobrunner.handler import Handler, handler
+from jobrunner.handler import Handler, blocking_handler, handler
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.migrate import MigrationSet
@@ -16,6 +17,8 @@ from jobrunner.settings import Settings
 
 __all__ = [
     "AsyncClient",
+    "BlockingCallCancelled",
+    "BlockingContext",
     "Client",
     "GlobalLimits",
     "Handler",
@@ -35,7 +38,9 @@ __all__ = [
     "Schedule",
     "Settings",
     "UpstreamRateLimited",
+    "blocking_handler",
     "handler",
     "load_queries",
+    "raise_if_cancelled",
     "register_secret",
 ]

@@ -287,6 +287,24 @@ class Settings(BaseSettings):
             " may take to stop before the daemon stops waiting for it and settles its job without it."
         ),
     )
+    blocking_threads: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description=(
+            "Threads for blocking handler code (@blocking_handler(runs_in='thread'), ctx.run_in_thread):"
+            " calls beyond it wait their turn. A call whose job stopped waiting holds its thread until it returns."
+        ),
+    )
+    blocking_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "Worker processes for CPU-bound handler code (@blocking_handler(runs_in='process'),"
+            " ctx.run_in_process), started with the first such call. Default: the number of CPUs."
+        ),
+    )
     max_abandoned_handlers: int | None = Field(
         default=None,
         ge=1,

@@ -24,7 +24,7 @@ import structlog
 from pydantic import ValidationError
 
 from jobrunner.client import AsyncClient
-from jobrunner.context import JobContext
+from jobrunner.context import BlockingRunner, JobContext
 from jobrunner.daemon.deadlines import Deadlines
 from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter
 from jobrunner.error_reporting import report_job_error
@@ -94,8 +94,10 @@ class AttemptRunner:
         store: JobStore | None = None,
         settings: Settings | None = None,
         on_timeout: Callable[[asyncio.Task[Any]], object] | None = None,
+        blocking: BlockingRunner | None = None,
     ) -> None:
         self._settings = settings
+        self._blocking = blocking
         self._store = store
         self._usage_sink = usage_sink
         self._registry = registry
@@ -127,7 +129,15 @@ class AttemptRunner:
         except PermanentError as exc:
             return self._failed(job, str(exc), self._job_log(job))
         context: JobContext[Any] = JobContext(
-            job, payload, self._log, self._pool, self._client, self._usage_sink, self._store, self._settings
+            job,
+            payload,
+            self._log,
+            self._pool,
+            self._client,
+            self._usage_sink,
+            self._store,
+            self._settings,
+            self._blocking,
         )
         limit = self._type_limits.get(job.job_type)
         if limit is None:

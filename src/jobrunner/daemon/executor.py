@@ -21,6 +21,7 @@ import structlog
 
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.attempt import AttemptRunner
+from jobrunner.daemon.blocking_pools import BlockingPools
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.in_flight import HeldJob, InFlight, StopReason
 from jobrunner.daemon.outcomes import Cancelled, Outcome, Released
@@ -47,6 +48,7 @@ class Executor:
         stopping: asyncio.Event,
         usage_sink: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        self.blocking = BlockingPools(settings.blocking_threads, settings.blocking_processes, log)
         self.attempts = AttemptRunner(
             handlers,
             handler_pool,
@@ -57,6 +59,7 @@ class Executor:
             store,
             settings,
             on_timeout=self._on_timeout,
+            blocking=self.blocking,
         )
         self._in_flight = in_flight
         self._completer = completer
@@ -221,6 +224,8 @@ class Executor:
             await asyncio.wait([held.task for held in leftover if held.task is not None], timeout=self._cancel_grace)
             for held in leftover:
                 self._leave_behind(held)
+        # every job is settled or left behind: no call in the blocking pools is waited for now
+        self.blocking.close()
         return len(leftover)
 
     def _on_timeout(self, task: asyncio.Task[object]) -> None:
