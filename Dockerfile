@@ -19,7 +19,7 @@ WORKDIR /src
 # hatchling builds the wheel from these; sql/ goes into it as jobrunner/sql (pyproject
 # force-include), so the final stage needs nothing from the source tree.
 COPY pyproject.toml README.md ./
-# the dependencies of both exactly as locked, with hashes (README, "Updating dependencies"); then
+# the dependencies of both exactly as locked, with hashes (docs/development/dependencies.md); then
 # jobrunner and the plugin themselves with --no-deps, so nothing unpinned can slip in
 COPY requirements/lock-app.txt ./requirements/lock-app.txt
 RUN /opt/jobrunner/.venv/bin/pip install --no-cache-dir --require-hashes -r requirements/lock-app.txt
@@ -41,7 +41,7 @@ ENV PATH=/opt/jobrunner/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     JOBRUNNER_LOG_FORMAT=json \
     JOBRUNNER_HTTP_HOST=0.0.0.0
-# Configuration comes from the environment (README, "Configuration"); DATABASE_URL is required
+# Configuration comes from the environment (docs/reference/settings.md); DATABASE_URL is required
 # here: unset, jobrunner would try to start its embedded PostgreSQL, which is for demos.
 USER 10001:10001
 
@@ -50,7 +50,7 @@ USER 10001:10001
 # Give `docker stop -t` / Kubernetes terminationGracePeriodSeconds at least grace + 40 s.
 STOPSIGNAL SIGTERM
 
-# /metrics, /healthz and /readyz (README, "Metrics and health"). The daemon binds 127.0.0.1 by
+# /metrics, /healthz and /readyz (docs/reference/metrics.md). The daemon binds 127.0.0.1 by
 # default; inside a container that would hide /metrics from Prometheus, hence HTTP_HOST above.
 # The endpoint is unauthenticated (no job data, bounded, but on the loop that runs the jobs):
 # publish it only to the scraper, e.g. `-p 127.0.0.1:9108:9108` or a monitoring-only network,

@@ -7,6 +7,11 @@ the queue's objects.
 
 The server: DATABASE_URL when set, else PostgreSQL on 127.0.0.1:5432 when one answers, else the
 embedded server (the same one `jobrunner demo` uses). Never a mock.
+
+The layers: a test that asks for no database fixture (none that needs `admin_url`) is marked
+`unit` unless it runs daemon processes (marked `process` by hand), one that does `database`,
+and the deploy-file checks `deploy` as well, so `pytest -m unit` runs in seconds without
+PostgreSQL and `pytest` runs everything.
 """
 
 from __future__ import annotations
@@ -32,6 +37,25 @@ LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 # would enqueue one into a test's database. Tests of schedules declare their own. Child daemons
 # inherit this.
 os.environ.setdefault("JOBRUNNER_PLUGIN_SCHEDULES", "false")
+# Likewise the app plugin's metric sampler: a `jobrunner run` child would query the app's tables.
+# Tests of samplers pass theirs to the Daemon.
+os.environ.setdefault("JOBRUNNER_PLUGIN_SAMPLERS", "false")
+
+
+# modules that check the deploy files (Prometheus rules with promtool, Grafana, systemd, the
+# container and Kubernetes manifests)
+DEPLOY_MODULES = {"test_alert_rules", "test_dashboard", "test_deploy_files", "test_systemd"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs_database = "admin_url" in getattr(item, "fixturenames", ())
+        if needs_database:
+            item.add_marker(pytest.mark.database)
+        elif item.get_closest_marker("process") is None:
+            item.add_marker(pytest.mark.unit)
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in DEPLOY_MODULES:
+            item.add_marker(pytest.mark.deploy)
 
 
 async def _answers(url: str) -> bool:

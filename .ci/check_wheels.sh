@@ -71,6 +71,8 @@ assert any(n.startswith("jobrunner_handlers/migrations/") for n in sql), "the pl
 assert "jobrunner_handlers/sql/queries.sql" in sql, "the plugin wheel lacks its named SQL"
 assert any(n.startswith("jobrunner_handlers/functions/") for n in sql), "the plugin wheel lacks its function files"
 assert any(n.startswith("jobrunner/sql/functions/") for n in core), "the core wheel lacks its function files"
+for asset in ("templates/base.html", "static/htmx.min.js", "static/sse.min.js", "static/dashboard.js"):
+    assert f"jobrunner/dashboard/{asset}" in core, f"the core wheel lacks the dashboard's {asset}"
 print(f"core wheel: {len(core)} files; plugin wheel: {len(app)} files, its SQL:")
 print("\n".join(f"  {n}" for n in sql))
 EOF
@@ -87,9 +89,19 @@ from importlib.metadata import entry_points
 
 present = [m for m in ("jobrunner_handlers", "openai", "PIL", "tenacity", "httpx", "sentry_sdk") if importlib.util.find_spec(m)]
 assert not present, f"the core alone installed {present}"
-for group in ("jobrunner.handlers", "jobrunner.schedules", "jobrunner.migrations"):
+for group in ("jobrunner.handlers", "jobrunner.schedules", "jobrunner.migrations", "jobrunner.samplers", "jobrunner.settings"):
     assert not list(entry_points(group=group)), f"something registers in {group} with the core alone"
+# the web dashboard is an extra: without it, no web stack, and the command says what to install
+web = [m for m in ("starlette", "jinja2", "uvicorn") if importlib.util.find_spec(m)]
+assert not web, f"the core alone installed {web}"
 EOF
+if dashboard_out="$("$venv/bin/jobrunner" dashboard 2>&1)"; then
+    fail "jobrunner dashboard ran without the dashboard extra"
+fi
+case "$dashboard_out" in
+    *"jobrunner[dashboard]"*) ;;
+    *) fail "jobrunner dashboard without its extra said: $dashboard_out" ;;
+esac
 
 admin create
 created=1

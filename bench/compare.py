@@ -7,8 +7,10 @@ idle pick-up) plus drains by 1, 2 and 4 real daemon processes (`python -m jobrun
 --burst`); the peers' from bench/peers/*_bench.py, run with bench/.venv-peers/bin/python (the
 virtualenv is created here on first run from bench/requirements-peers.txt, and rebuilt when
 that file changes). Medians of --repeat runs; every drain is verified by a SQL count in the
-system's own tables. Prints a table with ratios (jobrunner ÷ peer), writes
-bench/results/compare-<timestamp>.json and bench/results/compare.png. See bench/README.md.
+system's own tables. Prints a table with ratios (jobrunner ÷ peer), then bench/side_by_side.py's
+table (jobrunner, jobrunner with the app plugin, the bare SKIP LOCKED loop, the best peer, each
+÷ the bare loop), writes bench/results/compare-<timestamp>.json and bench/results/compare.png.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bench.run import (
     median_run,
     server_url,
 )
+from bench.side_by_side import SideBySideConfig, print_side_by_side, side_by_side_on
 from jobrunner import NewJob
 from jobrunner.client import AsyncClient
 from jobrunner.logs import configure_logging
@@ -166,6 +169,7 @@ async def replicas_run(server: str, jobs: int, concurrency: int, replicas: int) 
             FROM background_jobs WHERE job_type = 'noop'
             """
         )
+        assert row is not None  # an aggregate returns one row
     finally:
         await conn.close()
         for p in processes:
@@ -204,6 +208,22 @@ def summarize(system: dict[str, Any]) -> dict[str, Any]:
         "enqueue_bulk_per_second": round(statistics.median(bulk)),
         "pickup_p50_ms": system["pickup"]["p50_ms"],
         "pickup_p99_ms": system["pickup"]["p99_ms"],
+        # the peers' enqueue call → handler start (bench.latency.sample_from_enqueue_call);
+        # jobrunner's is in the side-by-side report
+        "pickup_from_call": system.get("pickup_from_call"),
+    }
+
+
+def peers_for_side_by_side(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The peers' figures in the shape of a side-by-side summary (bench.side_by_side)."""
+    return {
+        name: {
+            "drain_jobs_per_second": s["drain_jobs_per_second"],
+            "cpu_us_per_job": s["cpu_us_per_job"],
+            "pickup": s["pickup_from_call"] or {},
+        }
+        for name, s in report["systems"].items()
+        if name != "jobrunner"
     }
 
 
@@ -253,6 +273,7 @@ def print_table(report: dict[str, Any]) -> None:
         ratios = "".join(f"{_ratio(values[0], v, lower):>17}" for v in values[1:])
         print(f"{label:<30}{cells}{ratios}")
     print("(ratio = jobrunner ÷ peer; ↓: lower is better, so below 1 favours jobrunner)")
+    print("(pick-up here: commit → handler start, bench.latency.sample_pickups; the side-by-side table has both spans)")
     replicas = report.get("replicas") or []
     if replicas:
         each = replicas[0]["concurrency_each"]
@@ -275,6 +296,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         machine = await machine_report(server)  # with the load average before the first run
         raw: dict[str, Any] = {"jobrunner": await jobrunner_report(server, args)}
+        side_by_side = None
+        if args.side_by_side:
+            side_by_side = await side_by_side_on(
+                server,
+                SideBySideConfig(
+                    jobs=args.jobs, concurrency=tuple(args.concurrency), rounds=args.repeat, samples=args.samples
+                ),
+            )
         for name in args.peers:
             print(f"running {name} …", file=sys.stderr)
             raw[name] = await asyncio.to_thread(run_peer, name, server, args)
@@ -297,6 +326,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             },
             "systems": {name: summarize(system) for name, system in raw.items()},
             "replicas": replicas,
+            "side_by_side": side_by_side,
             "raw": raw,
         }
     finally:
@@ -318,6 +348,12 @@ def main() -> int:
     parser.add_argument("--peers", type=lambda s: [x for x in s.split(",") if x], default=list(PEER_SCRIPTS))
     parser.add_argument("--replicas", type=_ints, default=[1, 2, 4], help="daemon processes (empty: skip)")
     parser.add_argument("--replica-concurrency", type=int, default=100)
+    parser.add_argument(
+        "--side-by-side",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="jobrunner, with the app plugin, with 10 limits, and the bare loop in rounds (bench.side_by_side)",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
     unknown = set(args.peers) - set(PEER_SCRIPTS)
@@ -328,6 +364,8 @@ def main() -> int:
     peers_python = ensure_peers_venv()
     report = asyncio.run(main_async(args))
     print_table(report)
+    if report["side_by_side"]:
+        print_side_by_side(report["side_by_side"], peers_for_side_by_side(report))
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path = args.results / f"compare-{stamp}.json"

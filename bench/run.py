@@ -16,7 +16,10 @@ Workloads (each on a fresh database `jobrunner_bench`):
 - enqueue: one by one (AsyncClient.enqueue, one commit each) against a bare INSERT, and bulk
   (enqueue_many, one statement).
 - idle pick-up latency: a daemon waits idle; a job is INSERTed and committed; the time until
-  its handler starts.
+  its handler starts (the narrower span: from the commit's return, not from the enqueue call).
+- side by side (bench/side_by_side.py, --no-side-by-side leaves it out): jobrunner, jobrunner
+  with every installed handler plugin, with 10 limited types declared, and a bare SKIP LOCKED
+  loop, in rounds: drains, pick-up from the enqueue call, each ÷ the bare loop.
 The database server is whatever DATABASE_URL names, else 127.0.0.1:5432, else the embedded one.
 """
 
@@ -50,8 +53,7 @@ from jobrunner.logs import configure_logging
 from jobrunner.migrate import migrate
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.sql_files import Queries
-from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES
+from jobrunner.store import JobStore
 
 BENCH_DB = "jobrunner_bench"
 _pickups: dict[int, float] = {}
@@ -224,14 +226,14 @@ async def claim_cost(conn: asyncpg.Connection, batch: int = CLAIM_PROBE_BATCH) -
     stands: its own statement, each in a transaction that is rolled back, so nothing is claimed
     and no commit is timed (the probes re-claim the same jobs; their aborted row versions are a
     few thousand beside the table's rows)."""
-    query = Queries("public").claim_batch
+    store = JobStore(conn, "public")
     times: list[float] = []
     for probe in range(CLAIM_PROBES + 1):
         transaction = conn.transaction()
         await transaction.start()
         try:
             started = time.perf_counter()
-            rows = await conn.fetch(query, ["default"], "claim-probe", batch, 60.0, [], DEFAULT_CLAIM_MAX_BYTES)
+            rows = await store.claim_batch(["default"], "claim-probe", batch, 60.0)
             elapsed = time.perf_counter() - started
         finally:
             await transaction.rollback()
@@ -396,6 +398,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 report["drain_with_backlog"].append(median_run(runs))
         report["enqueue"] = await bench_enqueue(url, args.single, args.bulk)
         report["pickup"] = await bench_pickup(url, args.samples)
+        if args.side_by_side:
+            # imported here: bench.side_by_side imports this module
+            from bench.side_by_side import SideBySideConfig, side_by_side_on
+
+            config = SideBySideConfig(args.jobs, tuple(args.concurrency), args.repeat, args.samples)
+            report["side_by_side"] = await side_by_side_on(server, config)
         if args.history:
             report["history_rows"] = args.history
             report["history_insert_seconds"] = round(await add_history(url, args.history), 1)
@@ -455,7 +463,14 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nenqueue one by one: {client:,}/s via AsyncClient, {bare:,}/s bare INSERT (ratio {client / bare:.2f})")
     print(f"enqueue bulk: {e['bulk_per_second']:,}/s ({e['bulk_rows']:,} rows in one call)")
     p = report["pickup"]
-    print(f"idle pick-up latency: p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms over {p['samples']} jobs")
+    print(
+        f"idle pick-up latency, commit → handler start (INSERT in the daemon's process): "
+        f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms over {p['samples']} jobs"
+    )
+    if report.get("side_by_side"):
+        from bench.side_by_side import print_side_by_side
+
+        print_side_by_side(report["side_by_side"])
 
 
 def main() -> int:
@@ -483,6 +498,12 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument(
+        "--side-by-side",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="jobrunner, with the app plugin, with 10 limits, and the bare loop in rounds (bench.side_by_side)",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     args = parser.parse_args()
     configure_logging("json", "info")

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from jobrunner.daemon.daemon import Daemon
 from jobrunner.dsn import parse_database_url
 from jobrunner.handler import Handler
 from jobrunner.registry import HandlerRegistry
+from jobrunner.samplers import Sampler
 from jobrunner.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +54,16 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_daemon(
-    db_url: str, handlers: Iterable[Handler], *, burst: bool = False, **overrides: Any
+    db_url: str,
+    handlers: Iterable[Handler],
+    *,
+    burst: bool = False,
+    samplers: Sequence[Sampler] = (),
+    **overrides: Any,
 ) -> AsyncIterator[Daemon]:
     """A real Daemon in this event loop; stopped (and awaited) on exit."""
     settings = make_settings(db_url, **overrides)
-    daemon = Daemon(settings, HandlerRegistry(handlers), parse_database_url(db_url), burst=burst)
+    daemon = Daemon(settings, HandlerRegistry(handlers), parse_database_url(db_url), burst=burst, samplers=samplers)
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED, timeout=30)
@@ -91,10 +97,11 @@ async def job_row(conn: asyncpg.Connection, job_id: int) -> Mapping[str, Any]:
 
 
 def jobrunner_process(
-    db_url: str, *args: str, env: Mapping[str, str] | None = None, **popen: Any
+    db_url: str, *args: str, env: Mapping[str, str | None] | None = None, **popen: Any
 ) -> subprocess.Popen[bytes]:
-    """`python -m jobrunner ARGS` as a real child process against db_url."""
-    full_env = {
+    """`python -m jobrunner ARGS` as a real child process against db_url; a variable given as
+    None in `env` is left out of the child's environment."""
+    full_env: dict[str, str | None] = {
         **os.environ,
         "DATABASE_URL": db_url,
         "PYTHONPATH": str(REPO_ROOT),
@@ -104,7 +111,8 @@ def jobrunner_process(
         "JOBRUNNER_HTTP_PORT": "0",
         **(env or {}),
     }
-    return subprocess.Popen([sys.executable, "-m", "jobrunner", *args], env=full_env, cwd=REPO_ROOT, **popen)
+    child_env = {name: value for name, value in full_env.items() if value is not None}
+    return subprocess.Popen([sys.executable, "-m", "jobrunner", *args], env=child_env, cwd=REPO_ROOT, **popen)
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "condition") -> None:

@@ -476,6 +476,7 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_POOL_IDLE_TIMEOUT": ("0", "greater than 0"),
     "JOBRUNNER_HTTP_ENABLED": ("sometimes", "valid boolean"),
     "JOBRUNNER_PLUGIN_SCHEDULES": ("maybe", "valid boolean"),
+    "JOBRUNNER_PLUGIN_SAMPLERS": ("maybe", "valid boolean"),
     "JOBRUNNER_HTTP_PORT": ("70000", "less than or equal to 65535"),
     "JOBRUNNER_SAMPLE_INTERVAL": ("0", "greater than 0"),
     "JOBRUNNER_HTTP_MAX_CONNECTIONS": ("0", "greater than or equal to 1"),
@@ -490,6 +491,14 @@ INVALID_SETTINGS: dict[str, tuple[str, str]] = {
     "JOBRUNNER_NOTIFY_MIN_INTERVAL": ("11", "less than or equal to 10"),
     "JOBRUNNER_CANCEL_GRACE": ("0", "greater than 0"),
     "JOBRUNNER_MAX_ABANDONED_HANDLERS": ("0", "greater than or equal to 1"),
+    "JOBRUNNER_DASHBOARD_PORT": ("70000", "less than or equal to 65535"),
+    "JOBRUNNER_DASHBOARD_USERS": ('{"ops": {"password": "short", "role": "admin"}}', "at least 8 characters"),
+    "JOBRUNNER_DASHBOARD_TOKEN": ("short", "at least 16 characters"),
+    "JOBRUNNER_DASHBOARD_READ_TOKEN": ("short", "at least 16 characters"),
+    "JOBRUNNER_DASHBOARD_REDACT_KEYS": ("[1", "Expecting"),
+    "JOBRUNNER_DASHBOARD_REFRESH_INTERVAL": ("0.1", "greater than or equal to 0.2"),
+    "JOBRUNNER_DASHBOARD_BULK_BATCH": ("0", "greater than or equal to 1"),
+    "JOBRUNNER_DASHBOARD_POOL_SIZE": ("0", "greater than or equal to 1"),
 }
 
 
@@ -518,7 +527,7 @@ def test_an_invalid_setting_names_the_variable_and_what_it_accepts(
 def test_every_setting_has_an_invalid_value_case() -> None:
     """A new setting needs a line in INVALID_SETTINGS (or in the known gaps below)."""
     gaps = {"database_url", "listen_database_url", "worker_id", "http_host", "schedules_file", "sentry_dsn"}
-    gaps |= {"sentry_environment", "embedded_data_dir", "pool_max_size"}
+    gaps |= {"sentry_environment", "embedded_data_dir", "pool_max_size", "dashboard_host"}
     covered = {v.removeprefix("JOBRUNNER_").lower() for v in INVALID_SETTINGS} - {"schema"} | {"schema_name"}
     assert set(Settings.model_fields) == covered | gaps
 

@@ -1,4 +1,4 @@
-"""Every claim query returns the columns Job.from_claim_row expects, in its field order: the
+"""The claim returns the columns Job.from_claim_row expects, in its field order: the
 job built from a claimed row has each value where it belongs."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from jobrunner import AsyncClient, GlobalLimits
+from jobrunner import AsyncClient, GlobalLimits, QueueLimits
 from jobrunner.job import Job
-from jobrunner.store import JobStore
+from jobrunner.store import ClaimPlan, JobStore, LimitedType
 
 QUEUE = "rows"
 
@@ -19,22 +19,19 @@ QUEUE = "rows"
 async def claim(store: JobStore, path: str) -> list[Job]:
     if path == "fast":
         return await store.claim_batch([QUEUE], "w", 10, 30.0)
-    if path == "one type":
-        return await store.claim_batch([QUEUE], "w", 10, 30.0, only_type="distinct")
-    return await store.claim_within_limits(
-        [QUEUE],
-        "w",
-        10,
-        30.0,
-        job_type="distinct",
-        skip_types=["distinct"],
-        type_limits=GlobalLimits(max_running=5),
-        queue=None,
-        queue_limits=None,
-    )
+    if path == "limited queue":
+        plan = ClaimPlan([], 10, limited_limit=10, limited_queues={QUEUE: QueueLimits(max_running=5)})
+        return (await store.claim("w", 30.0, plan)).limited
+    room, limits = {
+        "one type": (10, None),
+        "within limits": (None, GlobalLimits(max_running=5)),
+        "per key": (None, GlobalLimits(per_key_max_running=2)),
+    }[path]
+    plan = ClaimPlan([QUEUE], 10, limited_limit=10, limited_types=[LimitedType("distinct", room, limits)])
+    return (await store.claim("w", 30.0, plan)).limited
 
 
-@pytest.mark.parametrize("path", ["fast", "one type", "within limits"])
+@pytest.mark.parametrize("path", ["fast", "one type", "within limits", "per key", "limited queue"])
 async def test_a_claimed_row_fills_every_field_of_the_job(conn: asyncpg.Connection, path: str) -> None:
     # every value distinct from the others of its type, so a swapped pair of columns shows
     job_id = await AsyncClient(conn).enqueue(

@@ -39,7 +39,7 @@ async def test_enqueue_returns_the_id_with_the_defaults(pool: asyncpg.Pool, conn
     assert before <= row["scheduled_at"] <= await conn.fetchval("SELECT clock_timestamp()")
     record = await client.get(job_id)
     assert record is not None
-    assert (record.id, record.status, json.loads(record.payload)) == (job_id, "pending", {"to": "a@example.com"})
+    assert (record.id, record.status, record.payload) == (job_id, "pending", {"to": "a@example.com"})
     assert await client.get(job_id + 1000) is None
 
 
@@ -102,6 +102,47 @@ async def test_enqueue_many_ten_thousand_in_one_call(pool: asyncpg.Pool, conn: a
     assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE job_type = 'bulk'") == 10_000
     assert await conn.fetchval("SELECT sum((payload->>'n')::int) FROM background_jobs") == sum(range(10_000))
     assert await client.enqueue_many([]) == []
+
+
+async def test_enqueue_many_stores_each_jobs_options_and_returns_ids_in_order(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    # a column every job of a batch leaves at its default is sent as NULL: batches where none,
+    # one or all of the jobs set an option must store the same as one job at a time
+    client = AsyncClient(pool)
+    run_at = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    option_sets: list[dict[str, Any]] = [
+        {},
+        {"queue": "q2"},
+        {"priority": -4},
+        {"run_at": run_at},
+        {"max_attempts": 1},
+        {"dedupe_key": "d1"},
+        {"concurrency_key": "user:1"},
+        {"queue": "q3", "priority": 7, "max_attempts": 9, "dedupe_key": "d2", "concurrency_key": "user:2"},
+    ]
+    batches = [
+        [NewJob("plain", {"n": n}) for n in range(3)],
+        *([NewJob("mixed", {"n": 0}), NewJob("mixed", {"n": 1}, **options)] for options in option_sets),
+        [NewJob("all", {"n": n}, **option_sets[-1] | {"dedupe_key": f"all{n}"}) for n in range(3)],
+    ]
+    for jobs in batches:
+        ids = await client.enqueue_many(jobs)
+        assert len(ids) == len(jobs)
+        for job_id, job in zip(ids, jobs, strict=True):
+            row = await job_row(conn, job_id)
+            assert json.loads(row["payload"]) == job.payload
+            assert (row["job_type"], row["queue"], row["priority"], row["max_attempts"]) == (
+                job.job_type,
+                job.queue,
+                job.priority,
+                job.max_attempts,
+            )
+            assert (row["dedupe_key"], row["concurrency_key"]) == (job.dedupe_key, job.concurrency_key)
+            if job.run_at is not None:
+                assert row["scheduled_at"] == job.run_at
+            else:
+                assert row["scheduled_at"] <= await conn.fetchval("SELECT now()")
 
 
 async def test_enqueue_many_skips_live_dedupe_keys(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
@@ -230,6 +271,29 @@ async def test_cancel_a_pending_job_and_retry_a_dead_one(pool: asyncpg.Pool, con
     assert (await job_row(conn, pending))["status"] == "pending"
 
 
+JSON_COLUMNS = {"payload": {"n": [1, 2.5, None, "é"]}, "result": [{"ok": True}], "progress": 0.25}
+
+
+async def test_a_record_holds_its_json_columns_as_python_values(conn: asyncpg.Connection, db_url: str) -> None:
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, status, attempts, result, progress, finished_at)"
+        " VALUES ('report', $1::jsonb, 'completed', 1, $2::jsonb, $3::jsonb, now()) RETURNING id",
+        *(json.dumps(value) for value in JSON_COLUMNS.values()),
+    )
+    bare = await conn.fetchval("INSERT INTO background_jobs (job_type) VALUES ('report') RETURNING id")
+    record = await AsyncClient(conn).get(job_id)
+    with psycopg.connect(db_url) as pg:
+        sync_record = Client(pg).get(job_id)
+        sync_bare = Client(pg).get(bare)
+    async_bare = await AsyncClient(conn).get(bare)
+    for got in (record, sync_record):
+        assert got is not None
+        assert (got.payload, got.result, got.progress) == tuple(JSON_COLUMNS.values())
+    for got in (async_bare, sync_bare):
+        assert got is not None
+        assert (got.payload, got.result, got.progress) == ({}, None, None)
+
+
 # -- Client (psycopg 3) --------------------------------------------------------------------
 
 
@@ -242,7 +306,7 @@ def test_sync_enqueue_with_defaults_and_options(pg: psycopg.Connection[Any]) -> 
     record = client.get(job_id)
     assert record is not None
     assert (record.queue, record.priority, record.max_attempts, record.status) == ("default", 0, 5, "pending")
-    assert json.loads(record.payload) == {"to": "b@example.com"}
+    assert record.payload == {"to": "b@example.com"}
     record = client.get(later)
     assert record is not None
     assert (record.queue, record.priority, record.scheduled_at) == ("mail", 7, run_at)
@@ -303,7 +367,7 @@ def test_sync_payload_with_a_percent_sign(pg: psycopg.Connection[Any]) -> None:
     job_id = client.enqueue("fmt", {"template": "100% of %(name)s and %s"})
     record = client.get(job_id)
     assert record is not None
-    assert json.loads(record.payload) == {"template": "100% of %(name)s and %s"}
+    assert record.payload == {"template": "100% of %(name)s and %s"}
 
 
 # -- SQL: the function and plain INSERT ----------------------------------------------------
@@ -329,7 +393,7 @@ async def test_enqueue_job_function_with_named_arguments(conn: asyncpg.Connectio
     row = await job_row(conn, minimal)
     assert (json.loads(row["payload"]), row["queue"], row["priority"], row["status"]) == ({}, "default", 0, "pending")
     nulls = await conn.fetchval(
-        "SELECT enqueue_job(job_type => 'rpc', payload => NULL, queue => NULL, priority => NULL, max_attempts => NULL)"
+        "SELECT enqueue_job(job_type => 'rpc', queue => NULL, priority => NULL, max_attempts => NULL)"
     )
     row = await job_row(conn, nulls)
     assert (json.loads(row["payload"]), row["queue"], row["priority"], row["max_attempts"]) == ({}, "default", 0, 5)
@@ -340,6 +404,25 @@ async def test_enqueue_job_function_with_named_arguments(conn: asyncpg.Connectio
 async def test_enqueue_job_function_rejects_a_non_object_payload(conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="payload_check"):
         await conn.fetchval("SELECT enqueue_job('rpc', '[1, 2]'::jsonb)")
+    assert await conn.fetchval(COUNT) == 0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT enqueue_job('rpc', NULL)",
+        "SELECT enqueue_job(job_type => 'rpc', payload => NULL)",
+        "SELECT enqueue_jobs(ARRAY['rpc', 'rpc'], ARRAY['{}', NULL]::jsonb[], ARRAY['default', 'default'],"
+        " ARRAY[0, 0], ARRAY[NULL, NULL]::timestamptz[], ARRAY[5, 5], ARRAY[NULL, NULL]::text[],"
+        " ARRAY[NULL, NULL]::text[])",
+    ],
+    ids=["positional", "named", "bulk"],
+)
+async def test_enqueue_functions_refuse_a_null_payload(conn: asyncpg.Connection, call: str) -> None:
+    # a NULL (a missing value in the caller's code) is not the empty object: leaving the argument
+    # out is how to ask for {}
+    with pytest.raises(asyncpg.NullValueNotAllowedError, match="payload must be a JSON object, not NULL"):
+        await conn.fetchval(call)
     assert await conn.fetchval(COUNT) == 0
 
 

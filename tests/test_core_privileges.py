@@ -178,3 +178,21 @@ async def test_enqueue_jobs_refuses_arrays_of_different_lengths(conn: asyncpg.Co
     assert await conn.fetchval("SELECT count(*) FROM background_jobs") == 0
     ids = await conn.fetch("SELECT enqueue_jobs('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')")
     assert ids == []
+
+
+async def test_enqueue_jobs_reads_a_null_column_array_as_the_columns_default(conn: asyncpg.Connection) -> None:
+    ids = await conn.fetchval(
+        "SELECT array_agg(id) FROM enqueue_jobs(ARRAY['a', 'b'], ARRAY['{\"x\": 1}', '{}']::jsonb[],"
+        " NULL, NULL, NULL, NULL, NULL, NULL) AS id"
+    )
+    rows = await conn.fetch(
+        "SELECT queue, priority, max_attempts, dedupe_key, concurrency_key, scheduled_at <= now() AS due"
+        " FROM background_jobs WHERE id = ANY($1) ORDER BY id",
+        ids,
+    )
+    assert [tuple(r) for r in rows] == [("default", 0, 5, None, None, True)] * 2
+    # an array that is there must still have one element per job
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="one element per job"):
+        await conn.fetch(
+            "SELECT enqueue_jobs(ARRAY['a', 'b'], ARRAY['{}', '{}']::jsonb[], NULL, ARRAY[1], NULL, NULL, NULL, NULL)"
+        )

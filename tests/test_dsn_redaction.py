@@ -52,6 +52,7 @@ def assert_no_fragment(label: str, output: str) -> None:
         assert fragment not in output, f"{label}: {fragment!r} leaked in:\n{output}"
 
 
+@pytest.mark.process
 async def test_no_password_form_leaks_from_a_daemon_that_cannot_connect(dead_port: int) -> None:
     forms = url_forms(dead_port)
     procs = {
@@ -158,3 +159,18 @@ def test_redact_takes_linear_time_on_hostile_text() -> None:
     large = _redact_seconds(_hostile(50_000))
     print(f"redact: {small * 1000:.1f} ms for 10 kB inputs, {large * 1000:.1f} ms for 50 kB")
     assert large / small < 12
+
+
+@pytest.mark.parametrize(
+    ("raw", "server"),
+    [
+        ("postgresql://u:pw@db.example.com:6543/app?pgbouncer=true", "db.example.com:6543"),
+        ("postgresql://u:pw@db.example.com/app", "db.example.com:5432"),
+        ("postgresql://u:pw@[2001:db8::1]:5433/app", "[2001:db8::1]:5433"),
+        ("postgresql://u:pw@/app?host=/var/run/postgresql/", "/var/run/postgresql/.s.PGSQL.5432"),
+        ("postgresql://u:pw@/app?host=/tmp/sockets&port=5499", "/tmp/sockets/.s.PGSQL.5499"),
+        ("postgresql:///app", "the default host (PGHOST):5432"),
+    ],
+)
+def test_the_server_is_named_without_the_login(raw: str, server: str) -> None:
+    assert parse_database_url(raw).server() == server

@@ -50,9 +50,14 @@ async def test_migrate_from_scratch_then_nothing(empty_conn: asyncpg.Connection)
     assert await empty_conn.fetchval("SELECT to_regclass('public.background_jobs') IS NOT NULL")
     assert await empty_conn.fetchval("SELECT to_regproc('public.enqueue_job') IS NOT NULL")
     assert await migrate(empty_conn, "public") == []
-    # one baseline, then every function file once, those the baseline calls at its marker line first
+    # the numbered migrations in order, the function files the baseline calls at its marker line
+    # right after it, then every other function file once
+    numbered = [f"jobrunner/{m.version:04d}_{m.name}" for m in MigrationSet.core().items]
     assert CORE[:2] == ["jobrunner/0001_baseline", "jobrunner/functions/background_jobs_notify"]
-    assert sorted(CORE[1:]) == sorted(f"jobrunner/functions/{f.name}" for f in MigrationSet.core().functions)
+    assert [name for name in CORE if "/functions/" not in name] == numbered
+    assert sorted(name for name in CORE if "/functions/" in name) == sorted(
+        f"jobrunner/functions/{f.name}" for f in MigrationSet.core().functions
+    )
     rows = await empty_conn.fetch("SELECT component, version, name FROM jobrunner_migrations")
     assert sorted(
         f"{r['component']}/{r['version']:04d}_{r['name']}"
@@ -358,8 +363,10 @@ QUEUE_FUNCTION_NAMES = [
     "enqueue_jobs",
     "cancel_job",
     "claim_jobs",
-    "claim_limited_jobs",
-    "claim_jobs_within_limits",
+    "claim_part",
+    "claim_walk_queue",
+    "claim_walk_type",
+    "claim_walk_keys",
     "record_outcomes",
     "sample_queue_depth",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from jobrunner import AsyncClient
-from jobrunner.job import Job
+from jobrunner.store import Claimed
 from tests import test_processes, test_security
 from tests.process_handlers import sleep
 from tests.support import job_row, running_daemon, wait_for, wait_until
@@ -107,13 +107,13 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
     async with running_daemon(db_url, [sleep], poll_interval=30.0, notify_min_interval=0.05) as daemon:
         assert daemon.store is not None
         claims: list[float] = []
-        real_claim = daemon.store.claim_batch
+        real_claim = daemon.store.claim
 
-        async def counted(*args: Any, **kwargs: Any) -> list[Job]:
+        async def counted(*args: Any, **kwargs: Any) -> Claimed:
             claims.append(time.monotonic())
             return await real_claim(*args, **kwargs)
 
-        daemon.store.claim_batch = counted  # type: ignore[method-assign]
+        daemon.store.claim = counted  # type: ignore[method-assign]
         flooder = await asyncpg.connect(db_url)
         client = AsyncClient(conn)
         try:
@@ -132,7 +132,7 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
         picked_up_after = (row["started_at"] - row["created_at"]).total_seconds()
         print(f"{len(claims)} claims in a {flooded_for:.2f}s flood; the real job started after {picked_up_after:.3f}s")
         # one claim per interval, plus two unspaced ones at the start and after the real job's
-        assert len(claims) <= flooded_for / 0.05 + 8
+        assert 1 <= len(claims) <= flooded_for / 0.05 + 8
         # well within the 30 s poll (the only other way it could start): the notification of
         # the real insert was acted on. Loose on purpose: a loaded machine delays the claim.
         assert picked_up_after < 30.0 / 6

@@ -19,8 +19,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from jobrunner import AsyncClient, Client, InvalidJob, JobContext, handler
-from jobrunner.store import JobStore
+from jobrunner import AsyncClient, Client, GlobalLimits, InvalidJob, JobContext, handler
+from jobrunner.store import ClaimPlan, JobStore, LimitedType
 from tests.support import running_daemon, wait_for
 from tests.test_security import as_user, login_role
 
@@ -171,22 +171,23 @@ async def enqueue_big(
     )
 
 
-@pytest.mark.parametrize("claim", ["claim_batch", "claim_batch_of_type", "claim_within_limits"])
+@pytest.mark.parametrize("claim", ["unlimited", "one type", "within limits", "per key"])
 async def test_a_claim_takes_only_as_many_jobs_as_fit_the_byte_budget(conn: asyncpg.Connection, claim: str) -> None:
     await enqueue_big(conn, 12)
     await conn.execute("INSERT INTO background_jobs (job_type, payload, priority) VALUES ('big', '{}', -1)")
     store = JobStore(conn, "public", claim_max_bytes=5 * JOB_BYTES + 10)  # type: ignore[arg-type]
 
     async def take(limit: int) -> list[int]:
-        if claim == "claim_batch":
+        if claim == "unlimited":
             jobs = await store.claim_batch(["default"], "w", limit, 30.0)
-        elif claim == "claim_batch_of_type":
-            jobs = await store.claim_batch(["default"], "w", limit, 30.0, only_type="big")
         else:
-            jobs = await store.claim_within_limits(
-                ["default"], "w", limit, 30.0, job_type="big", skip_types=[], type_limits=None,
-                queue=None, queue_limits=None,
-            )  # fmt: skip
+            room, limits = {
+                "one type": (100, None),
+                "within limits": (None, GlobalLimits(max_running=100)),
+                "per key": (None, GlobalLimits(per_key_max_running=100)),
+            }[claim]
+            plan = ClaimPlan(["default"], limit, limited_limit=limit, limited_types=[LimitedType("big", room, limits)])
+            jobs = (await store.claim("w", 30.0, plan)).limited
         return [len(job.payload_json) for job in jobs]
 
     assert await take(100) == [JOB_BYTES] * 5

@@ -196,7 +196,7 @@ async def test_daemon_and_both_clients_through_a_transaction_pooler(
     for job_id, record in records.items():
         assert record is not None
         attempt = expected[job_id]
-        assert (record.status, record.attempts, record.result) == ("completed", attempt, str(attempt)), record
+        assert (record.status, record.attempts, record.result) == ("completed", attempt, attempt), record
     assert daemon.poll() is None, "the daemon died"
     daemon.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(daemon.wait, 20) == 0
@@ -254,8 +254,8 @@ async def test_migrate_through_the_pooler_applies_and_leaves_no_lock(
     direct = await asyncpg.connect(empty_db_url)
     try:
         assert await direct.fetchval("SELECT count(*) FROM jobrunner_migrations") >= 6
-        # the migration lock is a session lock: alone on the pooler, lock and unlock met the same
-        # server connection, so nothing is left held
+        # the migration lock is a transaction-level lock (pg_advisory_xact_lock) taken inside the
+        # run's one transaction, which the pooler keeps on one server connection: nothing is left held
         left = await direct.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
             "(SELECT oid FROM pg_database WHERE datname = current_database())"

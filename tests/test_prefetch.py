@@ -98,6 +98,16 @@ async def test_a_prefetched_job_whose_lease_is_lost_is_dropped_and_claimed_afres
     assert await conn.fetchval("SELECT status FROM background_jobs WHERE id = $1", waiting) == "pending"
 
 
+limited_gate = asyncio.Semaphore(0)
+limited_gate_started: list[int] = []
+
+
+@handler("limited_gated", limits=GlobalLimits(max_running=3))
+async def limited_gated(ctx: JobContext[dict[str, object]]) -> None:
+    limited_gate_started.append(ctx.job.id)
+    await limited_gate.acquire()
+
+
 @handler("limited_and_held", limits=GlobalLimits(max_running=3))
 async def limited_and_held(ctx: JobContext[dict[str, object]]) -> None:
     started.append(ctx.job.id)
@@ -105,23 +115,20 @@ async def limited_and_held(ctx: JobContext[dict[str, object]]) -> None:
 
 
 async def test_prefetch_never_takes_a_global_limit_slot_it_cannot_start(db_url: str, conn: asyncpg.Connection) -> None:
-    started.clear()
-    release.clear()
+    limited_gate_started.clear()
     client = AsyncClient(conn)
-    await client.enqueue_many([NewJob("limited_and_held") for _ in range(5)])
-    async with running_daemon(db_url, [limited_and_held, held], concurrency=1, prefetch=5, prefetch_ttl=60) as daemon:
-        await wait_until(lambda: len(started) == 1, what="one limited job started")
-        # a later job proves the fetch loop claimed again after it (with room for the prefetch)
-        marker = await client.enqueue("held")
-        await wait_for(conn, "SELECT status FROM background_jobs WHERE id = $1", marker, expect="running")
-        running_limited = await conn.fetchval(
-            "SELECT count(*) FROM background_jobs WHERE job_type = 'limited_and_held' AND status = 'running'"
-        )
-        assert running_limited == 1  # not 3: the two others would only have waited here
-        await wait_until(lambda: daemon.stats.claimed >= 2, what="the marker counted")
-        assert daemon.stats.claimed == 2
-        release.set()
-        await wait_for(conn, "SELECT count(*) > 0 FROM background_jobs WHERE status = 'completed'")
+    await client.enqueue_many([NewJob("limited_gated") for _ in range(5)])
+    async with running_daemon(db_url, [limited_gated], concurrency=1, prefetch=5, prefetch_ttl=60, poll_interval=60):
+        for ran in range(1, 6):
+            await wait_until(lambda ran=ran: len(limited_gate_started) == ran, what=f"limited job {ran} started")  # type: ignore[misc]
+            running_limited = await conn.fetch(
+                "SELECT id FROM background_jobs WHERE job_type = 'limited_gated' AND status = 'running'"
+            )
+            # every one claimed has started (the one before may not have its outcome written
+            # yet): none waits in the process, holding a global slot it cannot start
+            assert {row["id"] for row in running_limited} <= set(limited_gate_started)
+            limited_gate.release()
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=5)
 
 
 async def test_limited_jobs_of_a_claim_start_before_the_jobs_it_took_ahead(
@@ -223,3 +230,45 @@ async def test_auto_prefetch_claims_ahead_for_short_jobs(db_url: str, conn: asyn
     # at 2 slots, no job would wait without a claim ahead; measured depths put many in line
     assert max(waiting_seen) >= 10
     assert await conn.fetchval("SELECT count(*) FROM background_jobs WHERE status = 'completed'") == 3_000
+
+
+gate = asyncio.Semaphore(0)
+finished_stepped: list[int] = []
+limited_started: list[int] = []
+
+
+@handler("stepped")
+async def stepped(ctx: JobContext[dict[str, object]]) -> None:
+    await gate.acquire()
+    finished_stepped.append(ctx.job.id)
+
+
+@handler("limited_quick", limits=GlobalLimits(max_running=3))
+async def limited_quick(ctx: JobContext[dict[str, object]]) -> None:
+    limited_started.append(ctx.job.id)
+
+
+async def test_a_limited_job_is_not_starved_by_the_jobs_claimed_ahead(db_url: str, conn: asyncpg.Connection) -> None:
+    """Under a backlog every slot is busy and the prefetch keeps the line full, so no claim ever
+    finds a slot free now, which is all a limited part may take: the daemon stops claiming ahead
+    while a limited job waits for room, and the next free slot is the limited job's."""
+    finished_stepped.clear()
+    limited_started.clear()
+    client = AsyncClient(conn)
+    await client.enqueue_many([NewJob("stepped") for _ in range(40)])
+    async with running_daemon(db_url, [stepped, limited_quick], concurrency=2, prefetch=5, prefetch_ttl=60) as daemon:
+        await wait_until(lambda: daemon.in_flight.waiting == 5, what="the line ahead filled")
+        # first in claim order: a higher priority than the whole backlog
+        limited = await client.enqueue("limited_quick", priority=10)
+        while not limited_started and len(finished_stepped) < 40:
+            done = len(finished_stepped)
+            gate.release()  # one backlog job ends
+            await wait_until(lambda done=done: len(finished_stepped) > done, what="a backlog job ended")  # type: ignore[misc]
+        assert limited_started == [limited]
+        # it waited for the line claimed before the daemon learned of it (2 running, 5 waiting,
+        # plus what the refills claimed meanwhile, up to half the prefetch each), not for the
+        # 40-job backlog (39 before the fix)
+        assert len(finished_stepped) <= 15, f"the limited job started after {len(finished_stepped)} backlog jobs"
+        for _ in range(40):
+            gate.release()
+        await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'completed'", expect=41)

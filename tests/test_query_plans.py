@@ -3,10 +3,11 @@ index: a plan that reads every pending row makes each claim cost grow with the b
 statements on a worker's own jobs must find them by id: walking every running job makes each
 outcome write cost grow with what all replicas run.
 
-The claim runs inside claim_jobs (sql/functions/claim_jobs.sql), so an EXPLAIN of the call shows only a
-function scan; the buffers it counts are the function's, though, and a claim that walks the
-index touches a few dozen pages where a scan of the table touches all of them. (The first call
-on a connection also plans, and reads the catalog: the tests count a later one.)"""
+The claim runs inside claim_jobs (sql/functions/claim_jobs.sql) and the walks it calls, so an
+EXPLAIN of the call shows only a function scan; the buffers it counts are the function's,
+though, and a claim that walks the index touches a few dozen pages where a scan of the table
+touches all of them. (The first call on a connection also plans, and reads the catalog: the
+tests count a later one.)"""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES, JobStore
+from jobrunner.limits import GlobalLimits
+from jobrunner.store import ClaimPlan, JobStore, LimitedType
 
 BACKLOG = 50_000
-BUDGET = DEFAULT_CLAIM_MAX_BYTES
 
 
 @asynccontextmanager
@@ -34,18 +35,35 @@ async def rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
         await transaction.rollback()
 
 
-async def touched_by_claim(
-    conn: asyncpg.Connection, limit: int, only_type: str | None = None, *, claimed: int | None = None
-) -> int:
-    """Shared buffers one claim of `limit` jobs touched (it claims `claimed`, default `limit`)."""
-    queries = JobStore(conn, "public").queries
-    claim, last = (queries.claim_batch, []) if only_type is None else (queries.claim_batch_of_type, only_type)
-    async with rolled_back(conn):
-        [row] = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, ["default"], "plan-check", limit, 30.0, last, BUDGET
+def claim_call(limit: int, only_type: str | None = None, *, rare_types: int = 0) -> tuple[str, tuple[object, ...]]:
+    """The daemon's claim statement and its arguments: of the queue `default` (with
+    `rare_types` limited types declared, none of them waiting), or of one job type limited in
+    this process alone (the walk of a limited type)."""
+    store = JobStore(None, "public")  # type: ignore[arg-type]
+    if only_type is None:
+        rare = [LimitedType(f"rare_{n}", 1, GlobalLimits(max_running=5)) for n in range(rare_types)]
+        plan = ClaimPlan(["default"], limit, limited_limit=limit, limited_first=True, limited_types=rare)
+    else:
+        # the limited part alone: the unlimited part, going second, finds no room left
+        plan = ClaimPlan(
+            ["default"],
+            limit,
+            limited_limit=limit,
+            limited_first=True,
+            limited_types=[LimitedType(only_type, limit, None)],
         )
+    return store.queries.claim, store.claim_arguments("plan-check", 30.0, plan)
+
+
+async def touched_by_claim(
+    conn: asyncpg.Connection, limit: int, only_type: str | None = None, *, rare_types: int = 0
+) -> int:
+    """Shared buffers one claim of `limit` jobs touched."""
+    claim, arguments = claim_call(limit, only_type, rare_types=rare_types)
+    async with rolled_back(conn):
+        [row] = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + claim, *arguments)
     plan = json.loads(row[0])[0]["Plan"]
-    assert plan["Actual Rows"] == (limit if claimed is None else claimed)
+    assert plan["Actual Rows"] == limit
     return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
 
@@ -77,17 +95,26 @@ async def test_a_claim_of_a_rare_type_does_not_walk_past_the_others(conn: asyncp
     # the claims of types with a per-process limit: none of them waits, 50,000 others do
     await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
     await conn.execute("ANALYZE background_jobs")
-    pages = await table_pages(conn)
-    touched = await touched_by_claim(conn, 10, "rare", claimed=0)
-    assert touched < pages / 4, f"a claim of a type with no job waiting touched {touched} of {pages} pages"
+    for rare_types in (0, 1, 10):
+        await touched_by_claim(conn, 10, rare_types=rare_types)  # the first call plans
+    without = await touched_by_claim(conn, 10)
+    # the limited parts go first and find nothing; the unlimited part takes the 10 jobs
+    with_one = await touched_by_claim(conn, 10, rare_types=1)
+    with_ten = await touched_by_claim(conn, 10, rare_types=10)
+    # each limited type with no job waiting costs one probe of the type index (a few pages)
+    assert with_one - without <= 4, f"one limited type with no job waiting: {without} -> {with_one} pages"
+    assert with_ten - without <= 40, f"ten limited types with no job waiting: {without} -> {with_ten} pages"
 
 
 async def test_a_plan_made_on_an_empty_table_still_walks_the_index_once_it_fills(conn: asyncpg.Connection) -> None:
-    # the function's plan is made once per connection: made while the queue was empty (a
-    # daemon started on a fresh database), a plan free to choose would scan and sort the table
+    # the function's plans are made once per connection: made while the queue was empty (a
+    # daemon started on a fresh database), a plan free to choose would scan and sort the table.
+    # One job waits, so that every statement of the walk runs (and is planned) on that table
+    await conn.execute("INSERT INTO background_jobs (job_type) VALUES ('noop')")
     await conn.execute("ANALYZE background_jobs")
-    claim = JobStore(conn, "public").queries.claim_batch
-    assert await conn.fetch(claim, ["default"], "plan-check", 10, 30.0, [], BUDGET) == []
+    claim, arguments = claim_call(10)
+    async with rolled_back(conn):
+        assert len(await conn.fetch(claim, *arguments)) == 1
     await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
     pages = await table_pages(conn)
     touched = await touched_by_claim(conn, 10)
@@ -194,3 +221,30 @@ async def test_the_oldest_runnable_age_is_zero_when_only_later_jobs_wait(conn: a
     assert 90 <= ages["q"] < 120
     # clamped to the age since 1970 rather than an infinite interval that breaks the sample
     assert ages["r"] > 50 * 365 * 86_400
+
+
+async def scans_by_claim(conn: asyncpg.Connection, limit: int) -> dict[str, int]:
+    """Scans (sequential or index) one claim made of each table, and how many jobs it took."""
+    claim, arguments = claim_call(limit)
+    scans = "SELECT relname, seq_scan + idx_scan FROM pg_stat_xact_user_tables"
+    async with rolled_back(conn):
+        before = dict(await conn.fetch(scans))
+        taken = len(await conn.fetch(claim, *arguments))
+        after = dict(await conn.fetch(scans))
+    return {name: after[name] - before.get(name, 0) for name in after} | {"taken": taken}
+
+
+async def test_paused_queues_cost_a_claim_one_probe(conn: asyncpg.Connection) -> None:
+    # claim_jobs reads jobrunner_queue_pauses on every claim: one scan of a table of a few rows,
+    # whether it names a queue of the claim or not, and a paused queue's backlog is never walked
+    await conn.execute(f"INSERT INTO background_jobs (job_type) SELECT 'noop' FROM generate_series(1, {BACKLOG})")
+    await conn.execute("ANALYZE background_jobs")
+    await scans_by_claim(conn, 10)  # the first call plans
+    unpaused = await scans_by_claim(conn, 10)
+    assert unpaused["jobrunner_queue_pauses"] == 1 and unpaused["taken"] == 10
+    await conn.execute("INSERT INTO jobrunner_queue_pauses (queue, paused_by) VALUES ('elsewhere', 'test')")
+    assert await scans_by_claim(conn, 10) == unpaused
+    await conn.execute("INSERT INTO jobrunner_queue_pauses (queue, paused_by) VALUES ('default', 'test')")
+    paused = await scans_by_claim(conn, 10)
+    assert paused["jobrunner_queue_pauses"] == 1 and paused["taken"] == 0
+    assert paused["background_jobs"] == 0, "the claim looked into a paused queue's backlog"

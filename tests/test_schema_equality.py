@@ -33,6 +33,8 @@ from tests.support import database_url_for, quote
 
 NewDatabase = Callable[[], Awaitable[asyncpg.Connection]]
 URLS: dict[int, str] = {}
+# the number the core's next numbered migration takes
+NEXT = max(m.version for m in MigrationSet.core().items) + 1
 
 
 def url_of(conn: asyncpg.Connection) -> str:
@@ -140,14 +142,14 @@ async def test_the_next_change_migrated_equals_its_fresh_install(new_database: N
     sampler = function_text(core, "sample_queue_depth")
     next_core = with_change(
         core,
-        [Migration(2, "jobs_note", "ALTER TABLE {schema}.background_jobs ADD COLUMN note text;")],
+        [Migration(NEXT, "jobs_note", "ALTER TABLE {schema}.background_jobs ADD COLUMN note text;")],
         {"sample_queue_depth": sampler.replace("SELECT b.queue, 'running'::text", "SELECT b.queue, 'running'")},
     )
     assert function_text(next_core, "sample_queue_depth") != sampler
     upgraded = await new_database()
     await migrated(upgraded, release)
     assert await migrate(upgraded, "public", [next_core, *release[1:]]) == [
-        "jobrunner/0002_jobs_note",
+        f"jobrunner/{NEXT:04d}_jobs_note",
         "jobrunner/functions/sample_queue_depth",
     ]
     fresh = await migrated(await new_database(), [next_core, *release[1:]])
@@ -172,7 +174,7 @@ async def test_a_migration_that_disagrees_with_a_function_file_fails_the_compari
     """A numbered migration that redefines a function with other text than its file."""
     sets = discover_migration_sets()
     stray = Migration(
-        2,
+        NEXT,
         "stray_function",
         f"CREATE OR REPLACE FUNCTION {{schema}}.{function}\n"
         "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RAISE NOTICE 'stray'; END $$;",
@@ -236,7 +238,7 @@ async def test_the_printed_sql_of_a_next_change_applies_only_the_change(
     next_sets = [
         with_change(
             core,
-            [Migration(2, "jobs_note", "ALTER TABLE {schema}.background_jobs ADD COLUMN note text;")],
+            [Migration(NEXT, "jobs_note", "ALTER TABLE {schema}.background_jobs ADD COLUMN note text;")],
             {"cancel_job": function_text(core, "cancel_job").replace("'cancelling'", "'cancelling'::text")},
         ),
         *release[1:],
@@ -244,7 +246,7 @@ async def test_the_printed_sql_of_a_next_change_applies_only_the_change(
     conn = await new_database()
     await migrate(conn, "public", release)
     steps = await plan_migrations(conn, "public", next_sets)
-    assert [s.name for s in steps] == ["jobrunner/0002_jobs_note", "jobrunner/functions/cancel_job"]
+    assert [s.name for s in steps] == [f"jobrunner/{NEXT:04d}_jobs_note", "jobrunner/functions/cancel_job"]
     await apply_by_hand(conn, url_of(conn), migration_script("public", steps), tmp_path)
     assert await migrate(conn, "public", next_sets) == []
     assert_same_schema(await migrated(await new_database(), next_sets), await schema_snapshot(conn))

@@ -36,6 +36,8 @@ QUEUE_TABLES = {
     "jobrunner_limit_state": "pause_reason",
     "jobrunner_queue_limit_state": "queue",
     "jobrunner_schedules": "updated_by",
+    "jobrunner_queue_pauses": "paused_by",
+    "jobrunner_audit": "actor",
     "jobrunner_migrations": "name",
 }
 # the queue tables with row level security (jobrunner_migrations holds no job data)
@@ -43,8 +45,13 @@ ROW_SECURED = list(QUEUE_TABLES)[:-1]
 QUEUE_FUNCTIONS = [
     "enqueue_job('x')",
     "cancel_job(1)",
-    "claim_limited_jobs(ARRAY['default'], 'me', 1, 30, 'x', 1, NULL, 60, NULL)",
-    "claim_jobs_within_limits(ARRAY['ai'], 'me', 1, 30, NULL, '{}', NULL, NULL, 60, NULL, 'ai', 1, NULL, 60)",
+    "claim_jobs('me', 30, 1, 1000, ARRAY['default'], 1, true, ARRAY['x'], ARRAY[1], ARRAY[1], ARRAY[NULL::int],"
+    " ARRAY[60], ARRAY[NULL::int], ARRAY['ai'], ARRAY[1], ARRAY[NULL::int], ARRAY[60])",
+    "claim_part('queue', ARRAY['default'], '{}', NULL, NULL, 1, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+    " '{}', 1000, false)",
+    "claim_walk_queue('default', '{}', 1)",
+    "claim_walk_type('x', ARRAY['default'], 1)",
+    "claim_walk_keys('x', ARRAY['default'], 1, 1)",
 ]
 RUN = ("run", "--handlers", "tests.process_handlers")
 
@@ -74,6 +81,8 @@ async def supabase_db(empty_db_url: str) -> AsyncIterator[str]:
             "INSERT INTO jobrunner_limit_state (job_type) VALUES ('limited');"
             "INSERT INTO jobrunner_queue_limit_state (queue) VALUES ('ai');"
             "INSERT INTO jobrunner_schedules (name, definition) VALUES ('nightly', '{}');"
+            "INSERT INTO jobrunner_queue_pauses (queue, paused_by) VALUES ('emails', 'ops');"
+            "INSERT INTO jobrunner_audit (actor, via, action, target) VALUES ('ops', 'cli', 'pause_queue', '{}');"
         )
     finally:
         await conn.close()

@@ -20,13 +20,17 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from bench.latency import latency_summary
+from bench.latency import latency_summary, sample_from_enqueue_call, sample_pickups
+
+# (the public enqueue call of one "pickup" job: commits, returns the job's id; the worker's task)
+IdleWorker = tuple[Callable[[], Awaitable[Any]], asyncio.Task[Any]]
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,10 @@ class Peer:
     count_done: Callable[[str], Awaitable[int]]
     # url, jobs: one call (one commit) per job
     enqueue_single: Callable[[str, int], Awaitable[None]]
-    # url, samples: milliseconds from commit to handler start (bench.latency.sample_pickups)
-    pickup: Callable[[str, int], Awaitable[list[float]]]
+    # url: a worker idle on LISTEN whose "pickup" handler records started[id] = time.perf_counter()
+    # first thing, and the library's enqueue call on a connection of the bench's (bench.latency)
+    idle_worker: Callable[[str], AbstractAsyncContextManager[IdleWorker]]
+    started: dict[Any, float]
     # the settings chosen for it (and why), reported with the figures
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -122,7 +128,13 @@ async def run_peer(peer: Peer, args: argparse.Namespace) -> dict[str, Any]:
     report["enqueue_single_per_second"] = single
     url = await fresh_database(args.server, peer.database)
     await peer.install(url)
-    report["pickup"] = latency_summary(await peer.pickup(url, args.samples))
+    async with peer.idle_worker(url) as (enqueue_one, worker):
+        report["pickup"] = latency_summary(await sample_pickups(enqueue_one, peer.started, args.samples, worker))
+    url = await fresh_database(args.server, peer.database)
+    await peer.install(url)
+    async with peer.idle_worker(url) as (enqueue_one, worker):
+        spans = await sample_from_enqueue_call(enqueue_one, peer.started, args.samples, worker)
+    report["pickup_from_call"] = {span: latency_summary(values) for span, values in spans.items()}
     admin = await asyncpg.connect(args.server)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{peer.database}" WITH (FORCE)')

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -18,8 +20,7 @@ import asyncpg
 from pgqueuer import AsyncpgDriver, Job, PgQueuer, Queries
 from pgqueuer.domain.types import QueueExecutionMode
 
-from bench.latency import sample_pickups
-from bench.peers.harness import Peer, main, sql_count
+from bench.peers.harness import IdleWorker, Peer, main, sql_count
 
 _started: dict[int, float] = {}
 
@@ -96,7 +97,8 @@ async def enqueue_single(url: str, jobs: int) -> None:
         await conn.close()
 
 
-async def pickup(url: str, samples: int) -> list[float]:
+@asynccontextmanager
+async def idle_worker(url: str) -> AsyncIterator[IdleWorker]:
     worker_conn = await asyncpg.connect(url)
     client_conn = await asyncpg.connect(url)
     pgq = _worker(worker_conn)
@@ -116,7 +118,7 @@ async def pickup(url: str, samples: int) -> list[float]:
     try:
         # pgqueuer has no public "listening" signal: give the worker time to LISTEN
         await asyncio.sleep(1.0)
-        return await sample_pickups(enqueue_one, _started, samples, worker)
+        yield enqueue_one, worker
     finally:
         pgq.shutdown.set()  # the documented graceful stop
         await worker
@@ -143,7 +145,8 @@ PEER = Peer(
     drain=drain,
     count_done=count_done,
     enqueue_single=enqueue_single,
-    pickup=pickup,
+    idle_worker=idle_worker,
+    started=_started,
     settings=SETTINGS,
 )
 

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import importlib.metadata
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from procrastinate import App, JobContext, PsycopgConnector
 
-from bench.latency import sample_pickups
-from bench.peers.harness import Peer, main, sql_count
+from bench.peers.harness import IdleWorker, Peer, main, sql_count
 
 _started: dict[int, float] = {}
 
@@ -78,7 +79,8 @@ async def enqueue_single(url: str, jobs: int) -> None:
             await task.defer_async()
 
 
-async def pickup(url: str, samples: int) -> list[float]:
+@asynccontextmanager
+async def idle_worker(url: str) -> AsyncIterator[IdleWorker]:
     app = _app(url)
     async with app.open_async():
         worker = asyncio.create_task(
@@ -89,11 +91,10 @@ async def pickup(url: str, samples: int) -> list[float]:
                 fetch_job_polling_interval=PICKUP_POLL_SECONDS,
             )
         )
-        # procrastinate has no public "listening" signal: give the worker time to LISTEN
-        await asyncio.sleep(1.0)
-        task = app.tasks["pickup"]
         try:
-            return await sample_pickups(task.defer_async, _started, samples, worker)
+            # procrastinate has no public "listening" signal: give the worker time to LISTEN
+            await asyncio.sleep(1.0)
+            yield app.tasks["pickup"].defer_async, worker
         finally:
             worker.cancel()  # procrastinate's documented way to stop run_worker_async: a graceful stop
             with contextlib.suppress(asyncio.CancelledError):
@@ -119,7 +120,8 @@ PEER = Peer(
     drain=drain,
     count_done=count_done,
     enqueue_single=enqueue_single,
-    pickup=pickup,
+    idle_worker=idle_worker,
+    started=_started,
     settings=SETTINGS,
 )
 

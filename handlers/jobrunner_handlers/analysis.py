@@ -42,20 +42,25 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from jobrunner import GlobalLimits, JobContext, PermanentError, RetryLater, UpstreamRateLimited, handler
+from jobrunner_handlers.deferred_import import import_off_loop
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import AppSettings, app_settings, openai_startup_check
 from jobrunner_handlers.storage import StorageClient, check_object_path
+
+# openai and tenacity are imported by the functions that call them, once ask_openai has loaded
+# the SDK off the event loop (deferred_import)
+if TYPE_CHECKING:
+    import openai
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONSchema
+    from tenacity import RetryCallState
 
 Kind = Literal["glow", "style"]
 
@@ -171,7 +176,8 @@ def parse_reply(kind: str, content: str | None) -> AnalysisReply:
 
 
 def cache_key(image: bytes, user_id: UUID, kind: str) -> str:
-    # fixed-length user id and a closed set of kinds: the concatenation is unambiguous
+    # the image's bytes, not its URL: docs/app/maintenance.md says why. A fixed-length user id and
+    # a closed set of kinds: the concatenation is unambiguous
     return hashlib.sha256(image + user_id.bytes + kind.encode()).hexdigest()
 
 
@@ -205,6 +211,8 @@ def api_message(exc: openai.APIStatusError) -> str:
 
 
 def _is_transient(exc: BaseException) -> bool:
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         if isinstance(exc.body, dict) and exc.body.get("code") == "insufficient_quota":
             return False  # billing: no wait inside an attempt will change it
@@ -219,6 +227,8 @@ class _Backoff:
         self.initial = initial
 
     def __call__(self, state: RetryCallState) -> float:
+        import openai
+
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, openai.APIStatusError):
             seconds = retry_after_seconds(exc.response.headers)
@@ -240,6 +250,8 @@ class _StopAfter:
 
 
 def openai_client(settings: AppSettings) -> AsyncOpenAI:
+    from openai import AsyncOpenAI
+
     key = settings.effective_openai_api_key
     assert key is not None
     return AsyncOpenAI(
@@ -269,6 +281,10 @@ async def ask_openai(
 ) -> ChatCompletion:
     """The completion; raises the job-level outcome (UpstreamRateLimited, RetryLater,
     PermanentError, OpenAIUnavailable) when the calls inside this attempt did not get one."""
+    await import_off_loop("openai")
+    import openai
+    from tenacity import AsyncRetrying, retry_if_exception
+
     kind = ctx.payload.kind
     response_format: ResponseFormatJSONSchema = {
         "type": "json_schema",

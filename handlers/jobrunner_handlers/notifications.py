@@ -30,15 +30,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobrunner import JobContext, PermanentError, RetryLater, UpstreamRateLimited, handler
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import AppSettings, app_settings, expo_startup_check
+
+# httpx is imported where a request is made: the daemon imports this module at start, and only
+# a job that talks to Expo needs the client
+if TYPE_CHECKING:
+    import httpx
 
 DEVICE_NOT_REGISTERED = "DeviceNotRegistered"
 # Expo's limit on one notification's payload
@@ -112,6 +116,8 @@ class ExpoPushClient:
         gzip_min_bytes: int = 1024,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx
+
         self.base_url = base_url.rstrip("/")
         self.gzip_min_bytes = gzip_min_bytes
         headers = {"accept": "application/json", "accept-encoding": "gzip, deflate"}
@@ -143,6 +149,8 @@ class ExpoPushClient:
     async def _post(self, endpoint: str, body: Any) -> Any:
         """POST JSON, return the answer's `data`; raises ExpoUnavailable / ExpoRejected /
         ExpoOutcomeUnknown by whether the request can have been acted on."""
+        import httpx
+
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"content-type": "application/json"}
         if len(raw) > self.gzip_min_bytes:

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobrunner import PermanentError
+from jobrunner_handlers import buckets
 
 MIB = 1024 * 1024
 
@@ -55,11 +56,15 @@ class AppSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "JOBRUNNER_APP_SUPABASE_SERVICE_ROLE_KEY"),
     )
-    uploads_bucket: str = Field(default="uploads", min_length=1)
+    # the buckets functions/setup_app_storage.sql creates (jobrunner_handlers/buckets.py); another
+    # name needs its bucket, policies and user_upload_buckets row made by hand
+    uploads_bucket: str = Field(default=buckets.USER_UPLOADS, min_length=1)
     # None: thumbnails go next to their original, in the uploads bucket
     thumbnails_bucket: str | None = None
-    archive_bucket: str = Field(default="archive", min_length=1)
-    max_download_bytes: int = Field(default=5 * MIB, ge=1, description="The uploads bucket's size limit.")
+    archive_bucket: str = Field(default=buckets.ARCHIVE, min_length=1)
+    max_download_bytes: int = Field(
+        default=buckets.USER_UPLOADS_MAX_BYTES, ge=1, description="The uploads bucket's size limit."
+    )
     storage_timeout: float = Field(default=30.0, gt=0)
     # Tests only: lets the Storage client use http:// and loopback/private addresses
     # (link-local addresses such as 169.254.169.254 stay refused regardless).
@@ -86,12 +91,27 @@ class AppSettings(BaseSettings):
     image_concurrency: int = Field(default=1, ge=1, le=64, description="Images process_upload decodes at once.")
 
     # -- retention and cleanup ------------------------------------------------------------
-    upload_retention_days: int = Field(default=90, ge=1)
+    # cleanup_old_data: an object in a user's folder of the uploads (or thumbnails) bucket that no
+    # row names is deleted once Storage says it was created and last replaced this long ago
+    unused_upload_days: int = Field(default=90, ge=7)
+    # entries per Storage list request (Storage's list returns at most 1500)
+    cleanup_list_page_size: int = Field(default=1000, ge=1, le=1000)
+    # list requests per cleanup_old_data run; the next run goes on where this one stopped
+    cleanup_max_list_requests: int = Field(default=5000, ge=1)
     metrics_retention_days: int = Field(default=30, ge=1)
-    # None (default): analyses are kept; set it to archive older month partitions to the archive bucket
-    archive_retention_days: int | None = Field(default=None, ge=30)
+    # archive_old_analyses: analysis months that ended this long ago go to the archive bucket and
+    # leave the database; "off" keeps them
+    archive_retention_days: int | None = Field(default=365, ge=30)
+    # objects per Storage delete request (Storage takes at most 1000); rows per metrics batch / 100
     cleanup_batch_size: int = Field(default=100, ge=1, le=1000)
     cleanup_max_batches: int = Field(default=50, ge=1)
+
+    # -- month partitions (maintain_partitions) -------------------------------------------
+    # partitions exist for this month and at least this many after it
+    partition_months_ahead: int = Field(default=3, ge=3, le=36)
+    # a month with more rows than this waiting in a default partition is not moved by the job
+    # (the move holds the default partition's lock): the job fails, saying what to run by hand
+    partition_move_max_rows: int = Field(default=100_000, ge=0)
 
     # -- recommendations ------------------------------------------------------------------
     recommendations_count: int = Field(default=10, ge=1, le=100)
@@ -120,6 +140,12 @@ class AppSettings(BaseSettings):
     # request bodies larger than this are gzip-compressed (as Expo's Node SDK does)
     expo_gzip_min_bytes: int = Field(default=1024, ge=0)
 
+    # -- the API's metrics on /metrics (jobrunner_handlers.api_monitoring) ------------------
+    # the window the app sampler's gauges cover; the shipped alerts are written for 5 minutes
+    api_metrics_window_seconds: int = Field(default=300, ge=60, le=3600)
+    # a request slower than this counts in glow_api_slow_requests
+    api_slow_request_ms: int = Field(default=2000, ge=1, le=3_600_000)
+
     @field_validator("thumbnail_sizes", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -133,6 +159,13 @@ class AppSettings(BaseSettings):
         if not value or any(size < 16 or size > 4096 for size in value):
             raise ValueError("thumbnail sizes must be 16 to 4096 pixels, at least one")
         return sorted(set(value))
+
+    @field_validator("archive_retention_days", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
 
     @field_validator("supabase_url", "openai_base_url", "expo_push_url")
     @classmethod

@@ -18,15 +18,18 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import httpx
-
 from jobrunner import PermanentError, RetryLater
+from jobrunner_handlers.buckets import IMAGE_CONTENT_TYPES
 from jobrunner_handlers.settings import AppSettings
 
-IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/heic", "image/heif")
+# httpx is imported where a request is made: the daemon imports this module with the plugin's
+# handlers at start, and only a job that talks to Storage needs the client
+if TYPE_CHECKING:
+    import httpx
+
 _MAX_REDIRECTS = 3
 _URL_PREFIXES = ("/storage/v1/object/public/", "/storage/v1/object/authenticated/", "/storage/v1/object/sign/")
 
@@ -111,6 +114,8 @@ class StorageClient:
             raise StorageRefused(f"the Storage URL {base_url!r} is not an http(s) URL")
         if parts.scheme == "http" and not allow_private_network:
             raise StorageRefused(f"the Storage URL {base_url!r} is not https (http is allowed only in tests)")
+        import httpx
+
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path}"
         self._origin = (parts.scheme, parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80))
         self._allow_private = allow_private_network
@@ -225,6 +230,8 @@ class StorageClient:
         raise StorageRefused(f"Storage answered {status} on {what}: {message}")
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         await self._check_host_addresses()
         try:
             response = await self._http.request(method, url, **kwargs)
@@ -245,6 +252,8 @@ class StorageClient:
     ) -> Downloaded:
         """GET /storage/v1/object/{bucket}/{path}: at most max_bytes (default: max_download_bytes),
         of content_types (None: any type)."""
+        import httpx
+
         url = self.object_url(bucket, path)
         what = f"download of {bucket}/{path}"
         for _ in range(_MAX_REDIRECTS + 1):

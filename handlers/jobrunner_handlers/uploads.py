@@ -10,10 +10,10 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from jobrunner import JobContext, PermanentError, handler
+from jobrunner_handlers.deferred_import import import_off_loop
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import app_settings, storage_startup_check
 from jobrunner_handlers.storage import StorageClient, check_object_path
-from jobrunner_handlers.thumbnails import make_thumbnails_in_budget
 
 
 class UploadPayload(BaseModel):
@@ -31,6 +31,10 @@ def thumbnail_path(original: str, size: int) -> str:
 
 @handler("process_upload", payload_model=UploadPayload, timeout=120, startup_check=storage_startup_check)
 async def process_upload(ctx: JobContext[UploadPayload]) -> dict[str, Any]:
+    # Pillow and its decoders load with the first upload, off the event loop (deferred_import)
+    await import_off_loop("jobrunner_handlers.thumbnails")
+    from jobrunner_handlers.thumbnails import make_thumbnails_in_budget
+
     settings = app_settings()
     settings.require_storage()
     user_id, path = ctx.payload.user_id, check_object_path(ctx.payload.path)

@@ -1,13 +1,18 @@
-"""Fixtures of the app plugin's tests: a local Storage server and the plugin's settings pointing at it."""
+"""Fixtures of the app plugin's tests: a local Storage server and the plugin's settings pointing at
+it, and connections as Supabase's API roles."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from handlers.tests.api_roles import ApiRoles, LoginRole
 from handlers.tests.fake_storage import FakeStorage
 from jobrunner_handlers.settings import app_settings
+from tests.test_security import login_role
+
+__all__ = ["login_role"]  # a fixture (tests/test_security.py), used by `api` and by the tests
 
 _APP_VARIABLES = [
     "OPENAI_API_KEY",
@@ -48,3 +53,13 @@ def app_env(clean_app_env: pytest.MonkeyPatch, storage: FakeStorage) -> FakeStor
     clean_app_env.setenv("SUPABASE_SERVICE_ROLE_KEY", storage.service_key)
     clean_app_env.setenv("JOBRUNNER_APP_ALLOW_PRIVATE_NETWORK", "true")
     return storage
+
+
+@pytest.fixture
+async def api(db_url: str, login_role: LoginRole) -> AsyncIterator[ApiRoles]:
+    """Connections to this test's database as Supabase's API roles (handlers/tests/api_roles.py)."""
+    roles = ApiRoles(db_url, login_role)
+    try:
+        yield roles
+    finally:
+        await roles.close()

@@ -25,6 +25,8 @@ class StoredObject:
     # False: sent chunked, with no Content-Length (the client must cap while streaming)
     declare_length: bool = True
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # None: as created_at (an upsert that replaced the object sets it later)
+    updated_at: str | None = None
 
 
 class FakeStorage:
@@ -32,6 +34,7 @@ class FakeStorage:
         self.service_key = service_key
         self.objects: dict[tuple[str, str], StoredObject] = {}
         self.requests: list[tuple[str, str]] = []
+        self.list_queries: list[tuple[str, dict[str, Any]]] = []  # (bucket, body) of each list request
         self.redirects: dict[str, str] = {}  # request path -> Location
         self.fail_with: dict[str, tuple[int, dict[str, str]]] = {}  # method -> (status, extra headers)
         self.lock = threading.Lock()
@@ -140,6 +143,13 @@ def _make_handler(storage: FakeStorage) -> type[JsonRequestHandler]:
             bucket, key = route
             if bucket == "list":
                 query = json.loads(self._body() or b"{}")
+                with storage.lock:
+                    storage.list_queries.append((key, query))
+                # the API's request schema: prefix required, limit an integer of at least 1
+                limit = query.get("limit", 100)
+                if "prefix" not in query or not isinstance(limit, int) or limit < 1:
+                    self._json(400, {"statusCode": "400", "error": "Bad Request", "message": "body/limit invalid"})
+                    return
                 self._json(200, self._list(key, query))
                 return
             data = self._body()
@@ -177,13 +187,14 @@ def _make_handler(storage: FakeStorage) -> type[JsonRequestHandler]:
                     entries[name] = {
                         "name": name,
                         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, path)),
-                        "updated_at": obj.created_at,
+                        "updated_at": obj.updated_at or obj.created_at,
                         "created_at": obj.created_at,
                         "last_accessed_at": obj.created_at,
                         "metadata": {"size": len(obj.data), "mimetype": obj.content_type},
                     }
             ordered = [entries[name] for name in sorted(entries)]
-            offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
+            # storage.search caps a page at 1500 entries
+            offset, limit = int(query.get("offset", 0)), min(int(query.get("limit", 100)), 1500)
             return ordered[offset : offset + limit]
 
         def do_DELETE(self) -> None:

@@ -43,7 +43,7 @@ def openai_env(app_env: FakeStorage, openai_server: FakeOpenAI, clean_app_env: p
     clean_app_env.setenv("JOBRUNNER_APP_OPENAI_BASE_URL", openai_server.base_url)
     clean_app_env.setenv("JOBRUNNER_APP_OPENAI_RETRY_INITIAL_WAIT", "0.05")
     clean_app_env.setenv("JOBRUNNER_APP_OPENAI_MAX_INLINE_WAIT", "2")
-    app_env.put("uploads", IMAGE_PATH, jpeg())
+    app_env.put("user-uploads", IMAGE_PATH, jpeg())
     return openai_server
 
 
@@ -300,8 +300,8 @@ async def test_a_failed_write_leaves_no_follow_up_and_a_retry_writes_once(
     ("image", "error"),
     [
         (f"{BOB}/selfie.jpg", "is not in the user's folder"),
-        ("https://169.254.169.254/storage/v1/object/public/uploads/x.jpg", "refusing to fetch"),
-        ("https://evil.example/storage/v1/object/public/uploads/x.jpg", "only the configured Storage host"),
+        ("https://169.254.169.254/storage/v1/object/public/user-uploads/x.jpg", "refusing to fetch"),
+        ("https://evil.example/storage/v1/object/public/user-uploads/x.jpg", "only the configured Storage host"),
         (f"{ALICE}/selfie.heic", "content type 'image/heic' is not an accepted image type"),
     ],
     ids=["other-users-folder", "metadata-address", "other-host", "heic"],
@@ -309,7 +309,7 @@ async def test_a_failed_write_leaves_no_follow_up_and_a_retry_writes_once(
 async def test_images_that_may_not_be_fetched_fail_without_an_openai_call(
     db_url: str, conn: asyncpg.Connection, openai_env: FakeOpenAI, app_env: FakeStorage, image: str, error: str
 ) -> None:
-    app_env.put("uploads", f"{ALICE}/selfie.heic", b"\0\0\0\x18ftypheic", "image/heic")
+    app_env.put("user-uploads", f"{ALICE}/selfie.heic", b"\0\0\0\x18ftypheic", "image/heic")
     job = await run(db_url, conn, await enqueue(conn, {**GLOW, "image": image}))
     assert (job["status"], job["attempts"]) == ("failed", 1)
     assert error in job["last_error"]
@@ -319,7 +319,7 @@ async def test_images_that_may_not_be_fetched_fail_without_an_openai_call(
 async def test_an_image_given_by_storage_url(
     db_url: str, conn: asyncpg.Connection, openai_env: FakeOpenAI, app_env: FakeStorage
 ) -> None:
-    url = f"{app_env.url}/storage/v1/object/public/uploads/{IMAGE_PATH}"
+    url = f"{app_env.url}/storage/v1/object/public/user-uploads/{IMAGE_PATH}"
     job = await run(db_url, conn, await enqueue(conn, {**GLOW, "image": url}))
     assert job["status"] == "completed", job["last_error"]
     assert openai_env.requests[0].image_bytes == jpeg()
@@ -334,7 +334,7 @@ async def test_a_storage_url_may_name_only_the_configured_buckets(
     url = f"{app_env.url}/storage/v1/object/authenticated/{bucket}/{IMAGE_PATH}"
     job = await run(db_url, conn, await enqueue(conn, {**GLOW, "image": url}))
     assert (job["status"], job["attempts"]) == ("failed", 1)
-    assert f"the bucket {bucket!r} is not one analyze_image reads from (uploads)" in job["last_error"]
+    assert f"the bucket {bucket!r} is not one analyze_image reads from (user-uploads)" in job["last_error"]
     assert not [request for request in app_env.requests if request[0] == "GET"]
     assert openai_env.requests == []
 

@@ -49,17 +49,17 @@ INSERT_PHOTO = "INSERT INTO progress_photos (user_id, bucket, storage_path) VALU
 @pytest.mark.parametrize(
     ("bucket", "path"),
     [
-        ("uploads", f"{BOB}/selfie.jpg"),  # another user's folder
-        ("uploads", f"{ALICE}/../{BOB}/selfie.jpg"),  # climbing out of one's own
-        ("uploads", f"{ALICE}/./x/../../{BOB}/a.jpg"),
-        ("uploads", f"{ALICE}/%2e%2e/{BOB}/a.jpg"),  # encoded
-        ("uploads", f"/{ALICE}/a.jpg"),  # absolute
-        ("uploads", f"{ALICE}//a.jpg"),
-        ("uploads", f"{ALICE}\\..\\{BOB}\\a.jpg"),
-        ("uploads", f"{ALICE}/..\\{BOB}\\a.jpg"),  # a backslash inside the folder
-        ("uploads", f"{ALICE}/a\nb.jpg"),
-        ("uploads", f"{ALICE}"),  # the folder itself, i.e. everything in it
-        ("uploads", ""),
+        ("user-uploads", f"{BOB}/selfie.jpg"),  # another user's folder
+        ("user-uploads", f"{ALICE}/../{BOB}/selfie.jpg"),  # climbing out of one's own
+        ("user-uploads", f"{ALICE}/./x/../../{BOB}/a.jpg"),
+        ("user-uploads", f"{ALICE}/%2e%2e/{BOB}/a.jpg"),  # encoded
+        ("user-uploads", f"/{ALICE}/a.jpg"),  # absolute
+        ("user-uploads", f"{ALICE}//a.jpg"),
+        ("user-uploads", f"{ALICE}\\..\\{BOB}\\a.jpg"),
+        ("user-uploads", f"{ALICE}/..\\{BOB}\\a.jpg"),  # a backslash inside the folder
+        ("user-uploads", f"{ALICE}/a\nb.jpg"),
+        ("user-uploads", f"{ALICE}"),  # the folder itself, i.e. everything in it
+        ("user-uploads", ""),
         ("archive", f"{ALICE}/a.jpg"),  # another bucket
         ("avatars", f"{ALICE}/a.jpg"),
     ],
@@ -78,18 +78,18 @@ async def test_a_user_sets_only_the_columns_that_are_theirs(
     # created_at decides when cleanup deletes; thumbnails name objects cleanup deletes: server-set
     for column, value in [
         ("created_at", "2000-01-01T00:00:00Z"),
-        ("thumbnails", json.dumps([{"bucket": "uploads", "path": f"{BOB}/selfie.jpg"}])),
+        ("thumbnails", json.dumps([{"bucket": "user-uploads", "path": f"{BOB}/selfie.jpg"}])),
         ("processed_at", "2000-01-01T00:00:00Z"),
     ]:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await alice.execute(
                 f"INSERT INTO progress_photos (user_id, bucket, storage_path, {column}) "
-                f"VALUES ($1, 'uploads', $2, $3::text::{'jsonb' if column == 'thumbnails' else 'timestamptz'})",
+                f"VALUES ($1, 'user-uploads', $2, $3::text::{'jsonb' if column == 'thumbnails' else 'timestamptz'})",
                 ALICE,
                 f"{ALICE}/a.jpg",
                 value,
             )
-    await alice.execute(INSERT_PHOTO, ALICE, "uploads", f"{ALICE}/2025/selfie.jpg")
+    await alice.execute(INSERT_PHOTO, ALICE, "user-uploads", f"{ALICE}/2025/selfie.jpg")
     row = await conn.fetchrow("SELECT * FROM progress_photos")
     assert row is not None and abs((row["created_at"] - await conn.fetchval("SELECT now()")).total_seconds()) < 60
     assert json.loads(row["thumbnails"]) == []
@@ -108,7 +108,8 @@ async def test_a_user_sets_only_the_columns_that_are_theirs(
 
 
 async def test_a_user_cannot_write_paths_into_other_app_tables(alice: asyncpg.Connection) -> None:
-    # analyses carry image paths and are written by the worker alone; profiles carry none
+    # analyses carry image paths and are written by the worker alone; a profile's avatar_url only
+    # ever keeps an object (cleanup_old_data counts it as a reference; nothing reads through it)
     for table in ("glow_analyses", "style_analyses"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await alice.execute(
@@ -119,7 +120,12 @@ async def test_a_user_cannot_write_paths_into_other_app_tables(alice: asyncpg.Co
         "WHERE grantee = 'authenticated' AND privilege_type IN ('INSERT', 'UPDATE') "
         "AND (column_name ~ '(path|bucket|url|avatar|thumbnail)') ORDER BY 1, 2"
     )
-    assert [tuple(r) for r in storage_columns] == [("progress_photos", "bucket"), ("progress_photos", "storage_path")]
+    assert [tuple(r) for r in storage_columns] == [
+        ("profiles", "avatar_url"),
+        ("profiles", "avatar_url"),
+        ("progress_photos", "bucket"),
+        ("progress_photos", "storage_path"),
+    ]
 
 
 # -- item 3: SECURITY DEFINER functions take only what they exist for --------------------------
@@ -187,7 +193,9 @@ async def test_the_worker_cannot_aim_partition_functions_at_other_tables(
 
 
 async def test_the_worker_still_keeps_and_archives_partitions(worker: asyncpg.Connection) -> None:
-    created = await worker.fetchval("SELECT create_month_partition('glow_analyses'::regclass, '2031-05-01')")
+    created = await worker.fetchval(
+        "SELECT partition_name FROM create_month_partition('glow_analyses'::regclass, '2031-05-01')"
+    )
     assert created == "glow_analyses_p2031_05"
     assert (
         await worker.fetch("SELECT * FROM partition_rows_page('glow_analyses_p2031_05'::regclass, NULL, NULL, 10)")

@@ -150,8 +150,10 @@ def test_settings_honour_the_apps_variable_names(clean_app_env: pytest.MonkeyPat
     assert settings.effective_openai_api_key is not None
     assert settings.effective_openai_api_key.get_secret_value() == "sk-server"
     assert "sk-server" not in repr(settings)
-    assert (settings.upload_retention_days, settings.ai_cache_ttl_seconds, settings.archive_retention_days) == (
+    assert (settings.unused_upload_days, settings.ai_cache_ttl_seconds, settings.archive_retention_days) == (
         90,
         3600.0,
-        None,
+        365,
     )
+    clean_app_env.setenv("JOBRUNNER_APP_ARCHIVE_RETENTION_DAYS", "off")
+    assert AppSettings().archive_retention_days is None

@@ -60,7 +60,7 @@ async def test_large_uploads_at_once_stay_within_the_memory_limit(
     }
     for path, (data, content_type) in images.items():
         assert len(data) < 5 * MIB
-        storage.put("uploads", path, data, content_type)
+        storage.put("user-uploads", path, data, content_type)
     jobs = [
         await conn.fetchval(
             "SELECT enqueue_job('process_upload', $1::jsonb)", json.dumps({"user_id": str(ALICE), "path": path})
@@ -93,5 +93,5 @@ async def test_large_uploads_at_once_stay_within_the_memory_limit(
         _, stderr = await asyncio.to_thread(daemon.communicate, timeout=60)
     statuses = await conn.fetch("SELECT status, last_error FROM background_jobs WHERE id = ANY($1::bigint[])", jobs)
     assert [(r["status"], r["last_error"]) for r in statuses] == [("completed", None)] * len(jobs), stderr[-2000:]
-    assert len(storage.paths("uploads")) == 3 * len(images)  # each original and its two thumbnails
+    assert len(storage.paths("user-uploads")) == 3 * len(images)  # each original and its two thumbnails
     assert peak < PEAK_RSS_BUDGET, f"peak RSS {peak / MIB:.0f} MiB is over the {PEAK_RSS_BUDGET / MIB:.0f} MiB budget"

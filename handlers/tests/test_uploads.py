@@ -51,13 +51,13 @@ async def test_thumbnails_are_stored_next_to_the_original_and_recorded(
     db_url: str, conn: asyncpg.Connection, app_env: FakeStorage
 ) -> None:
     path = f"{ALICE}/2025/selfie.jpg"
-    app_env.put("uploads", path, jpeg(1600, 1200))
+    app_env.put("user-uploads", path, jpeg(1600, 1200))
     job = await run_upload(db_url, conn, path)
     assert job["status"] == "completed", job["last_error"]
-    assert app_env.paths("uploads") == sorted(
+    assert app_env.paths("user-uploads") == sorted(
         [path, f"{ALICE}/2025/selfie.thumb_256.webp", f"{ALICE}/2025/selfie.thumb_1024.webp"]
     )
-    stored = app_env.get("uploads", f"{ALICE}/2025/selfie.thumb_256.webp")
+    stored = app_env.get("user-uploads", f"{ALICE}/2025/selfie.thumb_256.webp")
     assert stored is not None and stored.content_type == "image/webp"
     with Image.open(io.BytesIO(stored.data)) as thumb:
         assert (thumb.format, thumb.size) == ("WEBP", (256, 192))
@@ -89,11 +89,11 @@ async def test_unacceptable_uploads_fail_without_retry(
     db_url: str, conn: asyncpg.Connection, app_env: FakeStorage, data: bytes, content_type: str, error: str
 ) -> None:
     path = f"{ALICE}/bad.upload"
-    app_env.put("uploads", path, data, content_type)
+    app_env.put("user-uploads", path, data, content_type)
     job = await run_upload(db_url, conn, path)
     assert job["status"] == "failed" and job["attempts"] == 1
     assert error in job["last_error"]
-    assert app_env.paths("uploads") == [path]
+    assert app_env.paths("user-uploads") == [path]
     assert await conn.fetchval("SELECT count(*) FROM progress_photos") == 0
 
 

@@ -1,5 +1,7 @@
 -- Enqueue one job through SQL or Supabase RPC; returns its id. With a dedupe key that a live
 -- (pending or running) job already holds, nothing is inserted and that job's id is returned.
+-- payload left out is {}; a NULL payload is refused. NULL queue, priority, scheduled_at and
+-- max_attempts take their defaults.
 -- SECURITY DEFINER: the enqueuer role may not read the queue (row security), yet this must return
 -- the id it inserted or the live job holding the key. It can only insert pending jobs with the
 -- arguments given, and its search_path is pinned so that a caller cannot substitute objects.
@@ -19,10 +21,28 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id bigint;
 BEGIN
+    -- NULL is most likely a missing value in the caller's code, not a wish for {}: leaving the
+    -- argument out is how to ask for the empty object
+    IF enqueue_job.payload IS NULL THEN
+        RAISE EXCEPTION 'enqueue_job: payload must be a JSON object, not NULL (leave it out for {})'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF enqueue_job.dedupe_key IS NULL THEN
+        -- nothing to arbitrate: a plain INSERT. ON CONFLICT would make it a speculative
+        -- insertion, a second WAL record confirming the row.
+        INSERT INTO {schema}.background_jobs AS j
+            (job_type, payload, queue, priority, scheduled_at, max_attempts, concurrency_key)
+        VALUES (enqueue_job.job_type, enqueue_job.payload,
+                coalesce(enqueue_job.queue, 'default'), coalesce(enqueue_job.priority, 0),
+                coalesce(enqueue_job.scheduled_at, now()), coalesce(enqueue_job.max_attempts, 5),
+                enqueue_job.concurrency_key)
+        RETURNING j.id INTO new_id;
+        RETURN new_id;
+    END IF;
     LOOP
         INSERT INTO {schema}.background_jobs AS j
             (job_type, payload, queue, priority, scheduled_at, max_attempts, dedupe_key, concurrency_key)
-        VALUES (enqueue_job.job_type, coalesce(enqueue_job.payload, '{}'::jsonb),
+        VALUES (enqueue_job.job_type, enqueue_job.payload,
                 coalesce(enqueue_job.queue, 'default'), coalesce(enqueue_job.priority, 0),
                 coalesce(enqueue_job.scheduled_at, now()), coalesce(enqueue_job.max_attempts, 5),
                 enqueue_job.dedupe_key, enqueue_job.concurrency_key)

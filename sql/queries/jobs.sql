@@ -1,86 +1,31 @@
 -- Every statement jobrunner runs against the queue. Each starts with a `-- name: NAME` line;
 -- jobrunner.sql_files loads them by name and replaces `{schema}` with the configured schema.
--- The three claims return their columns in the order of Job's fields: Job.from_claim_row
--- builds the job positionally (tests/test_claim_rows.py).
+-- The claim returns its columns in the order of Job's fields: Job.from_claim_row builds the
+-- job positionally (tests/test_claim_rows.py).
 
--- name: claim_batch
--- Claim up to $3 runnable jobs of the queues in $1 for worker $2, highest priority first, then
--- oldest scheduled_at, skipping the job types in $5 (claimed apart because of their limits) and
--- types paused for upstream back-pressure, and stopping once the payloads pass $6 bytes (at
--- least one job). The statement is claim_jobs (migrations 0010, 0015): a function, so that its
--- plan is made once per connection.
+-- name: claim
+-- The daemon's claim (sql/functions/claim_jobs.sql): the unlimited part and every limited part
+-- in one call. The arguments are the function's, in its order.
 SELECT id, job_type, queue, payload, priority, attempts, max_attempts, created_at, scheduled_at, dedupe_key,
-       waited_seconds
-FROM {schema}.claim_jobs($1::text[], $2::text, $3::integer, $4::float8, $5::text[], $6::bigint);
+       waited_seconds, limited
+FROM {schema}.claim_jobs($1::text, $2::float8, $3::integer, $4::bigint, $5::text[], $6::integer, $7::boolean,
+                         $8::text[], $9::integer[], $10::integer[], $11::integer[], $12::float8[], $13::integer[],
+                         $14::text[], $15::integer[], $16::integer[], $17::float8[]);
 
--- name: claim_batch_of_type
--- claim_batch for one job type alone ($5): the claims of types with a per-process limit. Not
--- the function: with the type fixed, the best plan depends on how many jobs of the type wait
--- (a rare type is found through background_jobs_type_pending_idx, a common one by walking the
--- claim index), and only a plan made for the call's values sees that. claim_jobs' one plan
--- walked the claim index past every other type's jobs: 150 ms per claim of a type with no
--- job waiting behind 1,000,000 others. The walk, and the byte budget $6, are claim_jobs'
--- (migrations 0010, 0015).
-WITH next AS (
-    SELECT w.id
-    FROM (
-        SELECT c.id,
-               row_number() OVER claim_order AS n,
-               sum(c.payload_bytes) OVER claim_order AS bytes_so_far
-        FROM unnest($1::text[]) AS q(name)
-        CROSS JOIN LATERAL (
-            WITH RECURSIVE levels(priority) AS (
-                (SELECT b.priority FROM {schema}.background_jobs AS b
-                 WHERE b.status = 'pending' AND b.queue = q.name
-                 ORDER BY b.priority DESC LIMIT 1)
-                UNION ALL
-                SELECT (SELECT b.priority FROM {schema}.background_jobs AS b
-                        WHERE b.status = 'pending' AND b.queue = q.name AND b.priority < l.priority
-                        ORDER BY b.priority DESC LIMIT 1)
-                FROM levels AS l
-                WHERE l.priority IS NOT NULL
-            )
-            SELECT picked.id, picked.priority, picked.scheduled_at, picked.payload_bytes
-            FROM levels AS l
-            CROSS JOIN LATERAL (
-                SELECT b.id, b.priority, b.scheduled_at, b.payload_bytes
-                FROM {schema}.background_jobs AS b
-                WHERE b.status = 'pending' AND b.queue = q.name AND b.priority = l.priority
-                  AND b.scheduled_at <= now()
-                  AND b.job_type = $5::text
-                  -- NOT IN (a hashed subplan, built once per claim), not NOT EXISTS: as an anti-join
-                  -- its estimate fell to one row as soon as jobrunner_limit_state held a row (any
-                  -- limited type), and the planner then sorted every pending row on each claim
-                  -- (66 ms instead of 3 ms with 50,000 pending); nor <> ALL(ARRAY(subquery)), whose
-                  -- unknown selectivity did the same
-                  AND b.job_type NOT IN (SELECT ls.job_type FROM {schema}.jobrunner_limit_state AS ls
-                                         WHERE ls.paused_until > now())
-                ORDER BY b.scheduled_at, b.id
-                LIMIT $3
-                FOR UPDATE OF b SKIP LOCKED
-            ) AS picked
-            WHERE l.priority IS NOT NULL
-        ) AS c
-        WINDOW claim_order AS (ORDER BY c.priority DESC, c.scheduled_at, c.id ROWS UNBOUNDED PRECEDING)
-        ORDER BY c.priority DESC, c.scheduled_at, c.id
-        LIMIT $3
-    ) AS w
-    WHERE w.n = 1 OR w.bytes_so_far <= $6::bigint
+-- name: ensure_limit_state
+-- At a daemon's start: the state rows of its globally limited job types ($1, their rates $2)
+-- and limited queues ($3, rates $4), each bucket full, in one statement and in name order, so
+-- that the claims find them (claim_part creates one only when it was deleted since).
+WITH types AS (
+    INSERT INTO {schema}.jobrunner_limit_state (job_type, tokens)
+    SELECT t.job_type, coalesce(t.rate, 0) FROM unnest($1::text[], $2::integer[]) AS t(job_type, rate)
+    ORDER BY t.job_type
+    ON CONFLICT (job_type) DO NOTHING
 )
-UPDATE {schema}.background_jobs AS j
-SET status = 'running',
-    attempts = j.attempts + 1,
-    started_at = now(),
-    lease_expires_at = now() + make_interval(secs => $4::float8),
-    worker_id = $2
--- Flushed like any commit: a claim lost in a server crash would hand the same attempt number
--- to the next holder, and the fencing on (id, attempt) could no longer tell the two runs apart.
-FROM next
-WHERE j.id = next.id
-RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.attempts,
-          j.max_attempts, j.created_at, j.scheduled_at, j.dedupe_key,
-          -- clamped: a row written with scheduled_at = '-infinity' must not break every claim
-          extract(epoch FROM now() - least(greatest(j.scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds;
+INSERT INTO {schema}.jobrunner_queue_limit_state (queue, tokens)
+SELECT q.queue, coalesce(q.rate, 0) FROM unnest($3::text[], $4::integer[]) AS q(queue, rate)
+ORDER BY q.queue
+ON CONFLICT (queue) DO NOTHING;
 
 -- name: record_outcomes
 -- Write many outcomes in one statement (sql/functions/record_outcomes.sql): plain completions
@@ -88,16 +33,6 @@ RETURNING j.id, j.job_type, j.queue, j.payload::text AS payload, j.priority, j.a
 -- had lost their lease.
 SELECT id FROM {schema}.record_outcomes($1::bigint[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::float8[],
                                         $7::text[], $8::text[], $9::jsonb[], $10::bool[]) AS id;
-
--- name: claim_within_limits
--- Claim jobs under a job type's global limits, a queue's, or both, and within the byte budget
--- $15 (see claim_jobs_within_limits in migrations 0008, 0015).
-SELECT id, job_type, queue, payload::text AS payload, priority, attempts, max_attempts, created_at,
-       scheduled_at, dedupe_key,
-       extract(epoch FROM now() - least(greatest(scheduled_at, '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz))::float8 AS waited_seconds
-FROM {schema}.claim_jobs_within_limits($1::text[], $2::text, $3::integer, $4::float8, $5::text, $6::text[],
-                                       $7::integer, $8::integer, $9::float8, $10::integer,
-                                       $11::text, $12::integer, $13::integer, $14::float8, $15::bigint);
 
 -- name: pause_job_type
 -- A handler's upstream said "slow down": no replica claims this type until the pause ends.
@@ -109,12 +44,14 @@ SET paused_until = greatest(coalesce(l.paused_until, now()), EXCLUDED.paused_unt
 
 -- name: seconds_until_runnable
 -- Burst mode's exit test: seconds until the next pending job of these queues may run (0: one
--- may run now, e.g. held back by a global limit; NULL: nothing pending at all).
+-- may run now, e.g. held back by a global limit; NULL: nothing pending at all). A paused
+-- queue's jobs do not count: no claim takes them until it is resumed.
 -- (greatest() would turn the NULL of an empty min() into 0)
 SELECT CASE WHEN min(scheduled_at) IS NULL THEN NULL
             ELSE greatest(0, extract(epoch FROM least(greatest(min(scheduled_at), '1970-01-01+00'::timestamptz), '9999-12-31+00'::timestamptz) - now())) END::float8
 FROM {schema}.background_jobs
-WHERE status = 'pending' AND queue = ANY($1::text[]);
+WHERE status = 'pending' AND queue = ANY($1::text[])
+  AND queue NOT IN (SELECT p.queue FROM {schema}.jobrunner_queue_pauses AS p);
 
 -- name: notify_queues
 -- Wake idle daemons after jobs were handed back.
@@ -210,6 +147,17 @@ WHERE id = $1;
 -- name: cancel_job
 -- Status after the request: cancelled, cancelling (running: its worker is told), or as it was.
 SELECT {schema}.cancel_job($1::bigint);
+
+-- name: cancel_job_reporting
+-- cancel_job for `jobrunner cancel`, with what the job was before the call, so that a job that had
+-- already ended (cancelled included) is told apart from one this call cancelled. The row is
+-- locked before cancel_job runs, so no other writer changes it in between. No row: no such job.
+SELECT was.status AS status_before, was.cancel_requested_at AS cancel_requested_before, was.finished_at,
+       {schema}.cancel_job($1::bigint) AS status_after
+FROM (SELECT j.status, j.cancel_requested_at, j.finished_at
+      FROM {schema}.background_jobs AS j
+      WHERE j.id = $1::bigint
+      FOR UPDATE) AS was;
 
 -- name: cancel_requested
 -- The polling fallback for cancellation: which of the jobs we hold were asked to stop.

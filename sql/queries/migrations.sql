@@ -19,12 +19,10 @@ CREATE TABLE IF NOT EXISTS {schema}.jobrunner_migrations (
 CREATE UNIQUE INDEX IF NOT EXISTS jobrunner_migrations_function_key
     ON {schema}.jobrunner_migrations (component, name) WHERE version IS NULL;
 
--- name: applied_migrations
-SELECT version, name, checksum FROM {schema}.jobrunner_migrations
-WHERE component = $1 AND version IS NOT NULL ORDER BY version;
-
--- name: applied_functions
-SELECT name, checksum FROM {schema}.jobrunner_migrations WHERE component = $1 AND version IS NULL;
+-- name: applied
+-- Every component's bookkeeping in one statement: a daemon checks it at start (and its readiness
+-- probe every few seconds), one round trip per statement on a new connection.
+SELECT component, version, name, checksum FROM {schema}.jobrunner_migrations;
 
 -- name: record_migration
 INSERT INTO {schema}.jobrunner_migrations (component, version, name, checksum) VALUES ($1, $2, $3, $4);

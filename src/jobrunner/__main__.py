@@ -1,5 +1,5 @@
 import sys
 
-from jobrunner.cli import main
+from jobrunner.console import main
 
 sys.exit(main())

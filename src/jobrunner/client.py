@@ -1,22 +1,26 @@
 """Enqueue from Python: `AsyncClient` (asyncpg) and `Client` (psycopg 3).
 
 Both enqueue on the connection you pass, inside whatever transaction it has open, so a job
-exists if and only if your transaction commits.
+exists if and only if your transaction commits. psycopg is imported when the first `Client` is
+made: the daemon and asyncio applications, which import this module, never load it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import psycopg
 
-from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error
+from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error, validate_job
 from jobrunner.sql_files import Queries
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["AsyncClient", "Client", "InvalidJob", "JobRecord", "NewJob"]
 
@@ -25,14 +29,19 @@ AsyncConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 AsyncExecutor = asyncpg.Pool | AsyncConnection
 
 
+# the jsonb columns of a record: read as text (one decoder for both drivers), given as Python values
+_JSON_FIELDS = ("payload", "result", "progress")
+
+
 @dataclass(frozen=True)
 class JobRecord:
-    """A row of background_jobs as `get` returns it."""
+    """A row of background_jobs as `get` returns it. `payload`, `result` and `progress` are
+    Python values decoded from their JSON (a dict; any JSON value or None)."""
 
     id: int
     job_type: str
     queue: str
-    payload: str
+    payload: dict[str, Any]
     priority: int
     status: str
     attempts: int
@@ -46,15 +55,19 @@ class JobRecord:
     worker_id: str | None
     last_error: str | None
     last_error_traceback: str | None
-    result: str | None
+    result: Any
     release_count: int
     cancel_requested_at: datetime | None
-    progress: str | None
+    progress: Any
     concurrency_key: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> JobRecord:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        fields = {name: row[name] for name in cls.__dataclass_fields__}
+        for name in _JSON_FIELDS:
+            if fields[name] is not None:
+                fields[name] = json.loads(fields[name])
+        return cls(**fields)
 
 
 def _raise_payload_refusal(constraint_name: str | None, message: str, exc: Exception) -> None:
@@ -93,7 +106,7 @@ class AsyncClient:
         concurrency_key: str | None = None,
     ) -> int:
         """Enqueue one job; returns its id (the live job's id when `dedupe_key` is taken)."""
-        job = NewJob(
+        args = validate_job(
             job_type,
             {} if payload is None else payload,
             queue,
@@ -103,9 +116,9 @@ class AsyncClient:
             max_attempts,
             dedupe_key,
             concurrency_key,
+            self._max_payload_bytes,
         )
         db = connection or self._db
-        args = job.validated(self._max_payload_bytes).enqueue_args()
         try:
             job_id: int = await db.fetchval(self._queries.enqueue, *args)
         except asyncpg.CheckViolationError as exc:
@@ -114,19 +127,22 @@ class AsyncClient:
         return job_id
 
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
-        """Enqueue many jobs in one statement; returns the ids inserted (dedupe hits are skipped)."""
-        validated = [job.validated(self._max_payload_bytes) for job in jobs]
+        """Enqueue many jobs in one statement; returns the ids inserted, in the order of `jobs`
+        (dedupe hits are skipped)."""
+        limit = self._max_payload_bytes
+        validated = [job.validated(limit) for job in jobs]
         if not validated:
             return []
         db = connection or self._db
         try:
-            rows = await db.fetch(self._queries.enqueue_many, *bulk_columns(validated))
+            ids: list[int] | None = await db.fetchval(self._queries.enqueue_batch, *bulk_columns(validated))
         except asyncpg.CheckViolationError as exc:
             _raise_payload_refusal(exc.constraint_name, exc.message, exc)
             raise
-        return [row["id"] for row in rows]
+        return ids or []
 
     async def get(self, job_id: int, *, connection: AsyncConnection | None = None) -> JobRecord | None:
+        """The job's row (status, attempts, last error, result, …), or None when there is no such job."""
         row = await (connection or self._db).fetchrow(self._queries.get_job, job_id)
         return JobRecord.from_row(row) if row else None
 
@@ -161,11 +177,16 @@ class Client:
     def __init__(
         self, connection: psycopg.Connection[Any], schema: str = "public", *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
     ) -> None:
+        from psycopg.errors import CheckViolation
+        from psycopg.rows import dict_row
+
+        self._check_violation = CheckViolation
+        self._dict_row = dict_row
         self._conn = connection
         self._max_payload_bytes = max_payload_bytes
         queries = Queries(schema)
         self._enqueue = _pyformat(queries.enqueue)
-        self._enqueue_many = _pyformat(queries.enqueue_many)
+        self._enqueue_batch = _pyformat(queries.enqueue_batch)
         self._get = _pyformat(queries.get_job)
         self._cancel = _pyformat(queries.cancel_job)
         self._retry = _pyformat(queries.retry_job)
@@ -176,7 +197,7 @@ class Client:
         with (connection or self._conn).cursor() as cur:
             try:
                 cur.execute(sql, _params(values))  # rendered from sql/, not user input
-            except psycopg.errors.CheckViolation as exc:
+            except self._check_violation as exc:
                 _raise_payload_refusal(exc.diag.constraint_name, exc.diag.message_primary or str(exc), exc)
                 raise
             return cur.fetchall() if cur.description else []
@@ -195,7 +216,7 @@ class Client:
         dedupe_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> int:
-        job = NewJob(
+        args = validate_job(
             job_type,
             {} if payload is None else payload,
             queue,
@@ -205,8 +226,9 @@ class Client:
             max_attempts,
             dedupe_key,
             concurrency_key,
+            self._max_payload_bytes,
         )
-        rows = self._fetchall(self._enqueue, job.validated(self._max_payload_bytes).enqueue_args(), connection)
+        rows = self._fetchall(self._enqueue, args, connection)
         job_id: int = rows[0][0]
         return job_id
 
@@ -214,10 +236,11 @@ class Client:
         validated = [job.validated(self._max_payload_bytes) for job in jobs]
         if not validated:
             return []
-        return [row[0] for row in self._fetchall(self._enqueue_many, bulk_columns(validated), connection)]
+        ids: list[int] | None = self._fetchall(self._enqueue_batch, bulk_columns(validated), connection)[0][0]
+        return ids or []
 
     def get(self, job_id: int, *, connection: psycopg.Connection[Any] | None = None) -> JobRecord | None:
-        with (connection or self._conn).cursor(row_factory=psycopg.rows.dict_row) as cur:
+        with (connection or self._conn).cursor(row_factory=self._dict_row) as cur:
             cur.execute(self._get, _params([job_id]))
             row = cur.fetchone()
         return JobRecord.from_row(row) if row else None

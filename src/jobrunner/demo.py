@@ -188,7 +188,8 @@ async def _demo(url: DatabaseUrl, settings: Settings, jobs: int, concurrency: in
         for row in dead:
             console.print(escape(f"  #{row['id']} {row['job_type']} ({row['status']}): {row['last_error']}"))
     console.print(
-        f"(the demo lives in schema {DEMO_SCHEMA}; inspect it with `JOBRUNNER_SCHEMA={DEMO_SCHEMA} jobrunner status`)"
+        f"(the demo lives in schema {DEMO_SCHEMA}; inspect it with `JOBRUNNER_SCHEMA={DEMO_SCHEMA} jobrunner status`,"
+        " or in a browser with `jobrunner dashboard`)"
     )
     return 0
 

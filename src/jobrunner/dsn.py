@@ -42,6 +42,17 @@ class DatabaseUrl:
     def redacted(self) -> str:
         return redact(self.url)
 
+    def server(self) -> str:
+        """Where the URL connects, for messages: `host:port`, or the Unix socket's path; never
+        the user or the password. An unset host or port is libpq's default (PGHOST/PGPORT)."""
+        parts = urlsplit(self.url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        host = parts.hostname or query.get("host") or "the default host (PGHOST)"
+        port = parts.port or query.get("port") or 5432
+        if host.startswith("/"):
+            return f"{host.rstrip('/')}/.s.PGSQL.{port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def passwords(self) -> list[str]:
         """Every credential the URL carries (for masking them wherever else they turn up)."""
         parts = urlsplit(self.url)

@@ -64,7 +64,7 @@ def handler(
     startup_check: Callable[[], str | None] | None = None,
     limits: GlobalLimits | None = None,
 ) -> Callable[[HandlerFunc], Handler]:
-    """Declare a handler::
+    """Declare a handler:
 
     @handler("send_email", payload_model=Email, timeout=30)
     async def send_email(ctx: JobContext[Email]) -> None: ...

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from jobrunner.job_metrics import JobMetrics
+from jobrunner.samplers import SampledFamilies
 from jobrunner.settings import Settings
 
 # From 1 ms to 6 h: no-op jobs, interactive jobs (seconds) and batch jobs (hours) all fit.
@@ -102,6 +103,15 @@ class DaemonMetrics:
         self.sampler_leader = Gauge(
             "jobrunner_queue_sampler_leader", "1 on the replica that samples queue depth now.", registry=r
         )
+        self.plugin_sampler_leader = Gauge(
+            "jobrunner_plugin_sampler_leader",
+            "1 on the replica that runs this plugin sampler now (jobrunner.samplers).",
+            ("sampler",),
+            registry=r,
+        )
+        # what plugin samplers last sampled, exported as they are (jobrunner.samplers)
+        self.sampled = SampledFamilies()
+        r.register(self.sampled)
         self.upstream_usage = Counter(
             "jobrunner_upstream_usage",
             "Usage handlers report for their upstreams (e.g. OpenAI tokens), by kind.",

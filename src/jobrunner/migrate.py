@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
 import asyncpg
 
+from jobrunner.plugin_entry_points import entry_points_of
 from jobrunner.sql_files import FunctionFile, Migration, Queries, bind, function_files, migrations, render, sql_dir
 
 CORE_COMPONENT = "jobrunner"
@@ -94,7 +94,7 @@ def discover_migration_sets(group: str = MIGRATIONS_ENTRY_POINT_GROUP) -> list[M
     A plugin's entry point names a MigrationSet; `{schema}` in its files is jobrunner's schema.
     """
     sets = [MigrationSet.core()]
-    for point in sorted(entry_points(group=group), key=lambda p: p.name):
+    for point in sorted(entry_points_of(group), key=lambda p: p.name):
         try:
             loaded = point.load()
         except Exception as exc:
@@ -131,12 +131,18 @@ class _Reader(Protocol):
     async def fetchval(self, query: str, *args: object) -> object: ...
 
 
-async def _applied(db: _Reader, queries: Queries, component: str, table_exists: bool) -> _Applied:
-    if not table_exists:
-        return _Applied({}, {})
-    numbered = {r["version"]: r["checksum"] for r in await db.fetch(queries.applied_migrations, component)}
-    functions = {r["name"]: r["checksum"] for r in await db.fetch(queries.applied_functions, component)}
-    return _Applied(numbered, functions)
+async def _applied(db: _Reader, queries: Queries) -> dict[str, _Applied]:
+    """What each component has applied (a component missing from it has applied nothing)."""
+    if not await db.fetchval(queries.migrations_table_exists):
+        return {}
+    applied: dict[str, _Applied] = {}
+    for row in await db.fetch(queries.applied):
+        state = applied.setdefault(row["component"], _Applied({}, {}))
+        if row["version"] is None:
+            state.functions[row["name"]] = row["checksum"]
+        else:
+            state.migrations[row["version"]] = row["checksum"]
+    return applied
 
 
 def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applied: _Applied) -> list[Step]:
@@ -187,12 +193,10 @@ def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applie
 async def plan_migrations(db: _Reader, schema: str, sets: list[MigrationSet] | None = None) -> list[Step]:
     """What `migrate` would apply now (`db` may be a connection or a pool)."""
     queries = Queries(schema)
-    table_exists = bool(await db.fetchval(queries.migrations_table_exists))
+    applied = await _applied(db, queries)
     steps: list[Step] = []
     for migration_set in discover_migration_sets() if sets is None else sets:
-        steps += _plan_set(
-            queries, schema, migration_set, await _applied(db, queries, migration_set.component, table_exists)
-        )
+        steps += _plan_set(queries, schema, migration_set, applied.get(migration_set.component) or _Applied({}, {}))
     return steps
 
 
@@ -239,12 +243,11 @@ def migration_script(schema: str, steps: list[Step]) -> str:
 async def pending_migrations(db: _Reader, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
     """Names of the numbered migrations not yet applied and of the function files changed since
     they were applied (for readiness checks and `status`). `db` may be a connection or a pool."""
-    queries = Queries(schema)
     sets = discover_migration_sets() if sets is None else sets
-    table_exists = bool(await db.fetchval(queries.migrations_table_exists))
+    applied_by_component = await _applied(db, Queries(schema))
     missing: list[str] = []
     for migration_set in sets:
-        applied = await _applied(db, queries, migration_set.component, table_exists)
+        applied = applied_by_component.get(migration_set.component) or _Applied({}, {})
         missing += [
             f"{migration_set.component}/{m.version:04d}_{m.name}"
             for m in migration_set.items

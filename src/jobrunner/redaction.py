@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from jobrunner.dsn import InvalidDatabaseUrl, parse_database_url, redact
 
@@ -135,6 +135,9 @@ def settings_secrets(settings: Settings) -> list[str]:
     found: list[str] = []
     for name in type(settings).model_fields:
         value = getattr(settings, name)
+        if isinstance(value, dict):  # e.g. the dashboard's users and their passwords
+            found += [secret for item in value.values() for secret in _nested_secrets(item)]
+            continue
         if not isinstance(value, SecretStr):
             continue
         raw = value.get_secret_value()
@@ -148,6 +151,13 @@ def settings_secrets(settings: Settings) -> list[str]:
         else:
             found.append(raw)
     return found
+
+
+def _nested_secrets(value: object) -> list[str]:
+    """The SecretStr fields of a model held in a setting (a dashboard user's password)."""
+    if isinstance(value, BaseModel):
+        return [v.get_secret_value() for v in vars(value).values() if isinstance(v, SecretStr)]
+    return []
 
 
 def environment_secrets(environ: Mapping[str, str]) -> list[str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
-from importlib.metadata import entry_points
 from types import ModuleType
 
 from jobrunner.handler import Handler
+from jobrunner.plugin_entry_points import entry_points_of
 
 ENTRY_POINT_GROUP = "jobrunner.handlers"
 
@@ -84,7 +84,7 @@ class HandlerRegistry:
             self.register(item, f"module {name}")
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
-        for point in entry_points(group=group):
+        for point in entry_points_of(group):
             origin = f"entry point {point.name} ({point.value})"
             try:
                 loaded = point.load()

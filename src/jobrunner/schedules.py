@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from jobrunner.plugin_entry_points import declared_objects
 from jobrunner.sql_files import Queries
 
 if TYPE_CHECKING:
@@ -177,28 +177,8 @@ def load_schedules_file(path: Path) -> list[Schedule]:
         raise ScheduleError(f"invalid schedule in {path}: {exc}") from exc
 
 
-def _schedules_in(obj: object, origin: str) -> Iterator[Schedule]:
-    if isinstance(obj, Schedule):
-        yield obj
-    elif isinstance(obj, Iterable) and not isinstance(obj, (str, bytes, dict)):
-        for item in obj:
-            if not isinstance(item, Schedule):
-                raise ScheduleError(f"{origin} lists {item!r}, which is not a jobrunner Schedule")
-            yield item
-    else:
-        raise ScheduleError(f"{origin} is {obj!r}: expected a Schedule or a list of them")
-
-
 def entry_point_schedules(group: str = SCHEDULES_ENTRY_POINT_GROUP) -> list[tuple[Schedule, str]]:
-    found: list[tuple[Schedule, str]] = []
-    for point in sorted(entry_points(group=group), key=lambda p: p.name):
-        origin = f"entry point {point.name} ({point.value})"
-        try:
-            loaded = point.load()
-        except Exception as exc:  # a broken plugin must say which one it is
-            raise ScheduleError(f"cannot load {origin}: {exc}") from exc
-        found += [(item, origin) for item in _schedules_in(loaded, origin)]
-    return found
+    return declared_objects(group, Schedule, ScheduleError)
 
 
 def declared_schedules(

@@ -9,7 +9,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from jobrunner.error_reporting import SDK_MISSING
@@ -51,7 +60,9 @@ def describe_settings_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-_SECRET_FIELDS = frozenset({"database_url", "listen_database_url", "sentry_dsn"})
+_SECRET_FIELDS = frozenset(
+    {"database_url", "listen_database_url", "sentry_dsn", "dashboard_users", "dashboard_token", "dashboard_read_token"}
+)
 
 
 def _field_named(key: str) -> str:
@@ -63,6 +74,22 @@ def _field_named(key: str) -> str:
         if isinstance(alias, AliasChoices) and key.lower() in (str(c).lower() for c in alias.choices):
             return name
     return key
+
+
+class DashboardUser(BaseModel):
+    """One login of the web dashboard (JOBRUNNER_DASHBOARD_USERS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: SecretStr
+    role: Literal["read", "admin"] = "read"
+
+    @field_validator("password")
+    @classmethod
+    def _long_password(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 8:
+            raise ValueError("a dashboard password must have at least 8 characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -230,6 +257,10 @@ class Settings(BaseSettings):
     plugin_schedules: bool = Field(
         default=True, description="Declare the schedules installed handler plugins ship (jobrunner.schedules)."
     )
+    plugin_samplers: bool = Field(
+        default=True,
+        description="Run the metric samplers installed plugins ship (jobrunner.samplers), one replica each at a time.",
+    )
     schedule_misfire_grace: float = Field(
         default=60.0,
         ge=0,
@@ -315,6 +346,53 @@ class Settings(BaseSettings):
             " orchestrator restarts it. Default: concurrency."
         ),
     )
+
+    # -- the web dashboard (`jobrunner dashboard`, jobrunner.dashboard) -------------------------
+    dashboard_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of `jobrunner dashboard`. Any address but loopback needs dashboard users or a"
+        " token, or the dashboard refuses to start.",
+    )
+    dashboard_port: int = Field(default=9180, ge=0, le=65535, description="Port of `jobrunner dashboard`; 0 picks one.")
+    dashboard_users: dict[str, DashboardUser] = Field(
+        default_factory=dict,
+        description='Dashboard logins (HTTP Basic) as JSON: {"name": {"password": "...", "role": "admin"}}; role'
+        " read (the default) only looks, admin also acts on jobs and queues.",
+    )
+    dashboard_token: SecretStr | None = Field(
+        default=None,
+        description="A bearer token (Authorization: Bearer, or the password of Basic user `token`) with the"
+        " admin role.",
+    )
+    dashboard_read_token: SecretStr | None = Field(
+        default=None, description="A bearer token with the read role: sees everything, changes nothing."
+    )
+    dashboard_redact_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Payload, result and progress keys (any depth, case-insensitive) the dashboard shows as"
+        " [redacted].",
+    )
+    dashboard_refresh_interval: float = Field(
+        default=2.0, ge=0.2, le=3600, description="Least seconds between two live updates of an open dashboard page."
+    )
+    dashboard_bulk_batch: int = Field(
+        default=500, ge=1, le=100_000, description="Jobs one transaction of a bulk dashboard action changes."
+    )
+    dashboard_pool_size: int = Field(
+        default=4, ge=1, le=100, description="Most connections the dashboard opens (its own pool, LISTEN apart)."
+    )
+
+    @field_validator("dashboard_token", "dashboard_read_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("a dashboard token must have at least 16 characters")
+        return value
+
+    @field_validator("dashboard_redact_keys", mode="before")
+    @classmethod
+    def _split_redact_keys(cls, value: object) -> object:
+        return cls._split_commas(value)
 
     @field_validator("schema_name")
     @classmethod

@@ -70,7 +70,7 @@ def _raw_queries() -> dict[str, str]:
 
 
 class Queries:
-    """Named queries rendered for one schema: `Queries("public").claim_batch`."""
+    """Named queries rendered for one schema: `Queries("public").claim`."""
 
     def __init__(self, schema: str) -> None:
         self.schema = schema

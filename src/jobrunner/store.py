@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -58,6 +58,44 @@ def claim_order(job: Job) -> tuple[int, float, int]:
     return (-job.priority, -job.waited_seconds, job.id)
 
 
+@dataclass(frozen=True, slots=True)
+class LimitedType:
+    """A job type claimed apart: limited in this process (`room`: how many more it may run here,
+    None for no such limit), globally (`limits`), or both."""
+
+    job_type: str
+    room: int | None
+    limits: GlobalLimits | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPlan:
+    """What one claim may take: up to `limit` jobs of `queues` (the queues without limits); of
+    them at most `limited_limit` from the limited types and queues, whose parts go first when
+    `limited_first`."""
+
+    queues: Sequence[str]
+    limit: int
+    limited_limit: int = 0
+    limited_first: bool = False
+    limited_types: Sequence[LimitedType] = ()
+    limited_queues: Mapping[str, QueueLimits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim's jobs, each side in claim order: the limited parts' (to start first) and the
+    rest; and whether a limited part would have taken a job but had no room left."""
+
+    limited: list[Job]
+    unlimited: list[Job]
+    limited_waiting: bool = False
+
+    @property
+    def all(self) -> list[Job]:
+        return self.limited + self.unlimited
+
+
 # JOBRUNNER_CLAIM_MAX_BYTES' default: what one claim may hold of payloads (at least one job)
 DEFAULT_CLAIM_MAX_BYTES = 16 * 1024 * 1024
 
@@ -69,39 +107,63 @@ class JobStore:
         # every claim stops adding jobs once their payloads' JSON text passes this many bytes
         self.claim_max_bytes = claim_max_bytes
 
-    async def claim_batch(
-        self,
-        queues: Sequence[str],
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        skip_types: Sequence[str] = (),
-        only_type: str | None = None,
-    ) -> list[Job]:
-        if only_type is None:
-            rows = await self.pool.fetch(
-                self.queries.claim_batch,
-                list(queues),
-                worker_id,
-                limit,
-                lease_seconds,
-                list(skip_types),
-                self.claim_max_bytes,
-            )
-        else:  # skip_types cannot matter: only one type is claimed
-            rows = await self.pool.fetch(
-                self.queries.claim_batch_of_type,
-                list(queues),
-                worker_id,
-                limit,
-                lease_seconds,
-                only_type,
-                self.claim_max_bytes,
-            )
-        jobs = [Job.from_claim_row(row) for row in rows]
-        # UPDATE ... RETURNING keeps no order; start them in the order they were chosen
-        jobs.sort(key=claim_order)
-        return jobs
+    async def claim(self, worker_id: str, lease_seconds: float, plan: ClaimPlan) -> Claimed:
+        """Claim up to `plan.limit` runnable jobs in one round trip (sql/functions/claim_jobs.sql)."""
+        rows = await self.pool.fetch(self.queries.claim, *self.claim_arguments(worker_id, lease_seconds, plan))
+        limited: list[Job] = []
+        unlimited: list[Job] = []
+        limited_waiting = False
+        for row in rows:
+            if row[0] is None:  # no job: a limited part had one to take, but no room
+                limited_waiting = True
+            else:
+                (limited if row[11] else unlimited).append(Job.from_claim_row(row[:11]))
+        # UPDATE ... RETURNING keeps no order; each side in the order it was chosen
+        limited.sort(key=claim_order)
+        unlimited.sort(key=claim_order)
+        return Claimed(limited, unlimited, limited_waiting)
+
+    def claim_arguments(self, worker_id: str, lease_seconds: float, plan: ClaimPlan) -> tuple[object, ...]:
+        """The arguments of the `claim` query for this plan, in claim_jobs' order."""
+        types = plan.limited_types
+        queue_limits = plan.limited_queues.values()
+        return (
+            worker_id,
+            lease_seconds,
+            plan.limit,
+            self.claim_max_bytes,
+            list(plan.queues),
+            plan.limited_limit,
+            plan.limited_first,
+            [t.job_type for t in types],
+            [t.room for t in types],
+            [t.limits and t.limits.max_running for t in types],
+            [t.limits and t.limits.rate for t in types],
+            [t.limits and t.limits.per_seconds for t in types],
+            [t.limits and t.limits.per_key_max_running for t in types],
+            list(plan.limited_queues),
+            [q.max_running for q in queue_limits],
+            [q.rate for q in queue_limits],
+            [q.per_seconds for q in queue_limits],
+        )
+
+    async def claim_batch(self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
+        """Claim up to `limit` runnable jobs of `queues`, no job type or queue limited."""
+        return (await self.claim(worker_id, lease_seconds, ClaimPlan(queues, limit))).unlimited
+
+    async def ensure_limit_state(
+        self, type_limits: Mapping[str, GlobalLimits], queue_limits: Mapping[str, QueueLimits]
+    ) -> None:
+        """Create the limit-state rows the claims of these types and queues take (full buckets)."""
+        if not type_limits and not queue_limits:
+            return
+        await self.pool.execute(
+            self.queries.ensure_limit_state,
+            list(type_limits),
+            [limits.rate for limits in type_limits.values()],
+            list(queue_limits),
+            [limits.rate for limits in queue_limits.values()],
+        )
 
     def filled_byte_budget(self, jobs: Sequence[Job]) -> bool:
         """Whether a claim that returned fewer jobs than asked may have been cut short by the
@@ -143,41 +205,6 @@ class JobStore:
             released,
         )
         return {row["id"] for row in written}
-
-    async def claim_within_limits(
-        self,
-        queues: Sequence[str],
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        *,
-        job_type: str | None,
-        skip_types: Sequence[str],
-        type_limits: GlobalLimits | None,
-        queue: str | None,
-        queue_limits: QueueLimits | None,
-    ) -> list[Job]:
-        """Claim under a job type's global limits (`job_type`, else any type but `skip_types`), a
-        queue's (`queue`, else `queues` without queue limits), or both."""
-        rows = await self.pool.fetch(
-            self.queries.claim_within_limits,
-            list(queues),
-            worker_id,
-            limit,
-            lease_seconds,
-            job_type,
-            list(skip_types),
-            type_limits and type_limits.max_running,
-            type_limits and type_limits.rate,
-            type_limits and type_limits.per_seconds,
-            type_limits and type_limits.per_key_max_running,
-            queue,
-            queue_limits and queue_limits.max_running,
-            queue_limits and queue_limits.rate,
-            queue_limits and queue_limits.per_seconds,
-            self.claim_max_bytes,
-        )
-        return sorted((Job.from_claim_row(row) for row in rows), key=claim_order)
 
     async def seconds_until_runnable(self, queues: Sequence[str]) -> float | None:
         seconds: float | None = await self.pool.fetchval(self.queries.seconds_until_runnable, list(queues))

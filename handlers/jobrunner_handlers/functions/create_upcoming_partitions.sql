@@ -1,5 +1,7 @@
 -- Partitions for `months` months from the month of `from_month` (default: this month, UTC) for
--- every partitioned app table. Returns the partitions created.
+-- every partitioned app table, all in the caller's transaction (the migration's; the daily
+-- maintain_partitions job creates one partition per transaction instead). Returns the partitions
+-- created.
 -- requires: app_partitioned_tables, create_month_partition
 
 CREATE OR REPLACE FUNCTION public.create_upcoming_partitions(months integer DEFAULT 3, from_month date DEFAULT NULL)
@@ -13,7 +15,8 @@ DECLARE
 BEGIN
     FOREACH parent IN ARRAY public.app_partitioned_tables() LOOP
         FOR step IN 0 .. greatest(months, 1) - 1 LOOP
-            created_name := public.create_month_partition(parent, (start_month + make_interval(months => step))::date);
+            SELECT c.partition_name INTO created_name
+            FROM public.create_month_partition(parent, (start_month + make_interval(months => step))::date) AS c;
             IF created_name IS NOT NULL THEN
                 created := created || created_name;
             END IF;

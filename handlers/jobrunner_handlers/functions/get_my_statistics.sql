@@ -5,4 +5,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM public.user_statistics_cache WHERE user_id = auth.uid()
 $$;
 
+-- users only (a caller without a JWT `sub` would get nothing anyway)
+REVOKE ALL ON FUNCTION public.get_my_statistics() FROM PUBLIC, anon, service_role;
 GRANT EXECUTE ON FUNCTION public.get_my_statistics() TO authenticated;

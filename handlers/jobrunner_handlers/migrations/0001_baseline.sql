@@ -173,8 +173,6 @@ CREATE INDEX IF NOT EXISTS idx_style_analyses_overall_score ON public.style_anal
 CREATE INDEX IF NOT EXISTS idx_style_analyses_area_scores ON public.style_analyses USING gin (area_scores jsonb_path_ops);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_style_analyses_source_job ON public.style_analyses (source_job_id, created_at);
 CREATE INDEX IF NOT EXISTS idx_progress_photos_user_created ON public.progress_photos (user_id, created_at DESC);
--- cleanup walks uploads by age
-CREATE INDEX IF NOT EXISTS idx_progress_photos_created ON public.progress_photos (created_at);
 CREATE INDEX IF NOT EXISTS idx_api_metrics_user_created ON public.api_metrics (user_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_api_metrics_endpoint_created ON public.api_metrics (endpoint, created_at DESC);
 
@@ -298,12 +296,12 @@ CREATE TABLE IF NOT EXISTS public.api_rate_limits (
 );
 CREATE INDEX IF NOT EXISTS idx_api_rate_limits_window ON public.api_rate_limits (window_start);
 
--- The buckets users upload to (JOBRUNNER_APP_UPLOADS_BUCKET; add a row when it is not `uploads`):
--- a progress_photos row may only name one of them (progress_photos_own below).
+-- The buckets users upload to (JOBRUNNER_APP_UPLOADS_BUCKET; add a row when it is not
+-- `user-uploads`): a progress_photos row may only name one of them (progress_photos_own below).
 CREATE TABLE IF NOT EXISTS public.user_upload_buckets (
     bucket text PRIMARY KEY CHECK (bucket ~ '^[a-z0-9][a-z0-9._-]{0,62}$')
 );
-INSERT INTO public.user_upload_buckets (bucket) VALUES ('uploads') ON CONFLICT DO NOTHING;
+INSERT INTO public.user_upload_buckets (bucket) VALUES ('user-uploads') ON CONFLICT DO NOTHING;
 
 -- Per-user statistics, refreshed by refresh_user_statistics_cache.
 CREATE MATERIALIZED VIEW IF NOT EXISTS public.user_statistics_cache AS
@@ -441,10 +439,10 @@ REVOKE ALL ON public.profiles, public.glow_analyses, public.style_analyses, publ
 GRANT SELECT, INSERT, UPDATE ON public.profiles TO authenticated;
 GRANT SELECT ON public.glow_analyses, public.style_analyses, public.product_recommendations,
     public.notifications TO authenticated;
--- A progress_photos row names Storage objects that cleanup_old_data deletes with the service key
--- once the row is old enough: users insert only the columns that describe their upload
--- (created_at, which decides when cleanup deletes, thumbnails and the processing results are the
--- server's and the worker's) and update only the note.
+-- A progress_photos row names Storage objects, which the worker reads with the service key and
+-- cleanup_old_data keeps while a row names them: users insert only the columns that describe
+-- their upload (created_at, thumbnails and the processing results are the server's and the
+-- worker's) and update only the note.
 GRANT SELECT, DELETE ON public.progress_photos TO authenticated;
 GRANT INSERT (user_id, bucket, storage_path, content_type, size_bytes, note), UPDATE (note)
     ON public.progress_photos TO authenticated;
@@ -490,7 +488,7 @@ $$;
 -- jobrunner:functions is_storage_path_of protect_partition create_upcoming_partitions
 
 -- uploads: the user's own rows, pointing into their own folder (`<auth.uid()>/...`) of a bucket
--- users upload to; cleanup_old_data checks the same again before it deletes anything
+-- users upload to; cleanup_old_data deletes only objects whose paths pass the same rules
 DROP POLICY IF EXISTS progress_photos_own ON public.progress_photos;
 CREATE POLICY progress_photos_own ON public.progress_photos FOR ALL TO authenticated
     USING (user_id = (SELECT auth.uid()))
@@ -509,5 +507,108 @@ SELECT public.protect_partition(p)
 FROM unnest(ARRAY['public.glow_analyses_default', 'public.style_analyses_default',
                   'public.progress_photos_default', 'public.api_metrics_default']::regclass[]) AS p;
 
--- this month and the next two; cleanup_old_data keeps creating them ahead
-SELECT public.create_upcoming_partitions(3);
+-- this month and the next three; the daily maintain_partitions job keeps creating them ahead
+SELECT public.create_upcoming_partitions(4);
+
+-- == Unused uploads (cleanup_old_data) =========================================================
+-- What cleanup_old_data needs to tell unused uploads from used ones (docs/app/maintenance.md).
+
+-- A profile's avatar: an object path or a Storage URL. cleanup_old_data counts it as a reference,
+-- so an upload a user chose as avatar is never unused; it is only ever read to keep objects.
+ALTER TABLE public.profiles ADD COLUMN IF NOT EXISTS avatar_url text CHECK (length(avatar_url) <= 2048);
+
+-- Where cleanup_old_data's sweep of each bucket stopped: the last user folder it finished ('' when
+-- a sweep went round). A run lists a bounded number of folders; the next goes on from there.
+CREATE TABLE IF NOT EXISTS public.storage_sweep_positions (
+    bucket        text        PRIMARY KEY,
+    after_folder  text        NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.storage_sweep_positions ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS storage_sweep_positions_worker_all ON public.storage_sweep_positions;
+CREATE POLICY storage_sweep_positions_worker_all ON public.storage_sweep_positions
+    FOR ALL TO jobrunner_worker USING (true) WITH CHECK (true);
+REVOKE ALL ON public.storage_sweep_positions FROM PUBLIC, anon, authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.storage_sweep_positions TO jobrunner_worker, service_role;
+
+-- == What the Edge Functions call with the service key =========================================
+-- PostgREST runs a request made with the service key as `service_role`, NOINHERIT on Supabase (and
+-- as created above): it holds only what is granted to it by name, never what its memberships hold
+-- (the core makes it a member of jobrunner_worker and jobrunner_enqueuer, which lets it SET ROLE
+-- to them, nothing more). The Edge Functions enqueue jobs, so the enqueue functions (jobrunner's,
+-- in its schema; SECURITY DEFINER, they insert pending jobs and nothing else) are granted to it.
+-- The app's own functions grant it what it calls in their files. Re-applying the core's function
+-- files keeps these grants (CREATE OR REPLACE keeps privileges; the files revoke only from
+-- PUBLIC, anon and authenticated).
+GRANT USAGE ON SCHEMA {schema} TO service_role;
+GRANT EXECUTE ON FUNCTION {schema}.enqueue_job(text, jsonb, text, integer, timestamptz, integer, text, text),
+    {schema}.enqueue_jobs(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], text[])
+    TO service_role;
+
+-- == Supabase Storage: the app's buckets and their policies ===================================
+-- user-uploads (5 MiB, images only), analyses, avatars (users read and write under their own
+-- `<user id>/` folder only) and the plugin's archive, created where Supabase's `storage` schema
+-- exists; plain PostgreSQL has no Storage and gets nothing here (setup_app_storage.sql says why,
+-- and how to run it again).
+-- jobrunner:functions setup_app_storage
+SELECT public.setup_app_storage();
+
+-- == Rate limits per endpoint class ============================================================
+-- The backend document's defaults, one row per class of endpoint: analysis 100, general 200,
+-- uploads 20 requests a minute per user. check_rate_limit takes the class and reads its limit
+-- here; change a limit with an UPDATE (as the owner), it applies from the next call on. 0 turns
+-- a class off (every call refused).
+CREATE TABLE IF NOT EXISTS public.api_rate_limit_classes (
+    endpoint_class  text        PRIMARY KEY CHECK (endpoint_class ~ '^[a-z][a-z0-9_]{0,39}$'),
+    max_per_minute  integer     NOT NULL CHECK (max_per_minute BETWEEN 0 AND 1000000),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO public.api_rate_limit_classes (endpoint_class, max_per_minute)
+VALUES ('analysis', 100), ('general', 200), ('uploads', 20)
+ON CONFLICT (endpoint_class) DO NOTHING;
+
+-- api_rate_limits.endpoint holds the class; request_count counts every call of the window,
+-- refused_count those over the limit (the ones check_rate_limit answered false).
+ALTER TABLE public.api_rate_limits ADD COLUMN IF NOT EXISTS refused_count integer NOT NULL DEFAULT 0;
+
+ALTER TABLE public.api_rate_limit_classes ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS api_rate_limit_classes_worker_read ON public.api_rate_limit_classes;
+CREATE POLICY api_rate_limit_classes_worker_read ON public.api_rate_limit_classes
+    FOR SELECT TO jobrunner_worker USING (true);
+REVOKE ALL ON public.api_rate_limit_classes FROM PUBLIC, anon, authenticated;
+GRANT SELECT ON public.api_rate_limit_classes TO jobrunner_worker, service_role;
+
+-- == Users' last activity ======================================================================
+-- profiles.last_active_at: when the user was last seen, written by the server only
+-- (record_user_activity, batched, for the service key; touch_my_last_active for the user
+-- themselves), so users insert and update every other column of their profile but this one.
+ALTER TABLE public.profiles ADD COLUMN IF NOT EXISTS last_active_at timestamptz;
+-- active users over a window count a range of it
+CREATE INDEX IF NOT EXISTS idx_profiles_last_active ON public.profiles (last_active_at);
+REVOKE INSERT, UPDATE ON public.profiles FROM authenticated;
+GRANT INSERT (id, display_name, skin_type, concerns, avatar_url, created_at, updated_at),
+    UPDATE (display_name, skin_type, concerns, avatar_url, updated_at) ON public.profiles TO authenticated;
+
+-- == API request metrics =======================================================================
+-- The app's API layer records its requests in batches with record_api_requests (service key).
+-- error_kind: why a failed request failed, as the API classifies it ('database': the database
+-- could not be reached or refused a connection, e.g. PostgREST's PGRST000-PGRST003; 'timeout';
+-- 'upstream': OpenAI, Expo or Storage; 'internal': anything else); NULL when it did not fail.
+ALTER TABLE public.api_metrics ADD COLUMN IF NOT EXISTS error_kind text
+    CHECK (error_kind IN ('database', 'timeout', 'upstream', 'internal'));
+-- the monitoring functions read the last minutes of every endpoint
+CREATE INDEX IF NOT EXISTS idx_api_metrics_created ON public.api_metrics (created_at);
+
+-- The endpoints the daemon's metrics label by name (api_endpoint_stats): the first 50 that
+-- record_api_requests sees, or rows an operator adds; the others are summed as `__other__`, so
+-- the number of series stays bounded whatever the API records. Delete a row to free its place.
+CREATE TABLE IF NOT EXISTS public.api_metric_endpoints (
+    endpoint    text        PRIMARY KEY CHECK (endpoint ~ '^[A-Za-z0-9_./:-]{1,100}$'),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.api_metric_endpoints ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS api_metric_endpoints_worker_all ON public.api_metric_endpoints;
+CREATE POLICY api_metric_endpoints_worker_all ON public.api_metric_endpoints
+    FOR ALL TO jobrunner_worker USING (true) WITH CHECK (true);
+REVOKE ALL ON public.api_metric_endpoints FROM PUBLIC, anon, authenticated;
+GRANT SELECT, INSERT ON public.api_metric_endpoints TO jobrunner_worker, service_role;

@@ -43,27 +43,36 @@ WHERE (r.rank, r.score, r.reasons) IS DISTINCT FROM (excluded.rank, excluded.sco
 DELETE FROM public.product_recommendations
 WHERE user_id = $1 AND basis = $2 AND product_id <> ALL($3::uuid[]);
 
--- name: try_cleanup_lock
--- Held by cleanup_old_data for its whole run on its own connection: one cleanup at a time.
-SELECT pg_try_advisory_lock(hashtext('jobrunner_app:cleanup_old_data'));
+-- name: try_job_lock
+-- Held by a maintenance job (cleanup_old_data, archive_old_analyses: $1) for its whole run, on a
+-- connection of its own: one run of each at a time.
+SELECT pg_try_advisory_lock(hashtext('jobrunner_app:' || $1::text));
 
--- name: cleanup_unlock
-SELECT pg_advisory_unlock(hashtext('jobrunner_app:cleanup_old_data'));
+-- name: job_unlock
+SELECT pg_advisory_unlock(hashtext('jobrunner_app:' || $1::text));
 
--- name: old_uploads
--- The oldest uploads past the retention after the key ($3, $4) of the previous batch (NULL: from
--- the start), so rows cleanup keeps do not come back in every batch (walks idx_progress_photos_created).
-SELECT id, created_at, user_id, bucket, storage_path, thumbnails::text AS thumbnails
-FROM public.progress_photos
-WHERE created_at < now() - make_interval(days => $1::int)
-  AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
-ORDER BY created_at, id
-LIMIT $2;
+-- name: storage_references_of_user
+-- Everything a user's rows name in Storage, as stored (object paths or Storage URLs): their
+-- uploads and the uploads' thumbnails, the images their analyses were made from, their avatar.
+-- Walks the user_id indexes of each table.
+SELECT p.storage_path AS ref FROM public.progress_photos AS p WHERE p.user_id = $1
+UNION ALL
+SELECT t.value ->> 'path'
+FROM public.progress_photos AS p CROSS JOIN LATERAL jsonb_array_elements(p.thumbnails) AS t(value)
+WHERE p.user_id = $1 AND jsonb_typeof(t.value) = 'object'
+UNION ALL
+SELECT g.image_path FROM public.glow_analyses AS g WHERE g.user_id = $1
+UNION ALL
+SELECT s.image_path FROM public.style_analyses AS s WHERE s.user_id = $1
+UNION ALL
+SELECT f.avatar_url FROM public.profiles AS f WHERE f.id = $1 AND f.avatar_url IS NOT NULL;
 
--- name: delete_uploads
-DELETE FROM public.progress_photos AS p
-USING unnest($1::uuid[], $2::timestamptz[]) AS d(id, created_at)
-WHERE p.id = d.id AND p.created_at = d.created_at;
+-- name: sweep_position
+SELECT after_folder FROM public.storage_sweep_positions WHERE bucket = $1;
+
+-- name: save_sweep_position
+INSERT INTO public.storage_sweep_positions AS s (bucket, after_folder) VALUES ($1, $2)
+ON CONFLICT (bucket) DO UPDATE SET after_folder = excluded.after_folder, updated_at = now();
 
 -- name: cleanup_expired_cache
 SELECT public.cleanup_expired_cache($1::int);
@@ -71,8 +80,14 @@ SELECT public.cleanup_expired_cache($1::int);
 -- name: cleanup_old_metrics
 SELECT public.cleanup_old_metrics(make_interval(days => $1::int), $2::int)::text;
 
--- name: create_upcoming_partitions
-SELECT public.create_upcoming_partitions($1::int);
+-- name: partitions_due
+-- What maintain_partitions creates, as of $2 (NULL: now).
+SELECT parent::text AS parent, month, default_rows
+FROM public.partitions_due($1::int, coalesce($2::timestamptz, now()));
+
+-- name: create_month_partition
+-- One partition per call, each in its own transaction: its locks end with it.
+SELECT partition_name, moved_rows FROM public.create_month_partition($1::regclass, $2::date, $3::bigint);
 
 -- name: archivable_partitions
 -- Analysis month partitions that ended more than $1 days ago, oldest first.
@@ -214,3 +229,29 @@ SET receipt_status = r.status, receipt_error_code = r.error_code, receipt_messag
     receipt_checked_at = now()
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS r(ticket_id, status, error_code, message)
 WHERE n.job_id = $1 AND n.ticket_id = r.ticket_id AND n.status = 'sent';
+
+-- name: api_endpoint_sample
+-- The app sampler's view of the last $1 seconds per endpoint label (a bounded set, see
+-- functions/api_endpoint_stats.sql); $2: the response time in ms above which a request is slow.
+SELECT endpoint, requests, responses_1xx, responses_2xx, responses_3xx, responses_4xx, responses_5xx,
+       rate_limited, database_errors, slow, p95_ms
+FROM public.api_endpoint_stats(make_interval(secs => $1::float8), $2::int, true);
+
+-- name: api_rate_limit_sample
+-- Rate-limited calls per endpoint class over the last $1 seconds; `known`: a class of
+-- api_rate_limit_classes (the others are labelled __other__).
+SELECT r.endpoint_class, r.requests, r.refused, r.users_refused, c.endpoint_class IS NOT NULL AS known
+FROM public.api_rate_limit_refusals(make_interval(secs => $1::float8)) AS r
+LEFT JOIN public.api_rate_limit_classes AS c ON c.endpoint_class = r.endpoint_class
+ORDER BY r.endpoint_class;
+
+-- name: api_active_users_sample
+SELECT public.api_active_users(interval '5 minutes') AS last_5m, public.api_active_users(interval '1 hour') AS last_1h,
+       public.api_active_users(interval '24 hours') AS last_24h;
+
+-- name: database_connections
+-- Connections to every database of the server, and how many ordinary roles may open (what is
+-- left once the superusers' reserve is set aside). pg_stat_database is readable by every role.
+SELECT (SELECT coalesce(sum(numbackends), 0) FROM pg_stat_database)::integer AS connections,
+       current_setting('max_connections')::integer
+           - current_setting('superuser_reserved_connections')::integer AS connection_limit;

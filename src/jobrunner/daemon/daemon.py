@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -38,6 +38,7 @@ from jobrunner.metrics import DaemonMetrics, MetricLabels
 from jobrunner.migrate import pending_migrations
 from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
+from jobrunner.samplers import Sampler
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore
 from jobrunner.systemd_notify import SystemdNotifier
@@ -58,9 +59,11 @@ class Daemon:
         listen_url: DatabaseUrl | None = None,
         *,
         burst: bool = False,
+        samplers: Sequence[Sampler] = (),
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.samplers = list(samplers)
         self.database_url = database_url
         self.listen_url = listen_url
         self.burst = burst
@@ -71,6 +74,8 @@ class Daemon:
         self.in_flight = InFlight(settings.concurrency, settings.lease_seconds, max_left_behind=max_left_behind)
         self.metrics = DaemonMetrics(MetricLabels.for_daemon(settings, registry.job_types()))
         self.metrics.slots.set(settings.concurrency)
+        for sampler in self.samplers:  # a series from the start: "no replica samples it" is visible
+            self.metrics.plugin_sampler_leader.labels(sampler.name).set(0)
         self.metrics.in_flight.set_function(lambda: self.in_flight.running)
         self.metrics.handlers_abandoned.set_function(lambda: self.in_flight.left_behind)
         self.metrics.listening.set_function(lambda: 1 if self.listener is not None and self.listener.listening else 0)
@@ -158,6 +163,7 @@ class Daemon:
                     f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
                 )
             fetcher, completer, services = self._build(pool, handler_pool)
+            await fetcher.ensure_limit_state()
             self._log_start()
             self.ops_server = await start_ops_endpoint(
                 s, self.metrics, self.is_healthy, self.readiness, self.log, self.database_url
@@ -229,7 +235,7 @@ class Daemon:
         )
         self._stop_first = [
             PrefetchExpiry(in_flight, completer, fetcher.prefetch, log),
-            *maintenance_services(store, s, self.worker_id, metrics, log, pool),
+            *maintenance_services(store, s, self.worker_id, metrics, log, pool, handler_pool, self.samplers),
         ]
         services = [*self._stop_first, *lease_keeper.services, Watchdog(self._systemd, self.is_healthy, log)]
         tasks = [asyncio.create_task(completer.run(), name="completer")]

@@ -2,8 +2,10 @@
 
     NOTIFY / poll / a freed slot ─► claim(limit) ─► hold (in_flight.py) ─► executor.start_or_wait
 
-The claim plan: one fast claim for the queues and job types without limits, and one claim per
-limited part (a type's per-process max_concurrency or global limits, a queue's limits). How
+The claim plan: one claim, one round trip, for the queues and job types without limits and for
+every limited part (a type's per-process max_concurrency or global limits, a queue's limits);
+when a limited part had a job but no slot free now, the fetcher claims nothing ahead and gives
+the next free slot to the limited side. How
 much to claim: the free slots plus the prefetch (jobs claimed ahead to wait in the process for a
 slot, sized by prefetch.py), capped so a stuck completer stops the claiming. A wake-up
 notification only says "look" (wakeups.py spaces the claims a flood of them sets off); polling
@@ -16,7 +18,7 @@ import asyncio
 
 import structlog
 
-from jobrunner.daemon.backoff import Backoff
+from jobrunner.daemon.backoff import DATABASE_ERRORS, Backoff
 from jobrunner.daemon.clock import Clock, sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import Executor
@@ -32,7 +34,7 @@ from jobrunner.limits import GlobalLimits
 from jobrunner.metrics import DaemonMetrics
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
-from jobrunner.store import JobStore, claim_order
+from jobrunner.store import ClaimPlan, JobStore, LimitedType
 
 
 class Fetcher:
@@ -81,6 +83,8 @@ class Fetcher:
         # claimed apart from the fast claim: types with global or per-process limits
         self._limited_types = sorted(set(executor.local_limits) | set(self._limits))
         self._limited_first = False
+        # the last claim's limited parts had a job to take but no slot free now for it
+        self._limited_waiting = False
         # the queues claimed fast, and those claimed one by one under their global limits
         self._free_queues = [q for q in settings.queues if q not in settings.queue_limits]
         self._limited_queues = [q for q in settings.queues if q in settings.queue_limits]
@@ -105,7 +109,8 @@ class Fetcher:
         notified = False
         while not self._stopping.is_set():
             self.last_turn = now = clock.time()
-            prefetch = self._prefetch_depth(now)
+            # a limited job waits for a slot free now: claim nothing ahead until it has one
+            prefetch = 0 if self._limited_waiting else self._prefetch_depth(now)
             free = self.free_slots(prefetch)
             # with jobs still waiting, refill the prefetch only once half of it is free: fewer,
             # larger claims rather than one claim per finished job
@@ -133,6 +138,13 @@ class Fetcher:
             self._take(jobs, now)
             if len(jobs) == limit or self._store.filled_byte_budget(jobs):
                 continue  # there may be more right away
+            if self._limited_waiting:
+                # a limited job waits for a slot free now: the next slot to free is its own
+                if s.concurrency - in_flight.running - in_flight.waiting > 0:
+                    continue
+                in_flight.freed.clear()
+                await sleep_unless(in_flight.freed, s.poll_interval)
+                continue
             if self._burst and not jobs and not in_flight.held:
                 # wait for what becomes runnable within burst_wait: our own retries with a short
                 # backoff, jobs a global limit holds back for a moment
@@ -188,76 +200,54 @@ class Fetcher:
 
     # -- the claim -----------------------------------------------------------------------------
 
+    async def ensure_limit_state(self) -> None:
+        """The limit-state rows of this daemon's limited types and queues, made before its
+        first claim: a claim creates a missing one itself, but two replicas creating each
+        other's rows in opposite orders at once could deadlock."""
+        queue_limits = {queue: self.settings.queue_limits[queue] for queue in self._limited_queues}
+        try:
+            await self._store.ensure_limit_state(self._limits, queue_limits)
+        except DATABASE_ERRORS as exc:
+            # not fatal: the first claims create them
+            self._log.warning("creating the limit-state rows failed", error=repr(exc))
+
     async def claim(self, limit: int) -> list[Job]:
-        """One fast claim for the queues and job types without limits, and one claim per limited
-        part: per limited type (per-process max_concurrency, global limits) in the queues
-        without limits, per limited queue for its other types, and per limited type within each
-        limited queue. Which side goes first alternates, so neither can starve the other.
-        Returned in the order to start them: limited jobs first, each part in claim order."""
-        s = self.settings
-        self._limited_first = not self._limited_first
+        """One claim, one round trip: the queues and job types without limits, and each limited
+        part (per limited type, per process or global; per limited queue). Which side goes
+        first alternates, so neither can starve the other. Returned in the order to start them:
+        limited jobs first, each side in claim order."""
+        s, in_flight = self.settings, self._in_flight
+        # the limited side goes first every other claim, and every claim while a limited job
+        # waits for room
+        self._limited_first = self._limited_waiting or not self._limited_first
         # limited parts take only slots free now: a job waiting in the prefetch would hold a
         # global slot (it is `running` in the database) and a spent token before it starts
-        free_now = max(0, s.concurrency - self._in_flight.running - self._in_flight.waiting)
-        if self._limited_first:
-            limited = await self._claim_limited(min(limit, free_now))
-            unlimited = await self._claim_unlimited(limit - len(limited))
-        else:
-            unlimited = await self._claim_unlimited(limit)
-            limited = await self._claim_limited(min(limit, free_now) - len(unlimited))
-        # the limited ones first: they fit the free slots and start now, the prefetch waits.
-        # The unlimited part is one claim, which the store returns in claim order already.
-        limited.sort(key=claim_order)
-        return limited + unlimited
-
-    async def _claim_unlimited(self, limit: int) -> list[Job]:
-        if limit <= 0 or not self._free_queues:
-            return []
-        return await self._store.claim_batch(
-            self._free_queues, self.worker_id, limit, self.settings.lease_seconds, self._limited_types
-        )
-
-    async def _claim_limited(self, limit: int) -> list[Job]:
-        s = self.settings
-        limited_types = self._limited_types
-        jobs: list[Job] = []
-        if limit <= 0 or (not limited_types and not self._limited_queues):
-            return jobs
+        free_now = max(0, s.concurrency - in_flight.running - in_flight.waiting)
         local = self._executor.local_limits
         # a handler left behind holds its type's max_concurrency slot until it really ends: a
         # job claimed into that slot would wait for it, `running` and heartbeated, for good
-        by_type = self._in_flight.by_type()
-        for queue in [None, *self._limited_queues]:
-            queues = self._free_queues if queue is None else [queue]
-            if not queues:
-                continue
-            # within the free queues the unlimited types are the fast claim's
-            job_types: list[str | None] = [*limited_types] if queue is None else [None, *limited_types]
-            for job_type in job_types:
-                room = limit - len(jobs)
-                if job_type in local:
-                    room = min(room, local[job_type] - by_type[job_type])
-                if room <= 0:
-                    continue
-                if queue is None and job_type not in self._limits:
-                    claimed = await self._store.claim_batch(
-                        queues, self.worker_id, room, s.lease_seconds, (), only_type=job_type
-                    )
-                else:
-                    claimed = await self._store.claim_within_limits(
-                        queues,
-                        self.worker_id,
-                        room,
-                        s.lease_seconds,
-                        job_type=job_type,
-                        skip_types=limited_types,
-                        type_limits=self._limits.get(job_type) if job_type else None,
-                        queue=queue,
-                        queue_limits=s.queue_limits.get(queue) if queue else None,
-                    )
-                by_type.update(job.job_type for job in claimed)
-                jobs += claimed
-        return jobs
+        by_type = in_flight.by_type()
+        plan = ClaimPlan(
+            queues=self._free_queues,
+            limit=limit,
+            limited_limit=free_now,
+            limited_first=self._limited_first,
+            limited_types=[
+                LimitedType(
+                    job_type,
+                    local[job_type] - by_type[job_type] if job_type in local else None,
+                    self._limits.get(job_type),
+                )
+                for job_type in self._limited_types
+            ],
+            limited_queues={queue: s.queue_limits[queue] for queue in self._limited_queues},
+        )
+        claimed = await self._store.claim(self.worker_id, s.lease_seconds, plan)
+        # a limited part that had no room says so; one that took every slot free now may have
+        # left more behind it (the claim looks no further once the room is used up): either
+        # way the next free slot is the limited side's
+        self._limited_waiting = claimed.limited_waiting or 0 < min(limit, free_now) <= len(claimed.limited)
+        return claimed.all
 
 
 class PrefetchExpiry(PeriodicService):

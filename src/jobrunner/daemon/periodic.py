@@ -4,8 +4,9 @@ A service subclasses `PeriodicService` and writes `run_once()`. The base gives e
 same life:
 
 - the first run comes at once (`run_at_start`) or one interval after the start;
-- an exception in a run is a failure: counted in `jobrunner_database_errors{component=name}`,
-  logged, and retried after the reconnect backoff but never later than the interval
+- an exception in a run is a failure: logged and retried after the reconnect backoff but never
+  later than the interval; a database error is counted in
+  `jobrunner_database_errors{component=name}`, anything else is logged with its traceback
   (backoff.py); `failed(exc)` lets a service drop what a failure makes stale;
 - `wake()` runs it before its interval is up, though never sooner than `min_gap` after the last
   run ended: a flood of wake-ups costs one run per gap;
@@ -23,7 +24,7 @@ import asyncio
 import structlog
 from prometheus_client import Counter
 
-from jobrunner.daemon.backoff import Backoff
+from jobrunner.daemon.backoff import DATABASE_ERRORS, Backoff
 from jobrunner.daemon.clock import Clock
 
 
@@ -93,7 +94,8 @@ class PeriodicService:
                     await self.run_once()
                 except Exception as exc:
                     self.failed(exc)
-                    wait = backoff.failed(f"{self.name} failed, will retry", exc)
+                    unexpected = not isinstance(exc, DATABASE_ERRORS)
+                    wait = backoff.failed(f"{self.name} failed, will retry", exc, unexpected=unexpected)
                     continue
                 finally:
                     self._last_run_ended = self.clock.time()
