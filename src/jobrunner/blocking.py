@@ -24,11 +24,12 @@ import contextvars
 import importlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
-
-import structlog
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from jobrunner.job import Job
+
+if TYPE_CHECKING:
+    import structlog
 
 PayloadT = TypeVar("PayloadT")
 
@@ -91,6 +92,8 @@ class BlockingContext(Generic[PayloadT]):
     @property
     def log(self) -> structlog.typing.FilteringBoundLogger:
         """A logger whose every line carries job_id, job_type and attempt."""
+        import structlog  # loaded by the daemon anyway: `import jobrunner` stays light
+
         job = self.job
         logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("jobrunner.handler")
         return logger.bind(job_id=job.id, job_type=job.job_type, attempt=job.attempt)

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import multiprocessing
 import os
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from jobrunner.blocking import run_cancellably
+
+if TYPE_CHECKING:
+    import multiprocessing.process
+    from concurrent.futures import ProcessPoolExecutor
 
 T = TypeVar("T")
 
@@ -105,6 +108,10 @@ class BlockingPools:
 
     async def run_in_process(self, fn: Callable[..., T], *args: Any) -> T:
         if self._processes is None:
+            # loaded with the first process call: a daemon that never makes one never loads them
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             # spawn, never fork: a forked copy of a running daemon inherits its threads' locks
             self._processes = ProcessPoolExecutor(
                 self._process_workers, mp_context=multiprocessing.get_context("spawn")
