@@ -108,3 +108,22 @@ async def test_a_disabled_service_never_runs() -> None:
     service = Off(FakeClock(), DaemonMetrics(), failures=0, runs=1)
     await asyncio.wait_for(service.run(), 5)
     assert service.ran_at == []
+
+
+async def test_a_bug_is_logged_with_its_traceback_and_not_counted_as_a_database_error() -> None:
+    class Buggy(Scripted):
+        async def run_once(self) -> None:
+            self.ran_at.append(self.fake.now)
+            if len(self.ran_at) == 2:
+                self.stop()
+            if len(self.ran_at) == 1:
+                raise KeyError("a bug, not the database")
+
+    clock, metrics = FakeClock(), DaemonMetrics()
+    service = Buggy(clock, metrics, failures=0, runs=2)
+    with capture_logs() as logs:
+        await asyncio.wait_for(service.run(), 5)
+    assert len(service.ran_at) == 2  # retried like any failure
+    assert errors_counted(metrics, "scripted") == 0
+    [failure] = [e for e in logs if e["event"] == "scripted failed, will retry"]
+    assert failure["log_level"] == "error" and failure["exc_info"] is True

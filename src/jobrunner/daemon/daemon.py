@@ -3,22 +3,20 @@
 NOTIFY / poll ─► fetcher.py ─claim─► executor.py ─► attempt.py ─outcome─► completer.py
                               in_flight.py: every job held, from its claim to its commit
 alongside:  lease_keeper.py (heartbeats, lost leases, cancel requests)
-            maintenance/ (rescuer, pruner, vacuumer, sampler, scheduler), all on periodic.py
+            maintenance/ (rescuer, pruner, vacuumer, samplers, scheduler), all on periodic.py
+starting: startup.py (pools, migration check, retried while the database is away)
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import asyncpg
 import structlog
 
 from jobrunner.client import AsyncClient
-from jobrunner.daemon.backoff import Backoff
-from jobrunner.daemon.clock import sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import Executor
 from jobrunner.daemon.fetcher import Fetcher, PrefetchExpiry
@@ -28,14 +26,13 @@ from jobrunner.daemon.listener import NotificationListener
 from jobrunner.daemon.maintenance import maintenance_services
 from jobrunner.daemon.ops import start_ops_endpoint
 from jobrunner.daemon.periodic import PeriodicService
+from jobrunner.daemon.startup import NotMigrated, Startup, close_pool, log_start
 from jobrunner.daemon.stats import DaemonStats
 from jobrunner.daemon.watchdog import Watchdog
-from jobrunner.database import INTERNAL_POOL_SIZE, TRANSIENT_ERRORS, create_pool
 from jobrunner.dsn import DatabaseUrl
 from jobrunner.error_reporting import init_error_reporting
 from jobrunner.http_server import OpsServer
 from jobrunner.metrics import DaemonMetrics, MetricLabels
-from jobrunner.migrate import pending_migrations
 from jobrunner.redaction import register_environment_secrets, register_settings_secrets
 from jobrunner.registry import HandlerRegistry
 from jobrunner.samplers import Sampler
@@ -43,11 +40,7 @@ from jobrunner.settings import Settings
 from jobrunner.store import JobStore
 from jobrunner.systemd_notify import SystemdNotifier
 
-T = TypeVar("T")
-
-
-class NotMigrated(RuntimeError):
-    pass
+__all__ = ["Daemon", "NotMigrated"]
 
 
 class Daemon:
@@ -129,42 +122,17 @@ class Daemon:
         # application embedding the daemon has not
         register_environment_secrets()
         register_settings_secrets(s)
-        pool = await self._while_unreachable(
-            "database unreachable, retrying",
-            lambda: create_pool(
-                self.database_url,
-                min_size=s.pool_min_size,
-                max_size=INTERNAL_POOL_SIZE,
-                connect_timeout=s.connect_timeout,
-                idle_timeout=s.pool_idle_timeout,
-                # only our own statements run here; handlers get the other pool
-                reset_sessions=False,
-            ),
-            database=self.database_url.redacted(),
-        )
-        if pool is None:
-            return self.stats
-        # handlers' connections: opened only when a handler asks for one
-        handler_pool = await create_pool(
-            self.database_url,
-            min_size=0,
-            max_size=s.effective_pool_max_size,
-            connect_timeout=s.connect_timeout,
-            idle_timeout=s.pool_idle_timeout,
-        )
+        startup = Startup(s, self.database_url, self._stopping, self.log, self.metrics.database_errors)
+        pools = await startup.open_pools()
+        if pools is None:
+            return self.stats  # stopped while the database was away
+        pool, handler_pool = pools
         try:
-            missing = await self._while_unreachable(
-                "database unreachable at start, retrying", lambda: pending_migrations(pool, s.schema_name)
-            )
-            if missing is None:
-                return self.stats  # stopped while the database was away
-            if missing:
-                raise NotMigrated(
-                    f"the database needs migrations first (run `jobrunner migrate`): {', '.join(missing)}"
-                )
-            fetcher, completer, services = self._build(pool, handler_pool)
+            fetcher, executor, completer, services = self._build(pool, handler_pool)
             await fetcher.ensure_limit_state()
-            self._log_start()
+            log_start(
+                self.log, s, self.registry, self.database_url, listening=self.listener is not None, burst=self.burst
+            )
             self.ops_server = await start_ops_endpoint(
                 s, self.metrics, self.is_healthy, self.readiness, self.log, self.database_url
             )
@@ -172,7 +140,7 @@ class Daemon:
             self._systemd.ready()
             try:
                 await fetcher.run()
-                await self._drain(completer)
+                await self._drain(executor, completer)
             finally:
                 if self.ops_server is not None:
                     await self.ops_server.close()
@@ -183,24 +151,13 @@ class Daemon:
             if self.in_flight.left_behind:
                 # a handler that ignores cancellation may hold a connection for good
                 handler_pool.terminate()
-            await asyncio.gather(_close_pool(handler_pool), _close_pool(pool))
+            await asyncio.gather(close_pool(handler_pool), close_pool(pool))
         self.log.info("daemon stopped", **vars(self.stats))
         return self.stats
 
-    async def _while_unreachable(self, event: str, attempt: Callable[[], Awaitable[T]], **fields: Any) -> T | None:
-        """Retry a start-up step while the database is away (a restart, a cut connection): a
-        replica started at the wrong moment must not exit. None when stopped meanwhile."""
-        backoff = Backoff("startup", self.log, self.metrics.database_errors)
-        while not self._stopping.is_set():
-            try:
-                return await attempt()
-            except TRANSIENT_ERRORS as exc:
-                await sleep_unless(self._stopping, backoff.failed(event, exc, **fields))
-        return None
-
     def _build(
         self, pool: asyncpg.Pool, handler_pool: asyncpg.Pool
-    ) -> tuple[Fetcher, BatchCompleter, list[asyncio.Task[None]]]:
+    ) -> tuple[Fetcher, Executor, BatchCompleter, list[asyncio.Task[None]]]:
         """The pipeline's parts, wired, and their services started."""
         s, log, in_flight, metrics = self.settings, self.log, self.in_flight, self.metrics
         store = self.store = JobStore(pool, s.schema_name, claim_max_bytes=s.claim_max_bytes)
@@ -255,26 +212,7 @@ class Daemon:
         if self._stopping.is_set():  # asked to stop while starting
             for service in self._stop_first:
                 service.stop()
-        return fetcher, completer, tasks
-
-    def _log_start(self) -> None:
-        s = self.settings
-        self.log.info(
-            "daemon started",
-            queues=s.queues,
-            concurrency=s.concurrency,
-            job_types=self.registry.job_types(),
-            listen=self.listener is not None,
-            database=self.database_url.redacted(),
-            burst=self.burst,
-        )
-        if unworked := sorted(set(s.queue_limits) - set(s.queues)):
-            # harmless where other replicas work them; a typo otherwise means no limit
-            self.log.warning("queue limits set for queues this daemon does not work", queues=unworked)
-        for job_type, problem in self.registry.configuration_problems().items():
-            self.log.warning(
-                "handler not configured: its jobs will fail until it is", job_type=job_type, problem=problem
-            )
+        return fetcher, executor, completer, tasks
 
     # -- health and readiness ------------------------------------------------------------
 
@@ -296,20 +234,12 @@ class Daemon:
 
     # -- shutdown ------------------------------------------------------------------------
 
-    async def _drain(self, completer: BatchCompleter) -> None:
-        assert self.executor is not None
-        in_flight, grace = self.in_flight, self.settings.shutdown_grace
-        self.executor.hand_back_waiting()
-        if in_flight.running and not self._stop_now.is_set():
-            self.log.info("waiting for running jobs to finish", running=in_flight.running, grace_seconds=grace)
-            loop = asyncio.get_running_loop()
-            grace_ends = loop.time() + grace
-            # every settled (or left behind) job and a second signal set `freed`
-            while in_flight.running and not self._stop_now.is_set() and (left := grace_ends - loop.time()) > 0:
-                in_flight.freed.clear()
-                await sleep_unless(in_flight.freed, left)
-        await self.executor.stop_all()
-        # the outcomes must be committed before we close; retries reconnect on their own
+    async def _drain(self, executor: Executor, completer: BatchCompleter) -> None:
+        """The jobs that never started go back, the running ones get shutdown_grace to finish
+        (none after a second stop request), then the rest are handed back; the outcomes must be
+        committed before we close (retries reconnect on their own)."""
+        grace = self.settings.shutdown_grace
+        await executor.drain(grace, self._stop_now)
         try:
             await asyncio.wait_for(completer.wait_idle(), timeout=max(5.0, grace))
         except TimeoutError:
@@ -317,10 +247,3 @@ class Daemon:
                 "could not write every outcome before exiting; their leases will expire and they will run again",
                 unwritten=completer.backlog,
             )
-
-
-async def _close_pool(pool: asyncpg.Pool) -> None:
-    try:
-        await asyncio.wait_for(pool.close(), 5.0)
-    except Exception:
-        pool.terminate()

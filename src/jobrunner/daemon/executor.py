@@ -22,6 +22,7 @@ import structlog
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.attempt import AttemptRunner
 from jobrunner.daemon.blocking_pools import BlockingPools
+from jobrunner.daemon.clock import sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.in_flight import HeldJob, InFlight, StopReason
 from jobrunner.daemon.outcomes import Cancelled, Outcome, Released
@@ -207,6 +208,22 @@ class Executor:
             self._log.info("handing back jobs that had not started", jobs=len(waiting))
             for held in waiting:
                 self._completer.submit(Released.of(held.job))
+
+    async def drain(self, grace: float, stop_now: asyncio.Event) -> None:
+        """The daemon stops: hand back the jobs that never started, give the running ones
+        `grace` seconds to finish (cut short when `stop_now` is set: a second stop request), then
+        stop the rest (stop_all)."""
+        in_flight = self._in_flight
+        self.hand_back_waiting()
+        if in_flight.running and not stop_now.is_set():
+            self._log.info("waiting for running jobs to finish", running=in_flight.running, grace_seconds=grace)
+            loop = asyncio.get_running_loop()
+            grace_ends = loop.time() + grace
+            # every settled (or left behind) job and a second stop request set `freed`
+            while in_flight.running and not stop_now.is_set() and (left := grace_ends - loop.time()) > 0:
+                in_flight.freed.clear()
+                await sleep_unless(in_flight.freed, left)
+        await self.stop_all()
 
     async def stop_all(self) -> int:
         """The end of the shutdown grace: cancel every running handler (again, for one that
