@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from jobrunner.blocking import BlockingCallCancelled, BlockingContext, raise_if_cancelled
     from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
     from jobrunner.context import JobContext
-    from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
+    from jobrunner.errors import JobError, PermanentError, RetryLater, Snooze, UpstreamRateLimited
     from jobrunner.job import Job, JobStatus
     from jobrunner.limits import GlobalLimits, QueueLimits
     from jobrunner.migrate import MigrationSet
@@ -46,6 +46,7 @@ _MODULE_OF = {
     "JobError": "jobrunner.errors",
     "PermanentError": "jobrunner.errors",
     "RetryLater": "jobrunner.errors",
+    "Snooze": "jobrunner.errors",
     "UpstreamRateLimited": "jobrunner.errors",
     "Job": "jobrunner.job",
     "JobStatus": "jobrunner.job",
@@ -85,6 +86,7 @@ __all__ = [
     "Sampler",
     "Schedule",
     "Settings",
+    "Snooze",
     "UpstreamRateLimited",
     "blocking_handler",
     "handler",

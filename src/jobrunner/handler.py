@@ -37,6 +37,8 @@ class Handler:
     startup_check: Callable[[], str | None] | None = None
     # limits across all replicas, enforced by the database when claiming
     limits: GlobalLimits | None = None
+    # most times one job of this type may snooze (raise Snooze); None: the daemon's max_snoozes
+    max_snoozes: int | None = None
     # where its code runs: "event_loop" for an async handler; a @blocking_handler's pool
     runs_in: RunsIn = "event_loop"
     # a @blocking_handler's synchronous function (func calls it in the pool)
@@ -52,6 +54,8 @@ class Handler:
             raise ValueError(f"handler {self.job_type}: timeout must be positive")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"handler {self.job_type}: max_concurrency must be at least 1")
+        if self.max_snoozes is not None and self.max_snoozes < 0:
+            raise ValueError(f"handler {self.job_type}: max_snoozes must be 0 or more")
 
 
 def handler(
@@ -63,6 +67,7 @@ def handler(
     max_concurrency: int | None = None,
     startup_check: Callable[[], str | None] | None = None,
     limits: GlobalLimits | None = None,
+    max_snoozes: int | None = None,
 ) -> Callable[[HandlerFunc], Handler]:
     """Declare a handler:
 
@@ -71,7 +76,9 @@ def handler(
     """
 
     def wrap(func: HandlerFunc) -> Handler:
-        return Handler(job_type, func, payload_model, retry, timeout, max_concurrency, startup_check, limits)
+        return Handler(
+            job_type, func, payload_model, retry, timeout, max_concurrency, startup_check, limits, max_snoozes
+        )
 
     return wrap
 
@@ -86,6 +93,7 @@ def blocking_handler(
     max_concurrency: int | None = None,
     startup_check: Callable[[], str | None] | None = None,
     limits: GlobalLimits | None = None,
+    max_snoozes: int | None = None,
 ) -> Callable[[BlockingFunc], Handler]:
     """Declare a synchronous handler run off the event loop, in the daemon's bounded thread pool
     (`runs_in="thread"`: blocking I/O, C code that releases the GIL) or process pool
@@ -126,6 +134,7 @@ def blocking_handler(
             max_concurrency,
             startup_check,
             limits,
+            max_snoozes,
             runs_in=runs_in,
             blocking_func=func,
         )

@@ -318,6 +318,15 @@ class Settings(BaseSettings):
             " may take to stop before the daemon stops waiting for it and settles its job without it."
         ),
     )
+    max_snoozes: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Most times one job may snooze (its handler raises Snooze) when its handler sets no max_snoozes;"
+            " a snooze past it is a failed attempt."
+        ),
+    )
     blocking_threads: int = Field(
         default=4,
         ge=1,

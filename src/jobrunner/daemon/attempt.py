@@ -26,9 +26,9 @@ from pydantic import ValidationError
 from jobrunner.client import AsyncClient
 from jobrunner.context import BlockingRunner, JobContext
 from jobrunner.daemon.deadlines import Deadlines
-from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter
+from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter, Snoozed
 from jobrunner.error_reporting import report_job_error
-from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
+from jobrunner.errors import PermanentError, RetryLater, Snooze, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job
 from jobrunner.redaction import redact_text
@@ -38,6 +38,9 @@ from jobrunner.store import JobStore
 
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
+
+# max_snoozes without settings (an AttemptRunner outside a daemon): the settings' default
+DEFAULT_MAX_SNOOZES = 100
 
 UNREQUESTED_CANCEL = (
     "handler raised CancelledError that jobrunner did not request"
@@ -212,6 +215,8 @@ class AttemptRunner:
             )
         except RetryLater as exc:
             return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), context.log)
+        except Snooze as exc:
+            return await self._snoozed(handler, job, exc, context.log)
         except TimeoutError:
             return self._retry_or_dead(
                 job,
@@ -245,6 +250,24 @@ class AttemptRunner:
             context.log.warning("job result not stored: not valid JSON", error=str(exc))
             result_json = None
         return Completed(job.id, job.attempt, job.job_type, job.queue, result_json)
+
+    async def _snoozed(
+        self, handler: Handler, job: Job, snooze: Snooze, log: structlog.typing.FilteringBoundLogger
+    ) -> Outcome:
+        """Snoozed, its attempt given back; past its max_snoozes, a failed attempt instead."""
+        limit = handler.max_snoozes
+        if limit is None:
+            limit = self._settings.max_snoozes if self._settings is not None else DEFAULT_MAX_SNOOZES
+        snoozes = await self._store.snoozes(job.id, job.attempt) if self._store is not None else 0
+        if snoozes is not None and snoozes >= limit:
+            message = (
+                f"snoozed {snoozes} times, the most a job of {job.job_type} may (max_snoozes={limit}):"
+                f" this snooze counts as a failed attempt (it asked: {snooze})"
+            )
+            return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, None, log)
+        log.info("job snoozed", snooze_seconds=round(snooze.seconds, 3), reason=snooze.reason or None)
+        # snoozes None: the attempt is no longer ours; the write is fenced and will say so
+        return Snoozed(job.id, job.attempt, job.job_type, job.queue, snooze.seconds, snooze.reason)
 
     def _failed(
         self,
