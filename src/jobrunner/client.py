@@ -18,6 +18,12 @@ import asyncpg
 
 from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob, bulk_columns, payload_limit_error, validate_job
 from jobrunner.sql_files import Queries
+from jobrunner.trace_context import (
+    traced_enqueue,
+    traced_enqueue_many,
+    traced_enqueue_many_sync,
+    traced_enqueue_sync,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -91,6 +97,7 @@ class AsyncClient:
         self._queries = Queries(schema)
         self._max_payload_bytes = max_payload_bytes
 
+    @traced_enqueue
     async def enqueue(
         self,
         job_type: str,
@@ -126,6 +133,7 @@ class AsyncClient:
             raise
         return job_id
 
+    @traced_enqueue_many
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
         """Enqueue many jobs in one statement; returns the ids inserted, in the order of `jobs`
         (dedupe hits are skipped)."""
@@ -202,6 +210,7 @@ class Client:
                 raise
             return cur.fetchall() if cur.description else []
 
+    @traced_enqueue_sync
     def enqueue(
         self,
         job_type: str,
@@ -232,6 +241,7 @@ class Client:
         job_id: int = rows[0][0]
         return job_id
 
+    @traced_enqueue_many_sync
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: psycopg.Connection[Any] | None = None) -> list[int]:
         validated = [job.validated(self._max_payload_bytes) for job in jobs]
         if not validated:

@@ -291,6 +291,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("JOBRUNNER_SENTRY_ENVIRONMENT", "SENTRY_ENVIRONMENT"),
         description="Sentry's environment tag (e.g. production); unset: Sentry's default.",
     )
+    tracing: bool = Field(
+        default=False,
+        description=(
+            "OpenTelemetry spans for every attempt, children of the enqueuer's span (needs jobrunner[otel];"
+            " the application or opentelemetry-instrument configures the SDK and exporter)."
+        ),
+    )
     event_loop: EventLoopChoice = Field(
         default="auto", description="auto: uvloop when installed (about 10 % less CPU per job), else asyncio's."
     )
@@ -417,6 +424,13 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tracing")
+    @classmethod
+    def _opentelemetry_installed(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("opentelemetry") is None:
+            raise ValueError("OpenTelemetry is not installed: pip install 'jobrunner[otel]' (or leave tracing off)")
         return value
 
     @field_validator("event_loop")

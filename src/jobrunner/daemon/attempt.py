@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
@@ -35,6 +35,10 @@ from jobrunner.redaction import redact_text
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore
+from jobrunner.trace_context import without_trace
+
+if TYPE_CHECKING:
+    from jobrunner.tracing import JobTracing
 
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
@@ -98,8 +102,11 @@ class AttemptRunner:
         settings: Settings | None = None,
         on_timeout: Callable[[asyncio.Task[Any]], object] | None = None,
         blocking: BlockingRunner | None = None,
+        tracing: JobTracing | None = None,
     ) -> None:
         self._settings = settings
+        # spans per attempt (jobrunner.tracing); None: tracing is off and OpenTelemetry not loaded
+        self._tracing = tracing
         self._blocking = blocking
         self._store = store
         self._usage_sink = usage_sink
@@ -119,6 +126,12 @@ class AttemptRunner:
         self._deadlines = Deadlines(on_timeout)
 
     async def run(self, job: Job) -> Outcome:
+        if self._tracing is not None:
+            outcome: Outcome = await self._tracing.run(job, self._run)
+            return outcome
+        return await self._run(job)
+
+    async def _run(self, job: Job) -> Outcome:
         handler = self._registry.get(job.job_type)
         if handler is None:
             known = ", ".join(self._registry.job_types()) or "none"
@@ -158,6 +171,7 @@ class AttemptRunner:
             raise PermanentError("payload is nested too deeply to decode") from exc
         except ValueError as exc:  # the column is jsonb, so only a corrupted row gets here
             raise PermanentError(f"payload is not valid JSON: {exc}") from exc
+        decoded = without_trace(decoded)  # the trace context stored with the job is not the handler's
         if handler.payload_model is None:
             return decoded
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
@@ -30,8 +31,20 @@ from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore
 
+if TYPE_CHECKING:
+    from jobrunner.tracing import JobTracing
+
 # a job's task is named after it (a deadline that passes finds the job by its task's name)
 _TASK_PREFIX = "job-"
+
+
+def _tracing(settings: Settings) -> JobTracing | None:
+    """Spans per attempt when JOBRUNNER_TRACING is on; OpenTelemetry is imported only then."""
+    if not settings.tracing:
+        return None
+    from jobrunner.tracing import JobTracing
+
+    return JobTracing()
 
 
 class Executor:
@@ -61,6 +74,7 @@ class Executor:
             settings,
             on_timeout=self._on_timeout,
             blocking=self.blocking,
+            tracing=_tracing(settings),
         )
         self._in_flight = in_flight
         self._completer = completer
