@@ -32,3 +32,11 @@ def sleep_in_thread(ctx: BlockingContext[dict[str, Any]]) -> str:
 def spin_in_process(ctx: BlockingContext[dict[str, Any]]) -> dict[str, int]:
     """Holds the GIL of a worker process for `seconds`."""
     return {"pid": os.getpid(), "loops": spin(float(ctx.payload["seconds"]))}
+
+
+@blocking_handler("die_in_process", runs_in="process")
+def die_in_process(ctx: BlockingContext[dict[str, Any]]) -> int:
+    """Kills its worker process on its first attempt (a crash in C code, the OOM killer)."""
+    if ctx.attempt == 1:
+        os._exit(1)
+    return os.getpid()

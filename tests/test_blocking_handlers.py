@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from jobrunner import BlockingContext, JobContext, blocking_handler, handler
+from jobrunner import BlockingContext, JobContext, RetryPolicy, blocking_handler, handler
 from jobrunner.blocking import BlockingCallCancelled, cancelled, raise_if_cancelled
 from jobrunner.job import Job
 from tests import test_processes
@@ -162,6 +162,21 @@ async def test_a_process_handler_runs_in_another_process(db_url: str, conn: asyn
     result = json.loads((await job_row(conn, job_id))["result"])
     assert result["pid"] != os.getpid()
     assert result["loops"] > 0
+
+
+async def test_a_worker_process_that_dies_fails_its_job_and_the_pool_starts_again(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    from tests.blocking_process_handlers import die_in_process
+
+    job_id = await insert_job(conn, "die_in_process")
+    quick = dataclasses.replace(die_in_process, retry=RetryPolicy(base_delay=0.01, max_delay=0.01))
+    async with running_daemon(db_url, [quick], blocking_processes=1):
+        await wait_for(conn, STATUS, job_id, expect="completed", timeout=60)
+    row = await job_row(conn, job_id)
+    assert row["attempts"] == 2
+    assert "BrokenProcessPool" in row["last_error"]
+    assert json.loads(row["result"]) != os.getpid()
 
 
 def test_a_blocking_context_crosses_to_a_process_by_pickling() -> None:

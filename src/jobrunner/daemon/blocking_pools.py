@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -116,12 +116,21 @@ class BlockingPools:
             self._processes = ProcessPoolExecutor(
                 self._process_workers, mp_context=multiprocessing.get_context("spawn")
             )
-        future = self._processes.submit(fn, *args)
+        pool = self._processes
+        future = pool.submit(fn, *args)
         self._processes_busy += 1
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             self._abandoned(future, fn)
+            raise
+        except BrokenExecutor:  # BrokenProcessPool: its module loads multiprocessing, only imported on use
+            # a worker died (killed, out of memory, a crash in C code): the pool fails every call
+            # from now on, so the next call gets a new one; this call's job fails and is retried
+            if self._processes is pool:
+                self._processes = None
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._log.error("a blocking worker process died: the process pool is started again")
             raise
         finally:
             self._processes_busy -= 1
