@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, ConfigDict
 
-from jobrunner import AsyncClient, JobContext, NewJob, PermanentError, handler
+from jobrunner import AsyncClient, InvalidJob, JobContext, NewJob, PermanentError, handler
 from jobrunner.trace_context import TRACE_KEY
 from tests import test_processes
 from tests.support import REPO_ROOT, job_row, running_daemon, wait_for
@@ -140,12 +140,26 @@ async def test_a_failed_attempt_is_an_error_span_and_untraced_jobs_start_their_o
 async def test_enqueue_many_stores_one_context_in_every_job(
     conn: asyncpg.Connection, pool: asyncpg.Pool, spans: InMemorySpanExporter
 ) -> None:
-    ids = await AsyncClient(pool).enqueue_many([NewJob("traced_child", {"n": n}) for n in range(3)])
+    with trace.get_tracer("tests").start_as_current_span("batch"):
+        ids = await AsyncClient(pool).enqueue_many([NewJob("traced_child", {"n": n}) for n in range(3)])
     span = by_name(spans.get_finished_spans(), "enqueue_many traced_child")
     rows = await conn.fetch("SELECT payload FROM background_jobs WHERE id = ANY($1::bigint[])", ids)
     # version-trace id-parent id-flags
     parents = {json.loads(r["payload"])[TRACE_KEY]["traceparent"].rsplit("-", 1)[0] for r in rows}
     assert parents == {f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}"}
+
+
+async def test_code_outside_a_trace_enqueues_as_given(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, spans: InMemorySpanExporter
+) -> None:
+    """OpenTelemetry loaded, no span current: no enqueue span, the payload unchanged; and in a
+    span, a payload that is not an object is still refused as one."""
+    client = AsyncClient(pool)
+    job_id = await client.enqueue("traced_child", {"value": 1})
+    assert json.loads((await job_row(conn, job_id))["payload"]) == {"value": 1}
+    assert spans.get_finished_spans() == ()
+    with trace.get_tracer("tests").start_as_current_span("request"), pytest.raises(InvalidJob, match="JSON object"):
+        await client.enqueue("traced_child", [])  # type: ignore[arg-type]
 
 
 async def test_without_tracing_the_job_keeps_no_context(
@@ -203,7 +217,7 @@ async def test_a_daemon_process_continues_the_enqueuers_trace(
         "run",
         "--handlers",
         "tests.tracing_process_handlers",
-        env={"JOBRUNNER_TRACING": "true", "JOBRUNNER_TEST_SPANS_FILE": str(spans_file)},
+        env={"JOBRUNNER_TRACING": "true", "TRACING_TEST_SPANS_FILE": str(spans_file)},
     )
     await wait_for(conn, STATUS, job_id, expect="completed", timeout=60)
     daemon.send(signal.SIGTERM)

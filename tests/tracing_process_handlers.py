@@ -2,7 +2,7 @@
 (`jobrunner run --handlers tests.tracing_process_handlers`, JOBRUNNER_TRACING=true).
 
 What an application does to export its spans, here to a file the test reads: the SDK's
-TracerProvider with a span processor, set before the daemon runs (JOBRUNNER_TEST_SPANS_FILE).
+TracerProvider with a span processor, set before the daemon runs (TRACING_TEST_SPANS_FILE).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 
 from jobrunner import JobContext, handler
 
-_spans_file = open(os.environ["JOBRUNNER_TEST_SPANS_FILE"], "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
+_spans_file = open(os.environ["TRACING_TEST_SPANS_FILE"], "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
 
 
 def _one_line(span: ReadableSpan) -> str:

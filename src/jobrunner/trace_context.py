@@ -3,8 +3,9 @@
 The context of the code that enqueued a job travels in its payload under the reserved key
 `__jobrunner_trace` ({"traceparent": ..., "tracestate": ...}, W3C Trace Context); the daemon
 takes it out before a handler sees the payload. The clients add it only when the application has
-loaded OpenTelemetry (`opentelemetry.trace` is imported): otherwise nothing is imported and an
-enqueue costs one dictionary lookup more.
+loaded OpenTelemetry (`opentelemetry.trace` is imported) and the enqueue happens inside a span:
+otherwise nothing is imported, the payload is sent as given, and an enqueue costs one dictionary
+lookup more.
 
 The clients' enqueue methods are wrapped (`@traced_enqueue` …) rather than edited, so that what
 they do stays in one place and tracing in another.
@@ -24,8 +25,15 @@ TRACE_KEY = "__jobrunner_trace"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _otel_loaded() -> bool:
-    return "opentelemetry.trace" in sys.modules
+def _in_a_trace() -> bool:
+    """Whether the caller runs inside a span: OpenTelemetry loaded by the application (never
+    imported here otherwise) and a valid span current. Code outside any trace enqueues as if
+    tracing were off: nothing to continue, and its payload stays as it was given."""
+    if "opentelemetry.trace" not in sys.modules:
+        return False
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context().is_valid
 
 
 def _one(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
@@ -44,7 +52,7 @@ def traced_enqueue(method: F) -> F:
 
     @functools.wraps(method)
     async def enqueue(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _otel_loaded():
+        if not _in_a_trace():
             return await method(self, *args, **kwargs)
         from jobrunner import tracing
 
@@ -63,7 +71,7 @@ def traced_enqueue_sync(method: F) -> F:
 
     @functools.wraps(method)
     def enqueue(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _otel_loaded():
+        if not _in_a_trace():
             return method(self, *args, **kwargs)
         from jobrunner import tracing
 
@@ -89,7 +97,7 @@ def traced_enqueue_many(method: F) -> F:
 
     @functools.wraps(method)
     async def enqueue_many(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _otel_loaded():
+        if not _in_a_trace():
             return await method(self, *args, **kwargs)
         from jobrunner import tracing
 
@@ -107,7 +115,7 @@ def traced_enqueue_many_sync(method: F) -> F:
 
     @functools.wraps(method)
     def enqueue_many(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _otel_loaded():
+        if not _in_a_trace():
             return method(self, *args, **kwargs)
         from jobrunner import tracing
 

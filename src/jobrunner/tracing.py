@@ -48,11 +48,13 @@ def _carrier() -> dict[str, str]:
     return carrier
 
 
-def with_carrier(payload: Mapping[str, Any] | None, carrier: Mapping[str, str]) -> dict[str, Any]:
-    """The payload with the trace context under its reserved key (the caller's dict untouched)."""
+def with_carrier(payload: Any, carrier: Mapping[str, str]) -> Any:
+    """The payload with the trace context under its reserved key (the caller's dict untouched).
+    Anything but a mapping (or None, the empty payload) is left for the client to refuse."""
+    if not carrier or not (payload is None or isinstance(payload, Mapping)):
+        return payload
     traced = dict(payload or {})
-    if carrier:
-        traced[TRACE_KEY] = dict(carrier)
+    traced[TRACE_KEY] = dict(carrier)
     return traced
 
 
