@@ -21,13 +21,13 @@ import asyncio
 import io
 import threading
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from jobrunner import PermanentError
+from jobrunner import BlockingCallCancelled, PermanentError, raise_if_cancelled
 
 # Only these decoders may run on uploaded bytes (Pillow knows many more, rarely exercised ones).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # JPEG covers MPO (multi-picture JPEG)
@@ -164,25 +164,118 @@ def make_thumbnails(data: bytes, sizes: Sequence[int], max_pixels: int = DEFAULT
     return ImageSummary(image_format, width, height, thumbnails)
 
 
-# one decode pool per budget: its threads are the budget. A job that stops waiting (timeout,
-# cancel request, shutdown) cannot stop its thread, so the budget is held by the thread, not
-# by the job; a decode that has not started yet is dropped with its job.
-_decode_pools: dict[int, ThreadPoolExecutor] = {}
-_decode_pools_lock = threading.Lock()
+class DecodeBudget:
+    """At most `size` decodes at once in this process, waited for on the event loop (a job
+    waiting for its turn holds no thread) and given back by the thread that decoded, when its
+    decode ends: a job that stops waiting (timeout, cancel request, shutdown) cannot stop its
+    thread, so the budget is held by the thread, not by the job. One thread decoding after
+    another also keeps the decodes in few threads, and so in few of glibc's per-thread malloc
+    arenas (each keeps the high-water mark of the images decoded in it)."""
+
+    def __init__(self, size: int) -> None:
+        self._lock = threading.Lock()
+        self._free = size
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                still_waiting = (loop, waiter) in self._waiters
+                if still_waiting:
+                    self._waiters.remove((loop, waiter))
+            if not still_waiting and waiter.done() and not waiter.cancelled():
+                self.release()  # granted as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        """From any thread."""
+        with self._lock:
+            if not self._waiters:
+                self._free += 1
+                return
+            loop, waiter = self._waiters.popleft()
+        try:
+            loop.call_soon_threadsafe(self._grant, waiter)
+        except RuntimeError:  # its loop has closed: nobody waits there any more
+            self.release()
+
+    def _grant(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled():
+            self.release()
+        else:
+            waiter.set_result(None)
 
 
-def _decode_pool(concurrency: int) -> ThreadPoolExecutor:
-    with _decode_pools_lock:
-        pool = _decode_pools.get(concurrency)
-        if pool is None:
-            pool = _decode_pools[concurrency] = ThreadPoolExecutor(concurrency, thread_name_prefix="image-decode")
-        return pool
+class _Turn:
+    """One decode's turn in the budget: given back by its thread when the decode ends, or by
+    its job when the call was dropped before it started (a queued call never runs)."""
+
+    def __init__(self, budget: DecodeBudget) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._state = "queued"  # queued -> decoding | dropped
+
+    def start(self) -> bool:
+        with self._lock:
+            if self._state == "dropped":
+                return False
+            self._state = "decoding"
+            return True
+
+    def drop(self) -> None:
+        """Its job stopped waiting: give the turn back unless its thread has it."""
+        with self._lock:
+            if self._state != "queued":
+                return
+            self._state = "dropped"
+        self.budget.release()
+
+
+_budgets: dict[int, DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def _budget(concurrency: int) -> DecodeBudget:
+    with _budgets_lock:
+        budget = _budgets.get(concurrency)
+        if budget is None:
+            budget = _budgets[concurrency] = DecodeBudget(concurrency)
+        return budget
+
+
+def _make_thumbnails_in_turn(turn: _Turn, data: bytes, sizes: Sequence[int], max_pixels: int) -> ImageSummary:
+    if not turn.start():
+        raise BlockingCallCancelled("its job stopped waiting before the decode started")
+    try:
+        raise_if_cancelled()
+        return make_thumbnails(data, sizes, max_pixels)
+    finally:
+        turn.budget.release()
+
+
+RunInThread = Callable[..., Awaitable[ImageSummary]]
 
 
 async def make_thumbnails_in_budget(
-    data: bytes, sizes: Sequence[int], max_pixels: int, concurrency: int
+    run_in_thread: RunInThread, data: bytes, sizes: Sequence[int], max_pixels: int, concurrency: int
 ) -> ImageSummary:
-    """make_thumbnails in a thread, at most `concurrency` decoding at once in this process: the
-    other jobs wait here (holding only their downloaded bytes), not in memory-hungry decoders."""
-    decode = _decode_pool(concurrency).submit(make_thumbnails, data, sizes, max_pixels)
-    return await asyncio.wrap_future(decode)
+    """make_thumbnails in one of the daemon's blocking threads (`ctx.run_in_thread`), at most
+    `concurrency` decoding at once in this process: the other jobs wait here (holding only their
+    downloaded bytes, and no thread), not in memory-hungry decoders."""
+    budget = _budget(concurrency)
+    await budget.acquire()
+    turn = _Turn(budget)
+    try:
+        return await run_in_thread(_make_thumbnails_in_turn, turn, data, sizes, max_pixels)
+    except BaseException:
+        turn.drop()
+        raise

@@ -44,8 +44,13 @@ async def process_upload(ctx: JobContext[UploadPayload]) -> dict[str, Any]:
     thumbnails_bucket = settings.thumbnails_bucket or bucket
     async with StorageClient.from_settings(settings) as storage:
         original = await storage.download(bucket, path)
+        # decoding is CPU work: in the daemon's blocking threads, off the event loop
         summary = await make_thumbnails_in_budget(
-            original.data, settings.thumbnail_sizes, settings.max_image_pixels, settings.image_concurrency
+            ctx.run_in_thread,
+            original.data,
+            settings.thumbnail_sizes,
+            settings.max_image_pixels,
+            settings.image_concurrency,
         )
         recorded: list[dict[str, Any]] = []
         for thumb in summary.thumbnails:

@@ -6,7 +6,9 @@
 -- JOBRUNNER_PREFETCH_TTL for a slot in a process that claimed it ahead) keeps its scheduled_at,
 -- so it goes back to its place in the queue and its waiting time still counts; it ends
 -- `cancelled` when a cancel was requested while it was held (the request found it neither
--- running nor waiting in the process).
+-- running nor waiting in the process). A snoozed job (status `snoozed` in p_statuses: the
+-- handler raised Snooze) is pending again after its retry_in seconds with its attempt given
+-- back and its `snoozes` counted; cancelled instead when a cancel was requested while it ran.
 --
 -- A function, for the reason claim_jobs is one: a plan made once per connection, each UPDATE
 -- with its own cached generic plan, the second running only when the batch holds outcomes other
@@ -59,16 +61,20 @@ BEGIN
     IF cardinality(p_ids) > 0 THEN
         RETURN QUERY
         UPDATE {schema}.background_jobs AS j
-        SET status = CASE WHEN o.released AND j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+        SET status = CASE WHEN (o.released OR o.status = 'snoozed') AND j.cancel_requested_at IS NOT NULL
+                          THEN 'cancelled'
+                          WHEN o.status = 'snoozed' THEN 'pending'
                           ELSE o.status END,
-            attempts = CASE WHEN o.released THEN j.attempts - 1 ELSE j.attempts END,
+            attempts = CASE WHEN o.released OR o.status = 'snoozed' THEN j.attempts - 1 ELSE j.attempts END,
             release_count = CASE WHEN o.released AND j.cancel_requested_at IS NULL
                                  THEN j.release_count + 1 ELSE j.release_count END,
+            snoozes = CASE WHEN o.status = 'snoozed' AND j.cancel_requested_at IS NULL
+                           THEN j.snoozes + 1 ELSE j.snoozes END,
             scheduled_at = CASE WHEN o.released THEN j.scheduled_at
-                                WHEN o.status = 'pending' THEN now() + make_interval(secs => o.retry_in)
+                                WHEN o.status IN ('pending', 'snoozed') THEN now() + make_interval(secs => o.retry_in)
                                 ELSE j.scheduled_at END,
-            finished_at = CASE WHEN o.status = 'pending'
-                                    AND NOT (o.released AND j.cancel_requested_at IS NOT NULL)
+            finished_at = CASE WHEN o.status IN ('pending', 'snoozed')
+                                    AND NOT ((o.released OR o.status = 'snoozed') AND j.cancel_requested_at IS NOT NULL)
                                THEN NULL ELSE now() END,
             lease_expires_at = NULL,
             last_error = CASE WHEN o.error IS NULL THEN j.last_error ELSE o.error END,

@@ -171,6 +171,12 @@ UPDATE {schema}.background_jobs
 SET progress = $3::jsonb
 WHERE id = $1 AND attempts = $2 AND CASE status WHEN 'running' THEN true ELSE false END;
 
+-- name: snoozes
+-- How often a running job snoozed before (asked when its handler snoozes again, to hold it to
+-- its max_snoozes); NULL when the attempt is no longer ours.
+SELECT snoozes FROM {schema}.background_jobs
+WHERE id = $1 AND attempts = $2 AND CASE status WHEN 'running' THEN true ELSE false END;
+
 -- name: retry_job
 -- Give a finished-without-success job a fresh set of attempts.
 UPDATE {schema}.background_jobs

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 # module `jobrunner.handler` (which the registry and every plugin do) sets the package attribute
 # `handler` to that module, where the first `from jobrunner import handler` would then find it.
 # Binding the function after the module's import keeps the name for the function.
-from jobrunner.handler import Handler, handler
+from jobrunner.handler import Handler, blocking_handler, handler
 
 if TYPE_CHECKING:
+    from jobrunner.blocking import BlockingCallCancelled, BlockingContext, raise_if_cancelled
     from jobrunner.client import AsyncClient, Client, InvalidJob, JobRecord
     from jobrunner.context import JobContext
     from jobrunner.enqueue import EnqueueOptions
-    from jobrunner.errors import JobError, PermanentError, RetryLater, UpstreamRateLimited
+    from jobrunner.errors import JobError, PermanentError, RetryLater, Snooze, UpstreamRateLimited
     from jobrunner.flows import FlowGroup, ParentJob
     from jobrunner.job import Job, JobStatus
     from jobrunner.limits import GlobalLimits, QueueLimits
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 # each public name -> the module that defines it
 _MODULE_OF = {
+    "BlockingCallCancelled": "jobrunner.blocking",
+    "BlockingContext": "jobrunner.blocking",
+    "raise_if_cancelled": "jobrunner.blocking",
     "AsyncClient": "jobrunner.client",
     "Client": "jobrunner.client",
     "InvalidJob": "jobrunner.client",
@@ -45,6 +49,7 @@ _MODULE_OF = {
     "JobError": "jobrunner.errors",
     "PermanentError": "jobrunner.errors",
     "RetryLater": "jobrunner.errors",
+    "Snooze": "jobrunner.errors",
     "UpstreamRateLimited": "jobrunner.errors",
     "FlowGroup": "jobrunner.flows",
     "ParentJob": "jobrunner.flows",
@@ -65,6 +70,8 @@ _MODULE_OF = {
 
 __all__ = [
     "AsyncClient",
+    "BlockingCallCancelled",
+    "BlockingContext",
     "Client",
     "EnqueueOptions",
     "FlowGroup",
@@ -87,9 +94,12 @@ __all__ = [
     "Sampler",
     "Schedule",
     "Settings",
+    "Snooze",
     "UpstreamRateLimited",
+    "blocking_handler",
     "handler",
     "load_queries",
+    "raise_if_cancelled",
     "register_secret",
 ]
 

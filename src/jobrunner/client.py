@@ -20,6 +20,12 @@ from jobrunner.flows import FlowGroup, ParentJob, group_jobs
 from jobrunner.job_statements import JobRecord, JobStatements
 from jobrunner.new_job import MAX_PAYLOAD_BYTES, InvalidJob, NewJob
 from jobrunner.statements import AsyncConnection, AsyncExecutor, run, run_sync
+from jobrunner.trace_context import (
+    traced_enqueue,
+    traced_enqueue_many,
+    traced_enqueue_many_sync,
+    traced_enqueue_sync,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -40,6 +46,7 @@ class AsyncClient:
         self._statements = JobStatements(schema)
         self._max_payload_bytes = max_payload_bytes
 
+    @traced_enqueue
     async def enqueue(
         self,
         job_type: str,
@@ -58,6 +65,7 @@ class AsyncClient:
             return await run(connection or self._db, self._statements.enqueue_dependent(validated, *flow))
         return await run(connection or self._db, self._statements.enqueue(validated))
 
+    @traced_enqueue_many
     async def enqueue_many(self, jobs: Iterable[NewJob], *, connection: AsyncConnection | None = None) -> list[int]:
         """Enqueue many jobs in one statement; returns the ids inserted, in the order of `jobs`
         (dedupe hits are skipped)."""
@@ -128,6 +136,7 @@ class Client:
         self._statements = JobStatements(schema)
         self._max_payload_bytes = max_payload_bytes
 
+    @traced_enqueue_sync
     def enqueue(
         self,
         job_type: str,
@@ -143,6 +152,7 @@ class Client:
             return run_sync(connection or self._conn, self._statements.enqueue_dependent(validated, *flow))
         return run_sync(connection or self._conn, self._statements.enqueue(validated))
 
+    @traced_enqueue_many_sync
     def enqueue_many(self, jobs: Iterable[NewJob], *, connection: psycopg.Connection[Any] | None = None) -> list[int]:
         """See AsyncClient.enqueue_many."""
         validated = [job.validated(self._max_payload_bytes) for job in jobs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -17,16 +18,36 @@ from jobrunner.job import Job
 from jobrunner.settings import Settings
 
 PayloadT = TypeVar("PayloadT")
+T = TypeVar("T")
 
 
 class ProgressStore(Protocol):
     async def set_progress(self, job_id: int, attempt: int, progress_json: str) -> bool: ...
 
 
+class BlockingRunner(Protocol):
+    """The daemon's bounded pools for blocking code (daemon/blocking_pools.py)."""
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def run_in_process(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
 class JobContext(Generic[PayloadT]):
     """Built once per attempt, so it stays cheap: the logger is bound on first use."""
 
-    __slots__ = ("_base_log", "_log", "client", "job", "payload", "pool", "progress_store", "settings", "usage_sink")
+    __slots__ = (
+        "_base_log",
+        "_log",
+        "blocking",
+        "client",
+        "job",
+        "payload",
+        "pool",
+        "progress_store",
+        "settings",
+        "usage_sink",
+    )
 
     def __init__(
         self,
@@ -38,6 +59,7 @@ class JobContext(Generic[PayloadT]):
         usage_sink: Callable[[str, str, float], None] | None = None,
         progress_store: ProgressStore | None = None,
         settings: Settings | None = None,
+        blocking: BlockingRunner | None = None,
     ) -> None:
         self.job = job
         # the payload validated by the handler's model, or the decoded JSON object without one
@@ -50,6 +72,8 @@ class JobContext(Generic[PayloadT]):
         self.progress_store = progress_store
         # the daemon's settings (schema, retention, …) for handlers that reach into the queue
         self.settings = settings
+        # the daemon's thread and process pools for blocking code; None outside a daemon
+        self.blocking = blocking
         self._base_log = log
         self._log: structlog.typing.FilteringBoundLogger | None = None
 
@@ -85,6 +109,26 @@ class JobContext(Generic[PayloadT]):
         """The jobs this one waited for (enqueued with `depends_on`, or as a group's callback),
         with their status and result; empty for a job without parents."""
         return await self.client.parents(self.job.id)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in one of the daemon's `blocking_threads` threads, so blocking code (a
+        synchronous library, CPU work that releases the GIL such as Pillow's decoders) does not
+        freeze the event loop. If the job stops waiting (timeout, cancel, shutdown), its outcome
+        is settled at once; the thread runs on and its result is discarded
+        (`jobrunner.blocking.cancelled()` tells it). Outside a daemon: a plain worker thread."""
+        if self.blocking is None:
+            return await asyncio.to_thread(fn, *args)
+        return await self.blocking.run_in_thread(fn, *args)
+
+    async def run_in_process(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the daemon's process pool (`blocking_processes` workers, started on
+        first use): for pure-Python CPU work, which holds the GIL and would stall the daemon
+        even in a thread. `fn`, its arguments and its result cross by pickling: `fn` must be a
+        module-level function. A running call is not interrupted when the job stops waiting;
+        its result is discarded."""
+        if self.blocking is None:
+            raise RuntimeError("run_in_process needs the daemon's process pool: call it from a handler the daemon runs")
+        return await self.blocking.run_in_process(fn, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from pydantic import BaseModel
 
+from jobrunner.blocking import BlockingContext, RunsIn, call_by_reference
 from jobrunner.enqueue import checked_payload
 from jobrunner.limits import GlobalLimits
 from jobrunner.retry import DEFAULT_RETRY_POLICY, RetryPolicy
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from jobrunner.statements import AsyncConnection
 
 HandlerFunc = Callable[["JobContext[Any]"], Awaitable[Any]]
+# a @blocking_handler's own function: synchronous, run in a pool thread or process
+BlockingFunc = Callable[[BlockingContext[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,12 @@ class Handler:
     startup_check: Callable[[], str | None] | None = None
     # limits across all replicas, enforced by the database when claiming
     limits: GlobalLimits | None = None
+    # most times one job of this type may snooze (raise Snooze); None: the daemon's max_snoozes
+    max_snoozes: int | None = None
+    # where its code runs: "event_loop" for an async handler; a @blocking_handler's pool
+    runs_in: RunsIn = "event_loop"
+    # a @blocking_handler's synchronous function (func calls it in the pool)
+    blocking_func: BlockingFunc | None = None
 
     def __post_init__(self) -> None:
         if not self.job_type or len(self.job_type) > 200:
@@ -49,6 +60,8 @@ class Handler:
             raise ValueError(f"handler {self.job_type}: timeout must be positive")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"handler {self.job_type}: max_concurrency must be at least 1")
+        if self.max_snoozes is not None and self.max_snoozes < 0:
+            raise ValueError(f"handler {self.job_type}: max_snoozes must be 0 or more")
 
     # -- typed enqueue: this handler's job type, its payload checked by its model before it
     # is sent (jobrunner.enqueue)
@@ -90,6 +103,7 @@ def handler(
     max_concurrency: int | None = None,
     startup_check: Callable[[], str | None] | None = None,
     limits: GlobalLimits | None = None,
+    max_snoozes: int | None = None,
 ) -> Callable[[HandlerFunc], Handler]:
     """Declare a handler:
 
@@ -98,6 +112,67 @@ def handler(
     """
 
     def wrap(func: HandlerFunc) -> Handler:
-        return Handler(job_type, func, payload_model, retry, timeout, max_concurrency, startup_check, limits)
+        return Handler(
+            job_type, func, payload_model, retry, timeout, max_concurrency, startup_check, limits, max_snoozes
+        )
+
+    return wrap
+
+
+def blocking_handler(
+    job_type: str,
+    *,
+    runs_in: Literal["thread", "process"] = "thread",
+    payload_model: type[BaseModel] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    startup_check: Callable[[], str | None] | None = None,
+    limits: GlobalLimits | None = None,
+    max_snoozes: int | None = None,
+) -> Callable[[BlockingFunc], Handler]:
+    """Declare a synchronous handler run off the event loop, in the daemon's bounded thread pool
+    (`runs_in="thread"`: blocking I/O, C code that releases the GIL) or process pool
+    (`runs_in="process"`: pure-Python CPU work; the function must be defined at module level)::
+
+    @blocking_handler("resize", runs_in="thread", payload_model=Resize, timeout=60)
+    def resize(ctx: BlockingContext[Resize]) -> dict[str, int]: ...
+
+    Its timeout, cancel requests and shutdown settle the job as for any handler; the call itself
+    cannot be interrupted and runs on, its result discarded (jobrunner.blocking says how to stop early).
+    """
+    if runs_in not in ("thread", "process"):
+        raise ValueError(f"handler {job_type}: runs_in must be 'thread' or 'process', not {runs_in!r}")
+
+    def wrap(func: BlockingFunc) -> Handler:
+        if inspect.iscoroutinefunction(func):
+            raise ValueError(f"handler {job_type}: a blocking handler is a plain function, not `async def`")
+        if runs_in == "process" and "<locals>" in func.__qualname__:
+            raise ValueError(
+                f"handler {job_type}: a process handler must be a module-level function (it is found by name"
+                " in the worker process)"
+            )
+        module, qualname = func.__module__, func.__qualname__
+
+        async def run(ctx: JobContext[Any]) -> Any:
+            call_context: BlockingContext[Any] = BlockingContext(ctx.job, ctx.payload)
+            if runs_in == "thread":
+                return await ctx.run_in_thread(func, call_context)
+            return await ctx.run_in_process(call_by_reference, module, qualname, call_context)
+
+        functools.update_wrapper(run, func)
+        return Handler(
+            job_type,
+            run,
+            payload_model,
+            retry,
+            timeout,
+            max_concurrency,
+            startup_check,
+            limits,
+            max_snoozes,
+            runs_in=runs_in,
+            blocking_func=func,
+        )
 
     return wrap

@@ -102,7 +102,7 @@ class JobMetrics(Collector):
             "jobrunner_jobs_finished",
             "Attempts whose outcome was committed, by outcome: completed, failed (not retryable), retried, "
             "dead (attempts used up), released (handed back unfinished: at shutdown, or after waiting"
-            " prefetch_ttl for a slot), cancelled.",
+            " prefetch_ttl for a slot), cancelled, snoozed (to run again later, the attempt not spent).",
             (*labels, "outcome"),
         )
         self.duration = _Histogram("jobrunner_job_duration_seconds", "Handler run time of an attempt.", labels, buckets)

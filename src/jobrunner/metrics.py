@@ -27,7 +27,7 @@ LATENCY_BUCKETS = (
     120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
 )  # fmt: skip
 
-OUTCOMES = ("completed", "failed", "retried", "dead", "released", "cancelled")
+OUTCOMES = ("completed", "failed", "retried", "dead", "released", "cancelled", "snoozed")
 
 # The buckets for everything else. A handler cannot be registered for `__unknown__` (Handler
 # refuses it) and no configured queue may be named `__other__` (Settings refuses it).

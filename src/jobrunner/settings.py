@@ -291,6 +291,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("JOBRUNNER_SENTRY_ENVIRONMENT", "SENTRY_ENVIRONMENT"),
         description="Sentry's environment tag (e.g. production); unset: Sentry's default.",
     )
+    tracing: bool = Field(
+        default=False,
+        description=(
+            "OpenTelemetry spans for every attempt, children of the enqueuer's span (needs jobrunner[otel];"
+            " the application or opentelemetry-instrument configures the SDK and exporter)."
+        ),
+    )
     event_loop: EventLoopChoice = Field(
         default="auto", description="auto: uvloop when installed (about 10 % less CPU per job), else asyncio's."
     )
@@ -316,6 +323,33 @@ class Settings(BaseSettings):
         description=(
             "How long a cancelled handler (timeout, cancel request, lost lease, end of the shutdown grace)"
             " may take to stop before the daemon stops waiting for it and settles its job without it."
+        ),
+    )
+    max_snoozes: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Most times one job may snooze (its handler raises Snooze) when its handler sets no max_snoozes;"
+            " a snooze past it is a failed attempt."
+        ),
+    )
+    blocking_threads: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description=(
+            "Threads for blocking handler code (@blocking_handler(runs_in='thread'), ctx.run_in_thread):"
+            " calls beyond it wait their turn. A call whose job stopped waiting holds its thread until it returns."
+        ),
+    )
+    blocking_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "Worker processes for CPU-bound handler code (@blocking_handler(runs_in='process'),"
+            " ctx.run_in_process), started with the first such call. Default: the number of CPUs."
         ),
     )
     max_abandoned_handlers: int | None = Field(
@@ -390,6 +424,13 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tracing")
+    @classmethod
+    def _opentelemetry_installed(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("opentelemetry") is None:
+            raise ValueError("OpenTelemetry is not installed: pip install 'jobrunner[otel]' (or leave tracing off)")
         return value
 
     @field_validator("event_loop")

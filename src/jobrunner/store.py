@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
+from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter, Snoozed
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.sql_files import Queries
@@ -49,6 +49,10 @@ def _outcome_row(outcome: Outcome) -> _OutcomeRow:
             # pending again at its old place in the queue, the attempt given back (or cancelled,
             # when a cancel was asked while it was held: the function decides)
             return (JobStatus.PENDING, 0.0, None, None, None, True)
+        case Snoozed(delay=delay):
+            # not a status of a row: record_outcomes makes it pending, gives the attempt back
+            # and counts the snooze
+            return ("snoozed", delay, None, None, None, False)
     raise TypeError(f"not an outcome: {outcome!r}")
 
 
@@ -231,6 +235,11 @@ class JobStore:
     async def set_progress(self, job_id: int, attempt: int, progress_json: str) -> bool:
         status = await self.pool.execute(self.queries.set_progress, job_id, attempt, progress_json)
         return status.endswith(" 1")
+
+    async def snoozes(self, job_id: int, attempt: int) -> int | None:
+        """How often the job snoozed so far; None when this attempt is no longer running."""
+        count: int | None = await self.pool.fetchval(self.queries.snoozes, job_id, attempt)
+        return count
 
     async def acquire_leadership(self, name: str, holder: str, ttl_seconds: float) -> bool:
         return await self.pool.fetchval(self.queries.acquire_leadership, name, holder, ttl_seconds) is not None

@@ -17,27 +17,34 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
 from pydantic import ValidationError
 
 from jobrunner.client import AsyncClient
-from jobrunner.context import JobContext
+from jobrunner.context import BlockingRunner, JobContext
 from jobrunner.daemon.deadlines import Deadlines
-from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter
+from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter, Snoozed
 from jobrunner.error_reporting import report_job_error
-from jobrunner.errors import PermanentError, RetryLater, UpstreamRateLimited
+from jobrunner.errors import PermanentError, RetryLater, Snooze, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job
 from jobrunner.redaction import redact_text
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore
+from jobrunner.trace_context import without_trace
+
+if TYPE_CHECKING:
+    from jobrunner.tracing import JobTracing
 
 _MAX_ERROR_CHARS = 10_000
 _MAX_TRACEBACK_CHARS = 50_000
+
+# max_snoozes without settings (an AttemptRunner outside a daemon): the settings' default
+DEFAULT_MAX_SNOOZES = 100
 
 UNREQUESTED_CANCEL = (
     "handler raised CancelledError that jobrunner did not request"
@@ -94,8 +101,13 @@ class AttemptRunner:
         store: JobStore | None = None,
         settings: Settings | None = None,
         on_timeout: Callable[[asyncio.Task[Any]], object] | None = None,
+        blocking: BlockingRunner | None = None,
+        tracing: JobTracing | None = None,
     ) -> None:
         self._settings = settings
+        # spans per attempt (jobrunner.tracing); None: tracing is off and OpenTelemetry not loaded
+        self._tracing = tracing
+        self._blocking = blocking
         self._store = store
         self._usage_sink = usage_sink
         self._registry = registry
@@ -114,6 +126,12 @@ class AttemptRunner:
         self._deadlines = Deadlines(on_timeout)
 
     async def run(self, job: Job) -> Outcome:
+        if self._tracing is not None:
+            outcome: Outcome = await self._tracing.run(job, self._run)
+            return outcome
+        return await self._run(job)
+
+    async def _run(self, job: Job) -> Outcome:
         handler = self._registry.get(job.job_type)
         if handler is None:
             known = ", ".join(self._registry.job_types()) or "none"
@@ -127,7 +145,15 @@ class AttemptRunner:
         except PermanentError as exc:
             return self._failed(job, str(exc), self._job_log(job))
         context: JobContext[Any] = JobContext(
-            job, payload, self._log, self._pool, self._client, self._usage_sink, self._store, self._settings
+            job,
+            payload,
+            self._log,
+            self._pool,
+            self._client,
+            self._usage_sink,
+            self._store,
+            self._settings,
+            self._blocking,
         )
         limit = self._type_limits.get(job.job_type)
         if limit is None:
@@ -145,6 +171,7 @@ class AttemptRunner:
             raise PermanentError("payload is nested too deeply to decode") from exc
         except ValueError as exc:  # the column is jsonb, so only a corrupted row gets here
             raise PermanentError(f"payload is not valid JSON: {exc}") from exc
+        decoded = without_trace(decoded)  # the trace context stored with the job is not the handler's
         if handler.payload_model is None:
             return decoded
         try:
@@ -202,6 +229,8 @@ class AttemptRunner:
             )
         except RetryLater as exc:
             return self._retry_or_dead(job, exc.seconds, f"RetryLater: {exc}", traceback.format_exc(), context.log)
+        except Snooze as exc:
+            return await self._snoozed(handler, job, exc, context.log)
         except TimeoutError:
             return self._retry_or_dead(
                 job,
@@ -235,6 +264,24 @@ class AttemptRunner:
             context.log.warning("job result not stored: not valid JSON", error=str(exc))
             result_json = None
         return Completed(job.id, job.attempt, job.job_type, job.queue, result_json)
+
+    async def _snoozed(
+        self, handler: Handler, job: Job, snooze: Snooze, log: structlog.typing.FilteringBoundLogger
+    ) -> Outcome:
+        """Snoozed, its attempt given back; past its max_snoozes, a failed attempt instead."""
+        limit = handler.max_snoozes
+        if limit is None:
+            limit = self._settings.max_snoozes if self._settings is not None else DEFAULT_MAX_SNOOZES
+        snoozes = await self._store.snoozes(job.id, job.attempt) if self._store is not None else 0
+        if snoozes is not None and snoozes >= limit:
+            message = (
+                f"snoozed {snoozes} times, the most a job of {job.job_type} may (max_snoozes={limit}):"
+                f" this snooze counts as a failed attempt (it asked: {snooze})"
+            )
+            return self._retry_or_dead(job, handler.retry.delay_for(job.attempt), message, None, log)
+        log.info("job snoozed", snooze_seconds=round(snooze.seconds, 3), reason=snooze.reason or None)
+        # snoozes None: the attempt is no longer ours; the write is fenced and will say so
+        return Snoozed(job.id, job.attempt, job.job_type, job.queue, snooze.seconds, snooze.reason)
 
     def _failed(
         self,

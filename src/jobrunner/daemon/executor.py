@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
 
 from jobrunner.client import AsyncClient
 from jobrunner.daemon.attempt import AttemptRunner
+from jobrunner.daemon.blocking_pools import BlockingPools
 from jobrunner.daemon.clock import sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.in_flight import HeldJob, InFlight, StopReason
@@ -29,8 +31,20 @@ from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore
 
+if TYPE_CHECKING:
+    from jobrunner.tracing import JobTracing
+
 # a job's task is named after it (a deadline that passes finds the job by its task's name)
 _TASK_PREFIX = "job-"
+
+
+def _tracing(settings: Settings) -> JobTracing | None:
+    """Spans per attempt when JOBRUNNER_TRACING is on; OpenTelemetry is imported only then."""
+    if not settings.tracing:
+        return None
+    from jobrunner.tracing import JobTracing
+
+    return JobTracing()
 
 
 class Executor:
@@ -48,6 +62,7 @@ class Executor:
         stopping: asyncio.Event,
         usage_sink: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        self.blocking = BlockingPools(settings.blocking_threads, settings.blocking_processes, log)
         self.attempts = AttemptRunner(
             handlers,
             handler_pool,
@@ -58,6 +73,8 @@ class Executor:
             store,
             settings,
             on_timeout=self._on_timeout,
+            blocking=self.blocking,
+            tracing=_tracing(settings),
         )
         self._in_flight = in_flight
         self._completer = completer
@@ -238,6 +255,8 @@ class Executor:
             await asyncio.wait([held.task for held in leftover if held.task is not None], timeout=self._cancel_grace)
             for held in leftover:
                 self._leave_behind(held)
+        # every job is settled or left behind: no call in the blocking pools is waited for now
+        self.blocking.close()
         return len(leftover)
 
     def _on_timeout(self, task: asyncio.Task[object]) -> None:

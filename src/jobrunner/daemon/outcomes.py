@@ -12,6 +12,8 @@ under its own `name` in the daemon's stats and the `outcome` label of the metric
 | `Cancelled`  | cancelled: someone asked, the handler was stopped               | `cancelled` |
 | `Released`   | pending at its old place, attempt given back (handed back       | `released`  |
 |              | unstarted or unfinished; cancelled if a cancel came meanwhile)  |             |
+| `Snoozed`    | pending again `delay` seconds after the write, attempt given    | `snoozed`   |
+|              | back, `snoozes` + 1 (cancelled if a cancel came meanwhile)      |             |
 
 An attempt whose lease was lost has no outcome: the job is someone else's, nothing is written.
 """
@@ -116,3 +118,14 @@ class Released(Outcome):
     @classmethod
     def of(cls, job: Job) -> Released:
         return cls(job.id, job.attempt, job.job_type, job.queue)
+
+
+@dataclass(slots=True)
+class Snoozed(Outcome):
+    """The handler raised Snooze: runnable again `delay` seconds after the write, its attempt not
+    spent. `reason` is logged, not stored (last_error keeps the job's last real error)."""
+
+    name = "snoozed"
+
+    delay: float
+    reason: str = ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
+from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter, Snoozed
 
 
 @dataclass
@@ -16,6 +16,7 @@ class DaemonStats:
     dead: int = 0
     released: int = 0
     cancelled: int = 0
+    snoozed: int = 0
     # attempts whose lease was lost before their outcome was written
     lost_leases: int = 0
 
@@ -34,3 +35,5 @@ class DaemonStats:
                 self.cancelled += 1
             case Released():
                 self.released += 1
+            case Snoozed():
+                self.snoozed += 1
