@@ -40,8 +40,8 @@ async def one_round(conn: asyncpg.Connection, queries: Queries, jobs: int, enabl
         await conn.execute(f"ALTER TABLE background_jobs {action} TRIGGER {trigger}")
     await conn.execute("TRUNCATE background_jobs")
     await conn.execute(
-        "SELECT count(*) FROM enqueue_jobs(array_fill('noop'::text, ARRAY[$1::int]), array_fill('{}'::jsonb, ARRAY[$1::int]),"
-        " NULL, NULL, NULL, NULL, NULL, NULL)",
+        "SELECT count(*) FROM enqueue_jobs(array_fill('noop'::text, ARRAY[$1::int]),"
+        " array_fill('{}'::jsonb, ARRAY[$1::int]), NULL, NULL, NULL, NULL, NULL, NULL)",
         jobs,
     )
     await conn.execute(

@@ -546,3 +546,12 @@ async def test_jobrunner_enqueue_depends_on(db_url: str, conn: asyncpg.Connectio
         "jobrunner: a job with depends_on cannot have a dedupe_key",
     )
     assert jobrunner(db_url, "enqueue", "gather", "--depends-on", "1,x").returncode == 2
+
+
+async def test_jobrunner_status_counts_blocked_jobs_only_when_there_are_some(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    parent = await enqueue(conn)
+    assert "blocked" not in jobrunner(db_url, "status").stdout
+    await dependent(conn, [parent])
+    assert "blocked" in jobrunner(db_url, "status").stdout

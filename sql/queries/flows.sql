@@ -8,7 +8,7 @@ SELECT {schema}.enqueue_dependent_job($1::bigint[], $2::text, $3::jsonb, $4::tex
 
 -- name: parent_jobs
 -- A dependent's parents, by id, as they are now: what its handler reads their results from. A
--- parent pruned since (finished longer ago than JOBRUNNER_RETENTION) is missing.
+-- parent pruned since (finished longer ago than JOBRUNNER_RETENTION_SECONDS) is missing.
 SELECT p.id, p.job_type, p.status, p.result::text AS result, p.last_error
 FROM {schema}.background_jobs AS j
 CROSS JOIN LATERAL unnest(j.depends_on) AS d(id)
