@@ -407,6 +407,9 @@ class Fleet:
                 "JOBRUNNER_CONNECT_TIMEOUT": "5",
                 "JOBRUNNER_SHUTDOWN_GRACE": "10",
                 "JOBRUNNER_BURST_WAIT": "0",
+                # the installed plugins' cron schedules would add jobs of their own to the count
+                # (the app's hourly one did, in a run across the top of the hour)
+                "JOBRUNNER_PLUGIN_SCHEDULES": "false",
             }
         )
         log_path = self.log_dir / f"{worker}.log"
