@@ -5,7 +5,7 @@ bookkeeping, driven by a fake clock."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,9 +14,11 @@ from jobrunner.job import Job
 from tests.support import FakeClock
 
 
-def job(job_id: int, job_type: str = "t", attempt: int = 1) -> Job:
+def job(
+    job_id: int, job_type: str = "t", attempt: int = 1, *, priority: int = 0, scheduled_at: datetime | None = None
+) -> Job:
     now = datetime.now(UTC)
-    return Job(job_id, job_type, "default", "{}", 0, attempt, 3, now, now, None)
+    return Job(job_id, job_type, "default", "{}", priority, attempt, 3, now, scheduled_at or now, None)
 
 
 async def forever() -> None:
@@ -53,6 +55,38 @@ async def test_a_job_moves_forward_and_each_step_that_frees_room_says_so(clock: 
     assert in_flight.freed.is_set()
     assert in_flight.get(1) is None and in_flight.held == 1
     task.cancel()
+
+
+def test_the_waiting_line_starts_jobs_in_the_claims_order_not_the_order_they_were_claimed_in(
+    clock: FakeClock,
+) -> None:
+    # a rescued job keeps its original scheduled_at: claimed after younger jobs that wait for a
+    # slot here, it must not queue behind them (the wait after a worker's death is bounded by
+    # the lease and the rescue interval, not by this daemon's waiting line)
+    in_flight = registry(clock)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    young = [in_flight.hold(job(i, scheduled_at=base + timedelta(seconds=i)), clock.now) for i in (10, 11, 12)]
+    rescued = in_flight.hold(job(1, attempt=2, scheduled_at=base), clock.now)
+    urgent = in_flight.hold(job(20, priority=5, scheduled_at=base + timedelta(seconds=20)), clock.now)
+    for held in [*young, rescued, urgent]:
+        in_flight.wait(held)
+    # taken out of the line another way (a cancel request) before its turn: never started
+    assert in_flight.take_waiting(11) is young[1]
+    order = [in_flight.next_waiting() for _ in range(4)]
+    assert order == [urgent, rescued, young[0], young[2]]
+    assert in_flight.next_waiting() is None and in_flight.waiting == 0
+
+
+def test_a_job_waiting_again_for_a_new_attempt_is_started_once(clock: FakeClock) -> None:
+    in_flight = registry(clock)
+    first = in_flight.hold(job(5), clock.now)
+    in_flight.wait(first)
+    assert in_flight.take_waiting(5) is first
+    in_flight.let_go(5, 1)
+    again = in_flight.hold(job(5, attempt=2), clock.now)
+    in_flight.wait(again)
+    assert in_flight.next_waiting() is again
+    assert in_flight.next_waiting() is None
 
 
 async def test_letting_go_of_an_earlier_attempt_keeps_the_new_hold(clock: FakeClock) -> None:

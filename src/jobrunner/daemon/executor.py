@@ -111,7 +111,7 @@ class Executor:
             self._in_flight.wait(held)
 
     def start_waiting(self) -> None:
-        """Fill the free slots from the waiting line, in claim order."""
+        """Fill the free slots from the waiting line, in the claim's order (InFlight.next_waiting)."""
         in_flight = self._in_flight
         while in_flight.has_free_slot and not self._stopping.is_set():
             held = in_flight.next_waiting()

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from jobrunner.daemon.clock import Clock
 from jobrunner.job import Job
@@ -74,7 +76,13 @@ class InFlight:
         self._lease_seconds = lease_seconds
         self._clock = clock or Clock()
         self._held: dict[int, HeldJob] = {}
-        self._waiting: dict[int, HeldJob] = {}  # in claim order: the first is the next to start
+        self._waiting: dict[int, HeldJob] = {}  # in claim order (the prefetch TTL's order)
+        # the waiting line's start order, the claim's own: priority, then scheduled_at. A job
+        # claimed later can start first: a rescued job keeps its original scheduled_at, so it
+        # does not queue locally behind younger jobs claimed ahead. Entries of jobs taken out
+        # of the line some other way stay here until popped (lazy deletion).
+        self._start_order: list[tuple[int, datetime, int, int, HeldJob]] = []
+        self._waited = 0  # tie-breaker: one job waiting twice (a new attempt) is two entries
         self._running: dict[int, HeldJob] = {}
         self._left_behind: dict[asyncio.Task[None], str] = {}  # task -> its job's type
         self.freed = asyncio.Event()
@@ -119,14 +127,26 @@ class InFlight:
         return held
 
     def wait(self, held: HeldJob) -> None:
-        """Into the waiting line, behind the jobs claimed before it."""
-        self._waiting[held.job.id] = held
+        """Into the waiting line, in the claim's order: behind waiting jobs of a higher
+        priority or scheduled earlier."""
+        job = held.job
+        self._waiting[job.id] = held
+        self._waited += 1
+        heapq.heappush(self._start_order, (-job.priority, job.scheduled_at, job.id, self._waited, held))
 
     def next_waiting(self) -> HeldJob | None:
-        """The first job in the waiting line, taken out of it."""
-        if not self._waiting:
+        """The first job of the waiting line (highest priority, then earliest scheduled_at),
+        taken out of it."""
+        waiting, start_order = self._waiting, self._start_order
+        if not waiting:
+            start_order.clear()  # only entries of jobs taken out some other way were left
             return None
-        return self._waiting.pop(next(iter(self._waiting)))
+        while start_order:
+            held = heapq.heappop(start_order)[-1]
+            if waiting.get(held.job.id) is held:
+                del waiting[held.job.id]
+                return held
+        return None
 
     def start(self, held: HeldJob, task: asyncio.Task[None]) -> None:
         held.task = task
@@ -179,6 +199,7 @@ class InFlight:
         """Empty the waiting line (the drain hands them back), in claim order."""
         waiting = list(self._waiting.values())
         self._waiting.clear()
+        self._start_order.clear()
         return waiting
 
     def take_waited_longer_than(self, seconds: float) -> list[HeldJob]:
