@@ -9,7 +9,11 @@
 -- background_jobs_claim_idx, running jobs through background_jobs_lease_idx, blocked jobs (job
 -- flows: waiting for their parents) through the live edges of jobrunner_job_dependencies: every
 -- blocked job has one to each unfinished parent, and the table holds only those, so the count
--- costs what is waiting, not the history (blocked jobs are outside the claim indexes).
+-- costs what is waiting, not the history (blocked jobs are outside the claim indexes). Each
+-- waiting job is looked up by its id (a subquery in the select list, which the planner keeps as
+-- a per-row primary-key probe, once per job: OFFSET 0 keeps the subquery from being merged into
+-- the outer one, which would probe again for the filter): as a join, the planner preferred a
+-- scan of the whole table.
 SELECT coalesce(p.queue, r.queue, b.queue) AS queue, coalesce(p.pending, 0) AS pending,
        coalesce(p.runnable, 0) AS runnable, p.oldest_runnable_seconds, coalesce(r.running, 0) AS running,
        coalesce(b.blocked, 0) AS blocked
@@ -27,11 +31,13 @@ FULL JOIN (
     SELECT queue, count(*) AS running FROM {schema}.background_jobs WHERE status = 'running' GROUP BY queue
 ) AS r ON r.queue = p.queue
 FULL JOIN (
-    SELECT j.queue, count(*) AS blocked
-    FROM (SELECT DISTINCT d.job_id FROM {schema}.jobrunner_job_dependencies AS d) AS e
-    JOIN {schema}.background_jobs AS j ON j.id = e.job_id
-    WHERE j.status = 'blocked'
-    GROUP BY j.queue
+    SELECT w.queue, count(*) AS blocked
+    FROM (SELECT (SELECT j.queue FROM {schema}.background_jobs AS j
+                  WHERE j.id = e.job_id AND j.status = 'blocked') AS queue
+          FROM (SELECT DISTINCT d.job_id FROM {schema}.jobrunner_job_dependencies AS d) AS e
+          OFFSET 0) AS w
+    WHERE w.queue IS NOT NULL
+    GROUP BY w.queue
 ) AS b ON b.queue = coalesce(p.queue, r.queue)
 ORDER BY 1;
 
@@ -55,11 +61,13 @@ FULL JOIN (
     SELECT job_type, count(*) AS running FROM {schema}.background_jobs WHERE status = 'running' GROUP BY job_type
 ) AS r ON r.job_type = p.job_type
 FULL JOIN (
-    SELECT j.job_type, count(*) AS blocked
-    FROM (SELECT DISTINCT d.job_id FROM {schema}.jobrunner_job_dependencies AS d) AS e
-    JOIN {schema}.background_jobs AS j ON j.id = e.job_id
-    WHERE j.status = 'blocked'
-    GROUP BY j.job_type
+    SELECT w.job_type, count(*) AS blocked
+    FROM (SELECT (SELECT j.job_type FROM {schema}.background_jobs AS j
+                  WHERE j.id = e.job_id AND j.status = 'blocked') AS job_type
+          FROM (SELECT DISTINCT d.job_id FROM {schema}.jobrunner_job_dependencies AS d) AS e
+          OFFSET 0) AS w
+    WHERE w.job_type IS NOT NULL
+    GROUP BY w.job_type
 ) AS b ON b.job_type = coalesce(p.job_type, r.job_type)
 ORDER BY 1;
 
