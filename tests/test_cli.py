@@ -364,3 +364,16 @@ async def test_status_of_one_job_shows_its_json_as_json(db_url: str, conn: async
     table = run_cli(db_url, "status", "--job", str(job_id))
     assert table.returncode == 0, table.stderr
     assert '{"user": 7}' in table.stdout and '["done"]' in table.stdout
+
+
+async def test_status_of_one_job_shows_how_often_it_snoozed(db_url: str, conn: asyncpg.Connection) -> None:
+    job_id = await conn.fetchval(
+        "INSERT INTO background_jobs (job_type, payload, snoozes) VALUES ('poll_upstream', '{}', 2) RETURNING id"
+    )
+    as_json = run_cli(db_url, "status", "--job", str(job_id), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["snoozes"] == 2
+    table = run_cli(db_url, "status", "--job", str(job_id))
+    assert table.returncode == 0, table.stderr
+    cells = [[cell.strip() for cell in line.split("│")[1:3]] for line in table.stdout.splitlines()]
+    assert ["snoozes", "2"] in cells, table.stdout

@@ -103,6 +103,30 @@ async def test_every_page_renders_the_queue(db_url: str, conn: asyncpg.Connectio
         assert static.status_code == 200 and "htmx" in static.text
 
 
+async def test_the_overview_counts_blocked_jobs_by_queue_and_type(db_url: str, conn: asyncpg.Connection) -> None:
+    client = AsyncClient(conn)
+    parent = await client.enqueue("analyze_photo", {}, queue="photos")
+    for user in ("u1", "u2"):
+        await client.enqueue("recommend", {"user": user}, queue="tips", depends_on=[parent])
+    # a dependent cancelled by hand keeps its edge until the parent finishes: not blocked
+    cancelled = await client.enqueue("recommend", {"user": "u3"}, queue="tips", depends_on=[parent])
+    await client.cancel(cancelled)
+    async with dashboard(db_url) as (http, _app):
+        overview = (await http.get("/")).text
+    assert 'data-testid="blocked-tips">2</td>' in overview
+    assert 'data-testid="blocked-photos">0</td>' in overview
+    assert 'data-testid="blocked-type-recommend">2</td>' in overview
+    assert 'data-testid="blocked-type-analyze_photo">0</td>' in overview
+
+
+async def test_a_jobs_page_shows_how_often_it_snoozed(db_url: str, conn: asyncpg.Connection) -> None:
+    job_id = await AsyncClient(conn).enqueue("poll_upstream", {})
+    await conn.execute("UPDATE background_jobs SET snoozes = 3 WHERE id = $1", job_id)
+    async with dashboard(db_url) as (http, _app):
+        detail = (await http.get(f"/jobs/{job_id}")).text
+    assert '<dt>snoozes</dt><dd id="snoozes">3</dd>' in detail
+
+
 async def test_values_from_job_rows_render_as_text_and_redacted_keys_are_hidden(
     db_url: str, conn: asyncpg.Connection
 ) -> None:

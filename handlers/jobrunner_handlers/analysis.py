@@ -9,7 +9,12 @@ One attempt:
 3. on a miss asks OpenAI (the official SDK, chat completions with the image as a base64 data URL
    and a strict JSON schema for the reply) and validates the reply with pydantic;
 4. in one transaction: the analysis row, a `generate_recommendations` job for the user, and the
-   cache entry. Either all three are there or none is.
+   cache entry. Either all three are there or none is. The recommendations job depends on this
+   one (`depends_on`, a job flow): it stays `blocked` until this job's outcome is written, runs
+   when it completed (reading the analysis from `ctx.parents()`), and is cancelled when this job
+   ends failed, dead or cancelled instead (an attempt that wrote the analysis and then lost its
+   outcome, retried until dead). docs/app/index.md says why the flow starts here and not in
+   the request that enqueues the analysis.
 
 Enqueue it with `concurrency_key=<user id>`: the declared limits then also hold each user to
 `per_key_max_running` analyses at once, served round robin, so one user's burst of uploads
@@ -436,11 +441,15 @@ async def analyze_image(ctx: JobContext[AnalyzePayload]) -> dict[str, Any]:
             # an earlier attempt of this job committed all of this already
             analysis_id = await tx.fetchval(sql(f"{kind}_analysis_of_job"), ctx.job.id, created_at)
         else:
+            # the recommendations wait for this job (a job flow): they run once its outcome is
+            # written as completed, and are cancelled if it ends otherwise. A retry that finds
+            # the analysis written (above) enqueues none: one set per analysis
             follow_up = await generate_recommendations.enqueue(
                 ctx,
                 RecommendationsPayload(user_id=user_id),
                 connection=tx,
                 concurrency_key=str(user_id),
+                depends_on=[ctx.job.id],
             )
         if not cache_hit:
             await tx.execute(

@@ -13,6 +13,10 @@ Each written row carries its `reasons` (area, its score, the points it gave). Pr
 to the user in the last days from *other* analyses are left out, so new analyses bring new
 products. A run writes the set for its basis (the ids of the analyses it used): running again
 for the same analyses rewrites the same rows.
+
+analyze_image enqueues it as a dependent of the analysis job (a job flow): it reads that
+analysis from `ctx.parents()` and names it in its result (`requested_by`); it computes from the
+user's latest analyses all the same, so a job enqueued on its own behaves the same.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from jobrunner import JobContext, handler
+from jobrunner import JobContext, ParentJob, handler
 from jobrunner_handlers.queries import sql
 from jobrunner_handlers.settings import app_settings
 
@@ -99,9 +103,25 @@ def basis_of(analysis_ids: Sequence[tuple[str, UUID]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def analyses_waited_for(parents: Iterable[ParentJob]) -> list[str]:
+    """The analyses (their ids) of the analyze_image jobs this job waited for: the job flow
+    analyze_image enqueues it in."""
+    return [
+        str(parent.result["analysis_id"])
+        for parent in parents
+        if parent.job_type == "analyze_image"
+        and parent.status == "completed"
+        and isinstance(parent.result, dict)
+        and parent.result.get("analysis_id")
+    ]
+
+
 @handler("generate_recommendations", payload_model=RecommendationsPayload, timeout=60)
 async def generate_recommendations(ctx: JobContext[RecommendationsPayload]) -> dict[str, Any]:
     settings = app_settings()
+    # enqueued by analyze_image, it waited for that job: which analysis it was asked for
+    # (empty for a job enqueued on its own, e.g. from SQL)
+    requested_by = analyses_waited_for(await ctx.parents())
     user_id = ctx.payload.user_id
     limit = ctx.payload.limit or settings.recommendations_count
     threshold = settings.weak_area_threshold
@@ -111,6 +131,11 @@ async def generate_recommendations(ctx: JobContext[RecommendationsPayload]) -> d
         analyses = await conn.fetch(sql("latest_analyses"), user_id)
         if not analyses:
             return {"user_id": str(user_id), "recommended": 0, "reason": "the user has no analyses"}
+        used = {str(row["id"]) for row in analyses}
+        superseded = [analysis_id for analysis_id in requested_by if analysis_id not in used]
+        if superseded:
+            # a newer analysis of the same kind came since: the set is computed from the latest
+            ctx.log.info("analysis superseded by a newer one", analyses=superseded)
         basis = basis_of([(row["kind"], row["id"]) for row in analyses])
         weak = weak_areas((json.loads(row["area_scores"]) for row in analyses), threshold)
         skin_type = await conn.fetchval(sql("profile_skin_type"), user_id)
@@ -140,4 +165,5 @@ async def generate_recommendations(ctx: JobContext[RecommendationsPayload]) -> d
         "weak_areas": weak,
         "products": [r.product.sku for r in ranked],
         "replaced": int(removed.split()[-1]),
+        "requested_by": requested_by,
     }

@@ -17,6 +17,7 @@ from handlers.tests.fake_openai import FakeOpenAI, api_error, rate_limited, repl
 from handlers.tests.fake_storage import FakeStorage
 from handlers.tests.test_schema import ALICE, BOB
 from jobrunner_handlers.analysis import AREAS, MalformedModelReply, analyze_image, parse_reply, reply_schema
+from jobrunner_handlers.recommendations import generate_recommendations
 from tests.support import job_row, running_daemon
 
 IMAGE_PATH = f"{ALICE}/2025/selfie.jpg"
@@ -102,9 +103,11 @@ async def test_an_analysis_is_written_with_its_follow_up_cache_entry_and_token_u
     assert json.loads(row["area_scores"])["hydration"] == 40.0
     assert json.loads(row["advice"])["areas"]["texture"] == "Some advice about texture."
     assert row["model"] == openai_env.model
-    # the follow-up job, for the user, with the user as its fairness key
+    # the follow-up job, for the user, with the user as its fairness key, waited for this job (a
+    # job flow) and was released by its completion
     assert await follow_ups(conn) == [(str(ALICE), str(ALICE))]
-    assert result["recommendations_job_id"] is not None
+    follow_up = await job_row(conn, result["recommendations_job_id"])
+    assert (list(follow_up["depends_on"]), follow_up["waiting_on"], follow_up["parents_failed"]) == ([job_id], 0, 0)
     cache = await conn.fetchrow("SELECT * FROM ai_response_cache")
     assert (cache["user_id"], cache["kind"], cache["prompt_tokens"], cache["completion_tokens"]) == (
         ALICE,
@@ -125,6 +128,44 @@ async def test_an_analysis_is_written_with_its_follow_up_cache_entry_and_token_u
         1,
     )
     assert usage("ai_cache_hit") is None
+
+
+async def test_the_recommendations_wait_for_the_analysis_and_read_it(
+    db_url: str, conn: asyncpg.Connection, openai_env: FakeOpenAI
+) -> None:
+    job_id = await enqueue(conn, GLOW)
+    # both handlers in one daemon: the recommendations cannot start before the analysis's
+    # outcome is written, and then know which analysis they were asked for
+    async with running_daemon(db_url, [analyze_image, generate_recommendations], burst=True):
+        pass
+    analysis = json.loads((await job_row(conn, job_id))["result"])
+    follow_up = await job_row(conn, analysis["recommendations_job_id"])
+    assert follow_up["status"] == "completed", follow_up["last_error"]
+    assert follow_up["started_at"] >= (await job_row(conn, job_id))["finished_at"]
+    assert json.loads(follow_up["result"])["requested_by"] == [analysis["analysis_id"]]
+
+
+async def test_an_analysis_that_ends_unsuccessfully_cancels_its_recommendations(
+    db_url: str, conn: asyncpg.Connection, openai_env: FakeOpenAI
+) -> None:
+    # the analysis is written, then its job ends dead anyway (its completion was lost and the
+    # retries failed): the flow's rule cancels the recommendations waiting for it
+    job_id = await enqueue(conn, GLOW)
+    await conn.execute(
+        "CREATE FUNCTION lose_completion() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.status = 'completed' THEN NEW.status := 'dead'; NEW.last_error := 'lost'; END IF;"
+        " RETURN NEW; END $$;"
+        "CREATE TRIGGER lose_completion BEFORE UPDATE OF status ON background_jobs FOR EACH ROW"
+        " WHEN (NEW.job_type = 'analyze_image') EXECUTE FUNCTION lose_completion()"
+    )
+    job = await run(db_url, conn, job_id)
+    assert job["status"] == "dead"
+    assert await conn.fetchval("SELECT count(*) FROM glow_analyses") == 1
+    follow_up = await conn.fetchrow(
+        "SELECT status, last_error FROM background_jobs WHERE job_type = 'generate_recommendations'"
+    )
+    assert follow_up is not None
+    assert (follow_up["status"], follow_up["last_error"]) == ("cancelled", f"cancelled: parent job {job_id} ended dead")
 
 
 async def test_a_cache_hit_makes_no_openai_call(db_url: str, conn: asyncpg.Connection, openai_env: FakeOpenAI) -> None:

@@ -6,9 +6,17 @@
 
 -- name: dashboard_queue_live
 -- Per queue: pending jobs (runnable now, and the oldest runnable's age) through
--- background_jobs_claim_idx, running jobs through background_jobs_lease_idx.
-SELECT coalesce(p.queue, r.queue) AS queue, coalesce(p.pending, 0) AS pending,
-       coalesce(p.runnable, 0) AS runnable, p.oldest_runnable_seconds, coalesce(r.running, 0) AS running
+-- background_jobs_claim_idx, running jobs through background_jobs_lease_idx, blocked jobs (job
+-- flows: waiting for their parents) through the live edges of jobrunner_job_dependencies: every
+-- blocked job has one to each unfinished parent, and the table holds only those, so the count
+-- costs what is waiting, not the history (blocked jobs are outside the claim indexes). Each
+-- waiting job is looked up by its id (a subquery in the select list, which the planner keeps as
+-- a per-row primary-key probe, once per job: OFFSET 0 keeps the subquery from being merged into
+-- the outer one, which would probe again for the filter): as a join, the planner preferred a
+-- scan of the whole table.
+SELECT coalesce(p.queue, r.queue, b.queue) AS queue, coalesce(p.pending, 0) AS pending,
+       coalesce(p.runnable, 0) AS runnable, p.oldest_runnable_seconds, coalesce(r.running, 0) AS running,
+       coalesce(b.blocked, 0) AS blocked
 FROM (
     SELECT queue, count(*) AS pending,
            count(*) FILTER (WHERE scheduled_at <= now()) AS runnable,
@@ -22,13 +30,23 @@ FROM (
 FULL JOIN (
     SELECT queue, count(*) AS running FROM {schema}.background_jobs WHERE status = 'running' GROUP BY queue
 ) AS r ON r.queue = p.queue
+FULL JOIN (
+    SELECT w.queue, count(*) AS blocked
+    FROM (SELECT (SELECT j.queue FROM {schema}.background_jobs AS j
+                  WHERE j.id = e.job_id AND j.status = 'blocked') AS queue
+          FROM (SELECT DISTINCT d.job_id FROM {schema}.jobrunner_job_dependencies AS d) AS e
+          OFFSET 0) AS w
+    WHERE w.queue IS NOT NULL
+    GROUP BY w.queue
+) AS b ON b.queue = coalesce(p.queue, r.queue)
 ORDER BY 1;
 
 -- name: dashboard_type_live
 -- Per job type: pending (runnable now, oldest runnable's age) through
--- background_jobs_type_claim_idx, running through background_jobs_lease_idx.
-SELECT coalesce(p.job_type, r.job_type) AS job_type, coalesce(p.pending, 0) AS pending,
-       coalesce(p.runnable, 0) AS runnable, p.oldest_runnable_seconds, coalesce(r.running, 0) AS running
+-- background_jobs_type_claim_idx, running through background_jobs_lease_idx, blocked as above.
+SELECT coalesce(p.job_type, r.job_type, b.job_type) AS job_type, coalesce(p.pending, 0) AS pending,
+       coalesce(p.runnable, 0) AS runnable, p.oldest_runnable_seconds, coalesce(r.running, 0) AS running,
+       coalesce(b.blocked, 0) AS blocked
 FROM (
     SELECT job_type, count(*) AS pending,
            count(*) FILTER (WHERE scheduled_at <= now()) AS runnable,
@@ -42,6 +60,15 @@ FROM (
 FULL JOIN (
     SELECT job_type, count(*) AS running FROM {schema}.background_jobs WHERE status = 'running' GROUP BY job_type
 ) AS r ON r.job_type = p.job_type
+FULL JOIN (
+    SELECT w.job_type, count(*) AS blocked
+    FROM (SELECT (SELECT j.job_type FROM {schema}.background_jobs AS j
+                  WHERE j.id = e.job_id AND j.status = 'blocked') AS job_type
+          FROM (SELECT DISTINCT d.job_id FROM {schema}.jobrunner_job_dependencies AS d) AS e
+          OFFSET 0) AS w
+    WHERE w.job_type IS NOT NULL
+    GROUP BY w.job_type
+) AS b ON b.job_type = coalesce(p.job_type, r.job_type)
 ORDER BY 1;
 
 -- name: dashboard_finished_since

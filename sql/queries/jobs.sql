@@ -141,7 +141,7 @@ SELECT id, job_type, queue, payload::text AS payload, priority, status, attempts
        scheduled_at, dedupe_key, created_at, started_at, finished_at, lease_expires_at, worker_id,
        last_error, last_error_traceback, result::text AS result, release_count,
        cancel_requested_at, progress::text AS progress, concurrency_key,
-       depends_on, waiting_on, parents_failed, on_parent_failure
+       depends_on, waiting_on, parents_failed, on_parent_failure, snoozes
 FROM {schema}.background_jobs
 WHERE id = $1;
 

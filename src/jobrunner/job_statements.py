@@ -53,6 +53,8 @@ class JobRecord:
     waiting_on: int | None
     parents_failed: int | None
     on_parent_failure: str | None
+    # how often its handler snoozed (raised Snooze): each gave the attempt back
+    snoozes: int
 
     @classmethod
     def from_row(cls, row: Row) -> JobRecord:

@@ -77,6 +77,8 @@ class GroupRow:
     runnable: int = 0
     oldest_runnable_seconds: float | None = None
     running: int = 0
+    # job flows: waiting for their parents, not runnable yet
+    blocked: int = 0
     hour: Throughput = field(default_factory=Throughput)
     day: Throughput = field(default_factory=Throughput)
     paused: asyncpg.Record | None = None
@@ -214,7 +216,12 @@ class DashboardStore:
         for by, live, key in ((queues, queue_live, "queue"), (types, type_live, "job_type")):
             for row in live:
                 by[row[key]] = GroupRow(
-                    row[key], row["pending"], row["runnable"], row["oldest_runnable_seconds"], row["running"]
+                    row[key],
+                    row["pending"],
+                    row["runnable"],
+                    row["oldest_runnable_seconds"],
+                    row["running"],
+                    row["blocked"],
                 )
         for window, cached in (("hour", hour), ("day", day)):
             for row in cached.rows:
