@@ -22,6 +22,7 @@ import structlog
 from jobrunner.audit import Actor, count_into, record_action
 from jobrunner.client import AsyncConnection
 from jobrunner.dashboard.filters import PRIORITY_RANGE, JobFilter
+from jobrunner.operator_statements import OperatorStatements
 from jobrunner.sql_files import Queries
 
 log = structlog.get_logger("jobrunner.dashboard")
@@ -158,7 +159,13 @@ def _detail(applied: Applied) -> str | None:
 
 
 async def act_on_jobs(
-    pool: asyncpg.Pool, queries: Queries, actor: Actor, action: Action, ids: Sequence[int], priority: int | None
+    pool: asyncpg.Pool,
+    queries: Queries,
+    operator: OperatorStatements,
+    actor: Actor,
+    action: Action,
+    ids: Sequence[int],
+    priority: int | None,
 ) -> tuple[Applied, int]:
     """The action on chosen jobs, with its audit row, in one transaction; returns what it did
     and the audit row's id."""
@@ -173,7 +180,7 @@ async def act_on_jobs(
             target["priority"] = priority
         audit_id = await record_action(
             conn,
-            queries,
+            operator,
             actor,
             action.name,
             target,
@@ -201,6 +208,7 @@ async def count_matching(
 async def start_bulk(
     pool: asyncpg.Pool,
     queries: Queries,
+    operator: OperatorStatements,
     actor: Actor,
     action: Action,
     job_filter: JobFilter,
@@ -215,10 +223,10 @@ async def start_bulk(
     if priority is not None:
         target["priority"] = priority
     audit_id = await record_action(
-        pool, queries, actor, action.name, target, requested=confirmed, affected=0, finished=False
+        pool, operator, actor, action.name, target, requested=confirmed, affected=0, finished=False
     )
     task = asyncio.create_task(
-        _run_bulk(pool, queries, action, job_filter, upper_id, priority, batch, audit_id),
+        _run_bulk(pool, queries, operator, action, job_filter, upper_id, priority, batch, audit_id),
         name=f"dashboard bulk {action.name} #{audit_id}",
     )
     return audit_id, task
@@ -227,6 +235,7 @@ async def start_bulk(
 async def _run_bulk(
     pool: asyncpg.Pool,
     queries: Queries,
+    operator: OperatorStatements,
     action: Action,
     job_filter: JobFilter,
     upper_id: int,
@@ -247,13 +256,13 @@ async def _run_bulk(
                 ids = [row["id"] for row in picked]
                 applied = await apply(conn, queries, action, ids, priority)
                 dedupe_held += applied.dedupe_held
-                await count_into(conn, queries, audit_id, applied.changed, finished=False)
+                await count_into(conn, operator, audit_id, applied.changed, finished=False)
                 if applied.queues:
                     await conn.execute(queries.notify_queues, sorted(applied.queues))
             cursor = min(ids) - 1
         detail = _detail(Applied(0, set(), dedupe_held))
-        await count_into(pool, queries, audit_id, 0, finished=True, detail=detail)
+        await count_into(pool, operator, audit_id, 0, finished=True, detail=detail)
     except Exception as exc:
         log.exception("dashboard bulk action failed", audit_id=audit_id, action=action.name)
         with contextlib.suppress(Exception):  # the database may be what failed
-            await count_into(pool, queries, audit_id, 0, finished=True, detail=f"stopped by an error: {exc!r}"[:1000])
+            await count_into(pool, operator, audit_id, 0, finished=True, detail=f"stopped by an error: {exc!r}"[:1000])

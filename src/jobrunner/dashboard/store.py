@@ -22,6 +22,8 @@ from pydantic import ValidationError
 
 from jobrunner.dashboard.filters import PAGE_SIZE, SCAN_WINDOW, JobFilter
 from jobrunner.database import TRANSIENT_ERRORS
+from jobrunner.operator_statements import OperatorStatements
+from jobrunner.schedule_statements import ScheduleStatements
 from jobrunner.schedules import Schedule
 from jobrunner.sql_files import Queries
 
@@ -129,6 +131,9 @@ class DashboardStore:
         self.pool = pool
         self.schema = schema
         self.queries = Queries(schema)
+        # the statements the dashboard shares with the CLI and the scheduler
+        self.operator = OperatorStatements(schema)
+        self.schedule_statements = ScheduleStatements(schema)
         self.live_min_age = live_min_age
         self._finished: dict[float, _Cached] = {}
         self._finished_lock = asyncio.Lock()
