@@ -223,7 +223,7 @@ async def confirm_bulk(request: Request) -> Response:
         if job_filter.problems:
             raise Refused("the filter cannot be read: " + "; ".join(job_filter.problems))
         count, upper_id = await actions.count_matching(
-            _store(request).pool, _store(request).queries, action, job_filter
+            _store(request).pool, _store(request).action_statements, action, job_filter
         )
     except (Refused, actions.ActionRefused) as exc:
         return await _refusal(request, exc if isinstance(exc, Refused) else Refused(str(exc)))
@@ -250,7 +250,7 @@ async def act(request: Request) -> Response:
         ids = [job_id for value in form.get("job", []) if (job_id := _int(value)) is not None]
         store = _store(request)
         _applied, audit_id = await actions.act_on_jobs(
-            store.pool, store.queries, store.operator, _actor(request), action, ids, priority
+            store.pool, store.action_statements, store.operator, _actor(request), action, ids, priority
         )
     except actions.ActionRefused as exc:
         return await _refusal(request, Refused(str(exc)))
@@ -273,7 +273,7 @@ async def start_bulk(request: Request) -> Response:
         store = _store(request)
         audit_id, task = await actions.start_bulk(
             store.pool,
-            store.queries,
+            store.action_statements,
             store.operator,
             _actor(request),
             action,

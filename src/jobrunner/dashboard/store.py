@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 from pydantic import ValidationError
 
+from jobrunner.dashboard.action_statements import ActionStatements
 from jobrunner.dashboard.filters import PAGE_SIZE, SCAN_WINDOW, JobFilter
 from jobrunner.database import TRANSIENT_ERRORS
 from jobrunner.operator_statements import OperatorStatements
@@ -132,6 +133,7 @@ class DashboardStore:
         self.schema = schema
         self.queries = Queries(schema)
         # the statements the dashboard shares with the CLI and the scheduler
+        self.action_statements = ActionStatements(schema)
         self.operator = OperatorStatements(schema)
         self.schedule_statements = ScheduleStatements(schema)
         self.live_min_age = live_min_age
