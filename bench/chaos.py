@@ -82,6 +82,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from bench.chaos_recovery import after_worker_death
+from bench.source_tree import child_pythonpath, run_from_tree
 from jobrunner import AsyncClient, NewJob
 from jobrunner.migrate import migrate
 
@@ -395,7 +396,8 @@ class Fleet:
         env.update(
             {
                 "DATABASE_URL": self.db_url,
-                "PYTHONPATH": str(REPO_ROOT),
+                # this tree's jobrunner, not the one an editable install points to
+                "PYTHONPATH": child_pythonpath(),
                 "JOBRUNNER_WORKER_ID": worker,
                 "JOBRUNNER_HTTP_PORT": "0",
                 "JOBRUNNER_LOG_FORMAT": "json",
@@ -1139,6 +1141,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    run_from_tree("bench.chaos")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--daemons", type=int, default=4)

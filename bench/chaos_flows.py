@@ -58,6 +58,7 @@ from bench.chaos import (
     create_chaos_database,
     now,
 )
+from bench.source_tree import run_from_tree
 from jobrunner import AsyncClient, NewJob
 
 FLOWS_DB = "jobrunner_chaos_flows"
@@ -419,6 +420,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    run_from_tree("bench.chaos_flows")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="parent jobs (the fan-in's size)")
     parser.add_argument("--group-size", type=int, default=100)

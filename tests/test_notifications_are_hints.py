@@ -18,8 +18,8 @@ import pytest
 
 from jobrunner import AsyncClient
 from jobrunner.audit import Actor
+from jobrunner.operator_statements import OperatorStatements
 from jobrunner.queue_pauses import pause_queue, resume_queue
-from jobrunner.sql_files import Queries
 from jobrunner.store import Claimed
 from tests import test_processes, test_security
 from tests.process_handlers import sleep
@@ -147,8 +147,8 @@ async def test_a_flood_of_wakeups_is_no_claim_storm_and_real_jobs_still_start_at
 async def test_a_forged_wakeup_for_a_paused_queue_starts_none_of_its_jobs(
     db_url: str, conn: asyncpg.Connection, children: Children, login_role: Any
 ) -> None:
-    queries, operator = Queries("public"), Actor("ops", "test")
-    assert await pause_queue(conn, queries, "held", operator)
+    statements, operator = OperatorStatements("public"), Actor("ops", "test")
+    assert await pause_queue(conn, statements, "held", operator)
     held = [await insert_job(conn, "sleep", {"seconds": 0}, queue="held") for _ in range(3)]
     # polling every 30 s: within this test only a notification can make the daemon claim
     children.start(db_url, *RUN, env=daemon_env(queues="default,held", poll_interval=30))
@@ -170,7 +170,7 @@ async def test_a_forged_wakeup_for_a_paused_queue_starts_none_of_its_jobs(
     rows = await conn.fetch("SELECT status, attempts FROM background_jobs WHERE id = ANY($1)", held)
     assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 3
     # the real resume wakes the daemon itself (its notification): the jobs run well before a poll
-    assert await resume_queue(conn, queries, "held", operator)
+    assert await resume_queue(conn, statements, "held", operator)
     await wait_for(
         conn,
         "SELECT count(*) FROM background_jobs WHERE id = ANY($1) AND status = 'completed'",

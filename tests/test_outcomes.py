@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from jobrunner import AsyncClient, NewJob
-from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
 from jobrunner.job import Job
+from jobrunner.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter
 from jobrunner.store import JobStore
 from tests.support import wait_for
 

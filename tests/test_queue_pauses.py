@@ -14,12 +14,12 @@ import pytest
 from jobrunner import AsyncClient, JobContext, handler
 from jobrunner.audit import Actor
 from jobrunner.limits import GlobalLimits, QueueLimits
+from jobrunner.operator_statements import OperatorStatements
 from jobrunner.queue_pauses import InvalidQueueName, pause_queue, queue_pauses, resume_queue
-from jobrunner.sql_files import Queries
 from jobrunner.store import ClaimPlan, JobStore, LimitedType
 from tests.support import REPO_ROOT, running_daemon, wait_for
 
-QUERIES = Queries("public")
+STATEMENTS = OperatorStatements("public")
 OPERATOR = Actor("tester", "test")
 
 
@@ -38,8 +38,8 @@ async def test_a_claim_leaves_a_paused_queue_out_of_every_part(conn: asyncpg.Con
     for queue in ("a", "b", "limited_q"):
         await client.enqueue("plain", queue=queue)
         await client.enqueue("capped", queue=queue)
-    await pause_queue(conn, QUERIES, "a", OPERATOR, "upstream down")
-    await pause_queue(conn, QUERIES, "limited_q", OPERATOR)
+    await pause_queue(conn, STATEMENTS, "a", OPERATOR, "upstream down")
+    await pause_queue(conn, STATEMENTS, "limited_q", OPERATOR)
     plan = ClaimPlan(
         ["a", "b"],
         20,
@@ -51,19 +51,19 @@ async def test_a_claim_leaves_a_paused_queue_out_of_every_part(conn: asyncpg.Con
     assert await _claimed_queues(pool, plan) == ["b", "b"]
     assert await _claimed_queues(pool, plan) == []
 
-    assert await resume_queue(conn, QUERIES, "a", OPERATOR)
-    assert await resume_queue(conn, QUERIES, "limited_q", OPERATOR)
+    assert await resume_queue(conn, STATEMENTS, "a", OPERATOR)
+    assert await resume_queue(conn, STATEMENTS, "limited_q", OPERATOR)
     assert await _claimed_queues(pool, plan) == ["a", "a", "limited_q", "limited_q"]
 
 
 async def test_pause_and_resume_say_whether_they_changed_anything_and_are_audited(conn: asyncpg.Connection) -> None:
-    assert await pause_queue(conn, QUERIES, "emails", OPERATOR, "  provider outage  ")
-    assert not await pause_queue(conn, QUERIES, "emails", OPERATOR)
-    [pause] = await queue_pauses(conn, QUERIES)
+    assert await pause_queue(conn, STATEMENTS, "emails", OPERATOR, "  provider outage  ")
+    assert not await pause_queue(conn, STATEMENTS, "emails", OPERATOR)
+    [pause] = await queue_pauses(conn, STATEMENTS)
     assert (pause.queue, pause.paused_by, pause.reason) == ("emails", "tester", "provider outage")
-    assert await resume_queue(conn, QUERIES, "emails", OPERATOR)
-    assert not await resume_queue(conn, QUERIES, "emails", OPERATOR)
-    assert await queue_pauses(conn, QUERIES) == []
+    assert await resume_queue(conn, STATEMENTS, "emails", OPERATOR)
+    assert not await resume_queue(conn, STATEMENTS, "emails", OPERATOR)
+    assert await queue_pauses(conn, STATEMENTS) == []
     rows = await conn.fetch("SELECT actor, via, action, target, affected, finished_at FROM jobrunner_audit ORDER BY id")
     assert [(r["action"], json.loads(r["target"]), r["affected"]) for r in rows] == [
         ("pause_queue", {"queue": "emails"}, 1),
@@ -73,9 +73,9 @@ async def test_pause_and_resume_say_whether_they_changed_anything_and_are_audite
     ]
     assert all(r["actor"] == "tester" and r["via"] == "test" and r["finished_at"] is not None for r in rows)
     with pytest.raises(InvalidQueueName):
-        await pause_queue(conn, QUERIES, "", OPERATOR)
+        await pause_queue(conn, STATEMENTS, "", OPERATOR)
     with pytest.raises(InvalidQueueName):
-        await pause_queue(conn, QUERIES, "q" * 201, OPERATOR)
+        await pause_queue(conn, STATEMENTS, "q" * 201, OPERATOR)
 
 
 async def test_a_running_daemon_starts_no_job_of_a_paused_queue_until_it_is_resumed(
@@ -83,7 +83,7 @@ async def test_a_running_daemon_starts_no_job_of_a_paused_queue_until_it_is_resu
 ) -> None:
     client = AsyncClient(conn)
     async with running_daemon(db_url, [noop], queues=["default", "held"]) as _daemon:
-        await pause_queue(conn, QUERIES, "held", OPERATOR)
+        await pause_queue(conn, STATEMENTS, "held", OPERATOR)
         held = [await client.enqueue("noop", queue="held") for _ in range(3)]
         # enqueued after the held jobs: once it has run, the daemon has claimed since the pause
         marker = await client.enqueue("noop")
@@ -91,7 +91,7 @@ async def test_a_running_daemon_starts_no_job_of_a_paused_queue_until_it_is_resu
         statuses = await conn.fetch("SELECT status, attempts FROM background_jobs WHERE id = ANY($1)", held)
         assert [(r["status"], r["attempts"]) for r in statuses] == [("pending", 0)] * 3
 
-        await resume_queue(conn, QUERIES, "held", OPERATOR)
+        await resume_queue(conn, STATEMENTS, "held", OPERATOR)
         await wait_for(
             conn, "SELECT count(*) FROM background_jobs WHERE id = ANY($1) AND status = 'completed'", held, expect=3
         )
@@ -99,7 +99,7 @@ async def test_a_running_daemon_starts_no_job_of_a_paused_queue_until_it_is_resu
 
 async def test_a_burst_daemon_does_not_wait_for_a_paused_queue(db_url: str, conn: asyncpg.Connection) -> None:
     client = AsyncClient(conn)
-    await pause_queue(conn, QUERIES, "held", OPERATOR)
+    await pause_queue(conn, STATEMENTS, "held", OPERATOR)
     held = await client.enqueue("noop", queue="held")
     done = await client.enqueue("noop")
     async with running_daemon(db_url, [noop], burst=True, queues=["default", "held"]):

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from jobrunner import JobContext, Snooze, handler
-from jobrunner.daemon.outcomes import Snoozed
+from jobrunner.outcomes import Snoozed
 from jobrunner.store import JobStore
 from tests import test_processes
 from tests.support import job_row, running_daemon, wait_for

@@ -8,14 +8,14 @@ one still running (or cut short: its `affected` says how far it got).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from jobrunner.sql_files import Queries
+from jobrunner.operator_statements import OperatorStatements
+from jobrunner.statements import run
 
 # a pool, a connection, or one borrowed from a pool (not jobrunner.client's alias: the CLI
 # imports this module, and the client module brings psycopg)
@@ -33,7 +33,7 @@ class Actor:
 
 async def record_action(
     db: Executor,
-    queries: Queries,
+    statements: OperatorStatements,
     actor: Actor,
     action: str,
     target: Mapping[str, Any],
@@ -45,22 +45,19 @@ async def record_action(
 ) -> int:
     """Write one audit row; returns its id. `finished=False` for a bulk action that will count
     into it (count_into)."""
-    audit_id: int = await db.fetchval(
-        queries.record_audit,
-        actor.name[:200],
-        actor.via,
-        action,
-        json.dumps(dict(target)),
-        requested,
-        affected,
-        finished,
-        detail,
+    return await run(
+        db, statements.record_audit(actor.name[:200], actor.via, action, target, requested, affected, finished, detail)
     )
-    return audit_id
 
 
 async def count_into(
-    db: Executor, queries: Queries, audit_id: int, affected: int, *, finished: bool, detail: str | None = None
+    db: Executor,
+    statements: OperatorStatements,
+    audit_id: int,
+    affected: int,
+    *,
+    finished: bool,
+    detail: str | None = None,
 ) -> None:
     """A bulk action's batch changed `affected` more jobs; `finished` ends the row."""
-    await db.execute(queries.count_into_audit, audit_id, affected, finished, detail)
+    await run(db, statements.count_into_audit(audit_id, affected, finished, detail))

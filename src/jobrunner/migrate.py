@@ -31,12 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
 
 import asyncpg
 
+from jobrunner.migration_statements import MigrationStatements
 from jobrunner.plugin_entry_points import entry_points_of
-from jobrunner.sql_files import FunctionFile, Migration, Queries, bind, function_files, migrations, render, sql_dir
+from jobrunner.sql_files import FunctionFile, Migration, function_files, migrations, render, sql_dir
+from jobrunner.statements import AsyncExecutor, run
 
 CORE_COMPONENT = "jobrunner"
 MIGRATIONS_ENTRY_POINT_GROUP = "jobrunner.migrations"
@@ -125,18 +126,12 @@ class _Applied:
     functions: dict[str, str]  # name -> checksum
 
 
-class _Reader(Protocol):
-    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]: ...
-
-    async def fetchval(self, query: str, *args: object) -> object: ...
-
-
-async def _applied(db: _Reader, queries: Queries) -> dict[str, _Applied]:
+async def _applied(db: AsyncExecutor, statements: MigrationStatements) -> dict[str, _Applied]:
     """What each component has applied (a component missing from it has applied nothing)."""
-    if not await db.fetchval(queries.migrations_table_exists):
+    if not await run(db, statements.table_exists()):
         return {}
     applied: dict[str, _Applied] = {}
-    for row in await db.fetch(queries.applied):
+    for row in await run(db, statements.applied()):
         state = applied.setdefault(row["component"], _Applied({}, {}))
         if row["version"] is None:
             state.functions[row["name"]] = row["checksum"]
@@ -145,7 +140,9 @@ async def _applied(db: _Reader, queries: Queries) -> dict[str, _Applied]:
     return applied
 
 
-def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applied: _Applied) -> list[Step]:
+def _plan_set(
+    statements: MigrationStatements, schema: str, migration_set: MigrationSet, applied: _Applied
+) -> list[Step]:
     component = migration_set.component
     by_name = {f.name: f for f in migration_set.functions}
     pending = {f.name for f in migration_set.functions if applied.functions.get(f.name) != f.checksum}
@@ -163,7 +160,7 @@ def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applie
             function = by_name[name]
             apply_functions(function.requires, (*needed_by, name))
             pending.discard(name)
-            record = bind(queries.record_function, component, name, function.checksum)
+            record = statements.record_function(component, name, function.checksum)
             steps.append(Step(f"{component}/functions/{name}", f"{function.rendered(schema)}\n{record}"))
 
     for migration in migration_set.items:
@@ -177,7 +174,7 @@ def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applie
                 )
             continue
         parts = migration.parts()
-        record = bind(queries.record_migration, component, migration.version, migration.name, migration.checksum)
+        record = statements.record_migration(component, migration.version, migration.name, migration.checksum)
         for index, part in enumerate(parts):
             if isinstance(part, tuple):
                 apply_functions(part)
@@ -190,22 +187,22 @@ def _plan_set(queries: Queries, schema: str, migration_set: MigrationSet, applie
     return steps
 
 
-async def plan_migrations(db: _Reader, schema: str, sets: list[MigrationSet] | None = None) -> list[Step]:
+async def plan_migrations(db: AsyncExecutor, schema: str, sets: list[MigrationSet] | None = None) -> list[Step]:
     """What `migrate` would apply now (`db` may be a connection or a pool)."""
-    queries = Queries(schema)
-    applied = await _applied(db, queries)
+    statements = MigrationStatements(schema)
+    applied = await _applied(db, statements)
     steps: list[Step] = []
     for migration_set in discover_migration_sets() if sets is None else sets:
-        steps += _plan_set(queries, schema, migration_set, applied.get(migration_set.component) or _Applied({}, {}))
+        steps += _plan_set(statements, schema, migration_set, applied.get(migration_set.component) or _Applied({}, {}))
     return steps
 
 
 def plan_for_empty_database(schema: str, sets: list[MigrationSet] | None = None) -> list[Step]:
-    queries = Queries(schema)
+    statements = MigrationStatements(schema)
     return [
         step
         for migration_set in (discover_migration_sets() if sets is None else sets)
-        for step in _plan_set(queries, schema, migration_set, _Applied({}, {}))
+        for step in _plan_set(statements, schema, migration_set, _Applied({}, {}))
     ]
 
 
@@ -217,10 +214,10 @@ async def migrate(conn: asyncpg.Connection, schema: str, sets: list[MigrationSet
     for each other, it works through a transaction pooler, and a failing migration leaves the
     database as it was before the run.
     """
-    queries = Queries(schema)
+    statements = MigrationStatements(schema)
     async with conn.transaction():
-        await conn.execute(queries.migration_lock)
-        await conn.execute(queries.create_migrations_table)
+        await run(conn, statements.lock())
+        await run(conn, statements.create_table())
         steps = await plan_migrations(conn, schema, sets)
         for step in steps:
             await conn.execute(step.sql)
@@ -232,19 +229,19 @@ def migration_script(schema: str, steps: list[Step]) -> str:
     step, COMMIT. Empty when there is nothing to apply."""
     if not steps:
         return ""
-    queries = Queries(schema)
+    statements = MigrationStatements(schema)
     body = "\n\n".join(
         (f"-- == {step.name} " + "=" * max(3, 90 - len(step.name)) + "\n" if step.name else "") + step.sql.strip()
         for step in steps
     )
-    return f"BEGIN;\n\n{queries.migration_lock}\n\n{queries.create_migrations_table}\n\n{body}\n\nCOMMIT;\n"
+    return f"BEGIN;\n\n{statements.lock().sql}\n\n{statements.create_table().sql}\n\n{body}\n\nCOMMIT;\n"
 
 
-async def pending_migrations(db: _Reader, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
+async def pending_migrations(db: AsyncExecutor, schema: str, sets: list[MigrationSet] | None = None) -> list[str]:
     """Names of the numbered migrations not yet applied and of the function files changed since
     they were applied (for readiness checks and `status`). `db` may be a connection or a pool."""
     sets = discover_migration_sets() if sets is None else sets
-    applied_by_component = await _applied(db, Queries(schema))
+    applied_by_component = await _applied(db, MigrationStatements(schema))
     missing: list[str] = []
     for migration_set in sets:
         applied = applied_by_component.get(migration_set.component) or _Applied({}, {})

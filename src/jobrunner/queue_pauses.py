@@ -15,7 +15,8 @@ from datetime import datetime
 import asyncpg
 
 from jobrunner.audit import Actor, record_action
-from jobrunner.sql_files import Queries
+from jobrunner.operator_statements import OperatorStatements
+from jobrunner.statements import run
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -41,27 +42,29 @@ def _checked(queue: str) -> str:
     return queue
 
 
-async def pause_queue(conn: Connection, queries: Queries, queue: str, actor: Actor, reason: str | None = None) -> bool:
+async def pause_queue(
+    conn: Connection, statements: OperatorStatements, queue: str, actor: Actor, reason: str | None = None
+) -> bool:
     """Pause `queue`; False when it was paused already (then nothing changes)."""
     _checked(queue)
     if reason is not None:
         reason = reason.strip()[:1000] or None
     async with conn.transaction():
-        paused = await conn.fetchrow(queries.pause_queue, queue, actor.name[:200], reason)
+        paused = await run(conn, statements.pause_queue(queue, actor.name[:200], reason))
         await record_action(
-            conn, queries, actor, "pause_queue", {"queue": queue}, affected=int(paused is not None), detail=reason
+            conn, statements, actor, "pause_queue", {"queue": queue}, affected=int(paused), detail=reason
         )
-    return paused is not None
+    return paused
 
 
-async def resume_queue(conn: Connection, queries: Queries, queue: str, actor: Actor) -> bool:
+async def resume_queue(conn: Connection, statements: OperatorStatements, queue: str, actor: Actor) -> bool:
     """Resume `queue`; False when it was not paused."""
     _checked(queue)
     async with conn.transaction():
-        resumed = await conn.fetchrow(queries.resume_queue, queue)
-        await record_action(conn, queries, actor, "resume_queue", {"queue": queue}, affected=int(resumed is not None))
-    return resumed is not None
+        resumed = await run(conn, statements.resume_queue(queue))
+        await record_action(conn, statements, actor, "resume_queue", {"queue": queue}, affected=int(resumed))
+    return resumed
 
 
-async def queue_pauses(conn: Connection, queries: Queries) -> list[QueuePause]:
-    return [QueuePause(**dict(row)) for row in await conn.fetch(queries.queue_pauses)]
+async def queue_pauses(conn: Connection, statements: OperatorStatements) -> list[QueuePause]:
+    return [QueuePause(**dict(row)) for row in await run(conn, statements.queue_pauses())]

@@ -25,7 +25,8 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jobrunner.plugin_entry_points import declared_objects
-from jobrunner.sql_files import Queries
+from jobrunner.schedule_statements import ScheduleStatements
+from jobrunner.statements import run
 
 if TYPE_CHECKING:
     from jobrunner.settings import Settings
@@ -211,7 +212,7 @@ class ScheduleTable:
 
     def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, schema: str) -> None:
         self._db = pool
-        self.queries = Queries(schema)
+        self.statements = ScheduleStatements(schema)
 
     async def register(
         self, schedules: Iterable[Schedule], updated_by: str, *, now: datetime | None = None
@@ -220,16 +221,14 @@ class ScheduleTable:
         row was created or changed."""
         written: list[str] = []
         for item in schedules:
-            version = await self._db.fetchval(
-                self.queries.register_schedule, item.name, json.dumps(item.definition()), now, updated_by
-            )
+            version = await run(self._db, self.statements.register(item.name, item.definition(), now, updated_by))
             if version is not None:
                 written.append(item.name)
         return written
 
     async def rows(self) -> tuple[datetime, list[ScheduleRow]]:
         """The database's clock and every schedule."""
-        records = await self._db.fetch(self.queries.list_schedules)
+        records = await run(self._db, self.statements.list_schedules())
         rows = [
             ScheduleRow(
                 name=r["name"],
@@ -257,25 +256,26 @@ class ScheduleTable:
             yield self._db
 
     async def remove(self, name: str) -> bool:
-        return await self._db.fetchval(self.queries.remove_schedule, name) is not None
+        return await run(self._db, self.statements.remove(name))
 
     async def fire(self, row: ScheduleRow, schedule: Schedule, due: Due) -> tuple[bool, int | None]:
         """Handle `due` unless another replica did: (won, job id). The tick moves forward and the
         job is inserted in one transaction; the dedupe key is a second guard."""
         async with self._connection() as conn, conn.transaction():
-            won = await conn.fetchval(self.queries.advance_schedule_tick, row.name, due.tick, row.version)
-            if won is None:
+            if not await run(conn, self.statements.advance_tick(row.name, due.tick, row.version)):
                 return False, None
             if not due.enqueue:
                 return True, None
-            job_id: int = await conn.fetchval(
-                self.queries.enqueue_scheduled_job,
-                schedule.job_type,
-                json.dumps(schedule.payload),
-                schedule.queue,
-                schedule.priority,
-                schedule.max_attempts,
-                schedule.dedupe_key(due.tick),
+            job_id = await run(
+                conn,
+                self.statements.enqueue_job(
+                    schedule.job_type,
+                    schedule.payload,
+                    schedule.queue,
+                    schedule.priority,
+                    schedule.max_attempts,
+                    schedule.dedupe_key(due.tick),
+                ),
             )
-            await conn.execute(self.queries.record_schedule_job, row.name, job_id)
+            await run(conn, self.statements.record_job(row.name, job_id))
             return True, job_id

@@ -2,94 +2,33 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from jobrunner.error_reporting import SDK_MISSING
 from jobrunner.event_loop import EventLoopChoice
 from jobrunner.limits import GlobalLimits, QueueLimits
 from jobrunner.schedules import Schedule
+from jobrunner.settings_errors import describe_validation_error
+from jobrunner.settings_values import (
+    DashboardUser,
+    checked_dashboard_token,
+    checked_event_loop,
+    checked_schema_name,
+    checked_sentry_dsn,
+    checked_tracing,
+    default_embedded_dir,
+    split_commas,
+)
 from jobrunner.store import DEFAULT_CLAIM_MAX_BYTES
+
+__all__ = ["DashboardUser", "Settings", "VacuumMode", "describe_settings_error"]
 
 # auto: only where autovacuum is off for background_jobs
 VacuumMode = Literal["auto", "always", "never"]
-
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def _default_embedded_dir() -> Path:
-    # Never under /root: the embedded server runs as an unprivileged user when we are root,
-    # and that user cannot enter /root.
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return Path("/var/tmp/jobrunner-embedded")
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "jobrunner" / "embedded"
-
-
-def describe_settings_error(exc: ValidationError) -> str:
-    """One line per problem, naming the environment variable a user would set."""
-    lines = []
-    for error in exc.errors():
-        key = str(error["loc"][0]) if error["loc"] else ""
-        field = _field_named(key)
-        info = Settings.model_fields.get(field)
-        alias = info.validation_alias if info else None
-        if isinstance(alias, AliasChoices):
-            variable = " or ".join(str(choice) for choice in alias.choices)
-        else:
-            variable = f"JOBRUNNER_{field.upper()}" if field else "settings"
-        shown = field and field not in _SECRET_FIELDS and not isinstance(error.get("input"), dict)
-        got = f" (got {error['input']!r})" if shown else ""
-        lines.append(f"{variable}: {error['msg']}{got}")
-    return "\n".join(lines)
-
-
-_SECRET_FIELDS = frozenset(
-    {"database_url", "listen_database_url", "sentry_dsn", "dashboard_users", "dashboard_token", "dashboard_read_token"}
-)
-
-
-def _field_named(key: str) -> str:
-    """The field an error location names: the field itself, or one of its aliases."""
-    if key in Settings.model_fields:
-        return key
-    for name, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices) and key.lower() in (str(c).lower() for c in alias.choices):
-            return name
-    return key
-
-
-class DashboardUser(BaseModel):
-    """One login of the web dashboard (JOBRUNNER_DASHBOARD_USERS)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    password: SecretStr
-    role: Literal["read", "admin"] = "read"
-
-    @field_validator("password")
-    @classmethod
-    def _long_password(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 8:
-            raise ValueError("a dashboard password must have at least 8 characters")
-        return value
 
 
 class Settings(BaseSettings):
@@ -275,16 +214,7 @@ class Settings(BaseSettings):
     @field_validator("sentry_dsn")
     @classmethod
     def _sentry_dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                from sentry_sdk.utils import BadDsn, Dsn
-            except ImportError:
-                raise ValueError(SDK_MISSING) from None
-            try:
-                Dsn(value.get_secret_value())
-            except BadDsn as exc:
-                raise ValueError(f"not a valid Sentry DSN ({exc})") from None
-        return value
+        return checked_sentry_dsn(value)
 
     sentry_environment: str | None = Field(
         default=None,
@@ -303,7 +233,7 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    embedded_data_dir: Path = Field(default_factory=_default_embedded_dir)
+    embedded_data_dir: Path = Field(default_factory=default_embedded_dir)
 
     # -- notifications are hints; handlers that do not stop (daemon) -------------------------
     notify_min_interval: float = Field(
@@ -401,9 +331,7 @@ class Settings(BaseSettings):
     @field_validator("dashboard_token", "dashboard_read_token")
     @classmethod
     def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("a dashboard token must have at least 16 characters")
-        return value
+        return checked_dashboard_token(value)
 
     @field_validator("dashboard_redact_keys", mode="before")
     @classmethod
@@ -413,32 +341,22 @@ class Settings(BaseSettings):
     @field_validator("schema_name")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError("must be a lower-case SQL identifier: letters, digits and _, not starting with a digit")
-        return value
+        return checked_schema_name(value)
 
     @field_validator("queues", "handler_modules", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            if value.lstrip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_commas(value)
 
     @field_validator("tracing")
     @classmethod
     def _opentelemetry_installed(cls, value: bool) -> bool:
-        if value and importlib.util.find_spec("opentelemetry") is None:
-            raise ValueError("OpenTelemetry is not installed: pip install 'jobrunner[otel]' (or leave tracing off)")
-        return value
+        return checked_tracing(value)
 
     @field_validator("event_loop")
     @classmethod
     def _uvloop_installed(cls, value: str) -> str:
-        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            raise ValueError("uvloop is not installed (pip install uvloop, or use auto or asyncio)")
-        return value
+        return checked_event_loop(value)
 
     @field_validator("queues")
     @classmethod
@@ -470,3 +388,14 @@ class Settings(BaseSettings):
         if self.worker_id:
             return self.worker_id
         return f"{os.uname().nodename}:{os.getpid()}"
+
+
+# secrets: a problem with one of these never shows the value given
+_SECRET_FIELDS = frozenset(
+    {"database_url", "listen_database_url", "sentry_dsn", "dashboard_users", "dashboard_token", "dashboard_read_token"}
+)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable a user would set."""
+    return describe_validation_error(exc, Settings, env_prefix="JOBRUNNER_", secret_fields=_SECRET_FIELDS)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter, Snoozed
 from jobrunner.job import Job, JobStatus
 from jobrunner.limits import GlobalLimits, QueueLimits
+from jobrunner.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter, Snoozed
 from jobrunner.sql_files import Queries
 
 

@@ -34,15 +34,15 @@ def _run(settings: Settings, action: str, queue: str | None, reason: str | None)
     from jobrunner.database import DatabaseTarget, connect_kwargs
     from jobrunner.display import literal
     from jobrunner.dsn import DatabaseUrl
+    from jobrunner.operator_statements import OperatorStatements
     from jobrunner.queue_pauses import InvalidQueueName, pause_queue, queue_pauses, resume_queue
-    from jobrunner.sql_files import Queries
 
     async def body(url: DatabaseUrl) -> int:
-        queries = Queries(settings.schema_name)
+        statements = OperatorStatements(settings.schema_name)
         conn = await asyncpg.connect(**connect_kwargs(url, settings.connect_timeout))
         try:
             if queue is None:
-                for pause in await queue_pauses(conn, queries):
+                for pause in await queue_pauses(conn, statements):
                     why = f" ({literal(pause.reason)})" if pause.reason else ""
                     print(
                         f"{literal(pause.queue)}: paused {pause.paused_at:%Y-%m-%d %H:%M:%S %Z} by "
@@ -50,10 +50,10 @@ def _run(settings: Settings, action: str, queue: str | None, reason: str | None)
                     )
                 return EXIT_OK
             if action == "pause":
-                changed = await pause_queue(conn, queries, queue, cli_actor(), reason)
+                changed = await pause_queue(conn, statements, queue, cli_actor(), reason)
                 print(f"paused queue {literal(queue)}" if changed else f"queue {literal(queue)} was already paused")
             else:
-                changed = await resume_queue(conn, queries, queue, cli_actor())
+                changed = await resume_queue(conn, statements, queue, cli_actor())
                 print(f"resumed queue {literal(queue)}" if changed else f"queue {literal(queue)} was not paused")
         finally:
             await conn.close()

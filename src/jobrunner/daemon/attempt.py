@@ -26,11 +26,11 @@ from pydantic import ValidationError
 from jobrunner.client import AsyncClient
 from jobrunner.context import BlockingRunner, JobContext
 from jobrunner.daemon.deadlines import Deadlines
-from jobrunner.daemon.outcomes import Completed, Dead, Failed, Outcome, RetryAfter, Snoozed
 from jobrunner.error_reporting import report_job_error
 from jobrunner.errors import PermanentError, RetryLater, Snooze, UpstreamRateLimited
 from jobrunner.handler import Handler
 from jobrunner.job import Job
+from jobrunner.outcomes import Completed, Dead, Failed, Outcome, RetryAfter, Snoozed
 from jobrunner.redaction import redact_text
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings

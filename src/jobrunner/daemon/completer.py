@@ -16,10 +16,10 @@ import structlog
 
 from jobrunner.daemon.backoff import Backoff
 from jobrunner.daemon.in_flight import InFlight
-from jobrunner.daemon.outcomes import Outcome, Released
 from jobrunner.daemon.stats import DaemonStats
 from jobrunner.database import TRANSIENT_ERRORS
 from jobrunner.metrics import DaemonMetrics
+from jobrunner.outcomes import Outcome, Released
 from jobrunner.store import JobStore
 
 MAX_BATCH = 5_000

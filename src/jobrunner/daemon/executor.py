@@ -26,7 +26,7 @@ from jobrunner.daemon.blocking_pools import BlockingPools
 from jobrunner.daemon.clock import sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.in_flight import HeldJob, InFlight, StopReason
-from jobrunner.daemon.outcomes import Cancelled, Outcome, Released
+from jobrunner.outcomes import Cancelled, Outcome, Released
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore

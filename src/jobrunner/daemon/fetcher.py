@@ -23,7 +23,6 @@ from jobrunner.daemon.clock import Clock, sleep_unless
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import Executor
 from jobrunner.daemon.in_flight import InFlight
-from jobrunner.daemon.outcomes import Released
 from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.daemon.prefetch import PrefetchDepth
 from jobrunner.daemon.stats import DaemonStats
@@ -32,6 +31,7 @@ from jobrunner.database import TRANSIENT_ERRORS
 from jobrunner.job import Job
 from jobrunner.limits import GlobalLimits
 from jobrunner.metrics import DaemonMetrics
+from jobrunner.outcomes import Released
 from jobrunner.registry import HandlerRegistry
 from jobrunner.settings import Settings
 from jobrunner.store import ClaimPlan, JobStore, LimitedType

@@ -21,10 +21,10 @@ from jobrunner.daemon.cancel_requests import CancelRequests
 from jobrunner.daemon.completer import BatchCompleter
 from jobrunner.daemon.executor import Executor
 from jobrunner.daemon.in_flight import InFlight, StopReason
-from jobrunner.daemon.outcomes import Cancelled
 from jobrunner.daemon.periodic import PeriodicService
 from jobrunner.daemon.stats import DaemonStats
 from jobrunner.metrics import DaemonMetrics
+from jobrunner.outcomes import Cancelled
 from jobrunner.settings import Settings
 from jobrunner.store import JobStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobrunner.daemon.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter, Snoozed
+from jobrunner.outcomes import Cancelled, Completed, Dead, Failed, Outcome, Released, RetryAfter, Snoozed
 
 
 @dataclass

@@ -21,8 +21,10 @@ import structlog
 
 from jobrunner.audit import Actor, count_into, record_action
 from jobrunner.client import AsyncConnection
+from jobrunner.dashboard.action_statements import ActionStatements
 from jobrunner.dashboard.filters import PRIORITY_RANGE, JobFilter
-from jobrunner.sql_files import Queries
+from jobrunner.operator_statements import OperatorStatements
+from jobrunner.statements import run
 
 log = structlog.get_logger("jobrunner.dashboard")
 
@@ -116,33 +118,30 @@ class Applied:
 
 
 async def _apply_once(
-    conn: AsyncConnection, queries: Queries, action: Action, ids: list[int], priority: int | None
+    conn: AsyncConnection, statements: ActionStatements, action: Action, ids: list[int], priority: int | None
 ) -> Applied:
-    query = getattr(queries, action.query)
+    rows = await run(conn, statements.change_jobs(action.query, ids, priority))
     if action.name == "cancel":
-        rows = await conn.fetch(query, ids)
         return Applied(sum(1 for r in rows if r["status"] in ("cancelled", "cancelling")), set())
-    args: tuple[object, ...] = (ids, priority) if action.name == "set_priority" else (ids,)
-    rows = await conn.fetch(query, *args)
     return Applied(len(rows), {r["queue"] for r in rows})
 
 
 async def apply(
-    conn: AsyncConnection, queries: Queries, action: Action, ids: Sequence[int], priority: int | None
+    conn: AsyncConnection, statements: ActionStatements, action: Action, ids: Sequence[int], priority: int | None
 ) -> Applied:
     """Apply `action` to `ids` inside the caller's transaction. A retry that would give two live
     jobs the same dedupe key leaves that job as it is (one savepoint per job, only then)."""
     ordered = sorted(set(ids))
     try:
         async with conn.transaction():
-            return await _apply_once(conn, queries, action, ordered, priority)
+            return await _apply_once(conn, statements, action, ordered, priority)
     except asyncpg.UniqueViolationError:
         pass
     total = Applied(0, set())
     for job_id in ordered:
         try:
             async with conn.transaction():
-                one = await _apply_once(conn, queries, action, [job_id], priority)
+                one = await _apply_once(conn, statements, action, [job_id], priority)
         except asyncpg.UniqueViolationError:
             total.dedupe_held += 1
             continue
@@ -158,7 +157,13 @@ def _detail(applied: Applied) -> str | None:
 
 
 async def act_on_jobs(
-    pool: asyncpg.Pool, queries: Queries, actor: Actor, action: Action, ids: Sequence[int], priority: int | None
+    pool: asyncpg.Pool,
+    statements: ActionStatements,
+    operator: OperatorStatements,
+    actor: Actor,
+    action: Action,
+    ids: Sequence[int],
+    priority: int | None,
 ) -> tuple[Applied, int]:
     """The action on chosen jobs, with its audit row, in one transaction; returns what it did
     and the audit row's id."""
@@ -167,13 +172,13 @@ async def act_on_jobs(
     if len(ids) > MAX_SELECTION:
         raise ActionRefused(f"at most {MAX_SELECTION} jobs at once; use 'all matching' for more")
     async with pool.acquire() as conn, conn.transaction():
-        applied = await apply(conn, queries, action, ids, priority)
+        applied = await apply(conn, statements, action, ids, priority)
         target: dict[str, object] = {"jobs": sorted(set(ids))}
         if priority is not None:
             target["priority"] = priority
         audit_id = await record_action(
             conn,
-            queries,
+            operator,
             actor,
             action.name,
             target,
@@ -182,25 +187,24 @@ async def act_on_jobs(
             detail=_detail(applied),
         )
         if applied.queues:
-            await conn.execute(queries.notify_queues, sorted(applied.queues))
+            await run(conn, statements.notify_queues(applied.queues))
     return applied, audit_id
 
 
 async def count_matching(
-    pool: asyncpg.Pool, queries: Queries, action: Action, job_filter: JobFilter
+    pool: asyncpg.Pool, statements: ActionStatements, action: Action, job_filter: JobFilter
 ) -> tuple[int, int]:
     """How many jobs the bulk action would change, and the newest job it may touch."""
-    bounds = await pool.fetchrow(queries.dashboard_id_bounds)
+    bounds = await run(pool, statements.id_bounds())
     upper_id = int(bounds["highest"] or 0) if bounds is not None else 0
-    count: int = await pool.fetchval(
-        queries.dashboard_count_matching, upper_id, list(action.statuses), *job_filter.sql_args()
-    )
+    count = await run(pool, statements.count_matching(upper_id, action.statuses, job_filter))
     return count, upper_id
 
 
 async def start_bulk(
     pool: asyncpg.Pool,
-    queries: Queries,
+    statements: ActionStatements,
+    operator: OperatorStatements,
     actor: Actor,
     action: Action,
     job_filter: JobFilter,
@@ -215,10 +219,10 @@ async def start_bulk(
     if priority is not None:
         target["priority"] = priority
     audit_id = await record_action(
-        pool, queries, actor, action.name, target, requested=confirmed, affected=0, finished=False
+        pool, operator, actor, action.name, target, requested=confirmed, affected=0, finished=False
     )
     task = asyncio.create_task(
-        _run_bulk(pool, queries, action, job_filter, upper_id, priority, batch, audit_id),
+        _run_bulk(pool, statements, operator, action, job_filter, upper_id, priority, batch, audit_id),
         name=f"dashboard bulk {action.name} #{audit_id}",
     )
     return audit_id, task
@@ -226,7 +230,8 @@ async def start_bulk(
 
 async def _run_bulk(
     pool: asyncpg.Pool,
-    queries: Queries,
+    statements: ActionStatements,
+    operator: OperatorStatements,
     action: Action,
     job_filter: JobFilter,
     upper_id: int,
@@ -239,21 +244,19 @@ async def _run_bulk(
     try:
         while True:
             async with pool.acquire() as conn, conn.transaction():
-                picked = await conn.fetch(
-                    queries.dashboard_pick_matching, cursor, list(action.statuses), *job_filter.sql_args(), batch
-                )
+                picked = await run(conn, statements.pick_matching(cursor, action.statuses, job_filter, batch))
                 if not picked:
                     break
                 ids = [row["id"] for row in picked]
-                applied = await apply(conn, queries, action, ids, priority)
+                applied = await apply(conn, statements, action, ids, priority)
                 dedupe_held += applied.dedupe_held
-                await count_into(conn, queries, audit_id, applied.changed, finished=False)
+                await count_into(conn, operator, audit_id, applied.changed, finished=False)
                 if applied.queues:
-                    await conn.execute(queries.notify_queues, sorted(applied.queues))
+                    await run(conn, statements.notify_queues(applied.queues))
             cursor = min(ids) - 1
         detail = _detail(Applied(0, set(), dedupe_held))
-        await count_into(pool, queries, audit_id, 0, finished=True, detail=detail)
+        await count_into(pool, operator, audit_id, 0, finished=True, detail=detail)
     except Exception as exc:
         log.exception("dashboard bulk action failed", audit_id=audit_id, action=action.name)
         with contextlib.suppress(Exception):  # the database may be what failed
-            await count_into(pool, queries, audit_id, 0, finished=True, detail=f"stopped by an error: {exc!r}"[:1000])
+            await count_into(pool, operator, audit_id, 0, finished=True, detail=f"stopped by an error: {exc!r}"[:1000])

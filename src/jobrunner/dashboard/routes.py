@@ -24,6 +24,7 @@ from jobrunner.dashboard.filters import STATUSES, JobFilter
 from jobrunner.dashboard.guard import viewer_of
 from jobrunner.dashboard.store import DashboardStore
 from jobrunner.queue_pauses import InvalidQueueName, pause_queue, resume_queue
+from jobrunner.statements import run
 
 if TYPE_CHECKING:
     from jobrunner.dashboard.app import Runtime
@@ -222,7 +223,7 @@ async def confirm_bulk(request: Request) -> Response:
         if job_filter.problems:
             raise Refused("the filter cannot be read: " + "; ".join(job_filter.problems))
         count, upper_id = await actions.count_matching(
-            _store(request).pool, _store(request).queries, action, job_filter
+            _store(request).pool, _store(request).action_statements, action, job_filter
         )
     except (Refused, actions.ActionRefused) as exc:
         return await _refusal(request, exc if isinstance(exc, Refused) else Refused(str(exc)))
@@ -249,7 +250,7 @@ async def act(request: Request) -> Response:
         ids = [job_id for value in form.get("job", []) if (job_id := _int(value)) is not None]
         store = _store(request)
         _applied, audit_id = await actions.act_on_jobs(
-            store.pool, store.queries, _actor(request), action, ids, priority
+            store.pool, store.action_statements, store.operator, _actor(request), action, ids, priority
         )
     except actions.ActionRefused as exc:
         return await _refusal(request, Refused(str(exc)))
@@ -272,7 +273,8 @@ async def start_bulk(request: Request) -> Response:
         store = _store(request)
         audit_id, task = await actions.start_bulk(
             store.pool,
-            store.queries,
+            store.action_statements,
+            store.operator,
             _actor(request),
             action,
             job_filter,
@@ -296,9 +298,9 @@ async def _queue_action(request: Request, pausing: bool) -> Response:
         store = _store(request)
         async with store.pool.acquire() as conn:
             if pausing:
-                await pause_queue(conn, store.queries, queue, _actor(request), _first(form, "reason"))
+                await pause_queue(conn, store.operator, queue, _actor(request), _first(form, "reason"))
             else:
-                await resume_queue(conn, store.queries, queue, _actor(request))
+                await resume_queue(conn, store.operator, queue, _actor(request))
     except InvalidQueueName as exc:
         return await _refusal(request, Refused(str(exc)))
     except Refused as exc:
@@ -323,17 +325,19 @@ async def run_schedule(request: Request) -> Response:
         if schedule is None:
             raise Refused(f"there is no schedule {name[:200]!r}", 404)
         async with store.pool.acquire() as conn, conn.transaction():
-            job_id = await conn.fetchval(
-                store.queries.enqueue_scheduled_job,
-                schedule.job_type,
-                json.dumps(schedule.payload),
-                schedule.queue,
-                schedule.priority,
-                schedule.max_attempts,
-                None,
+            job_id = await run(
+                conn,
+                store.schedule_statements.enqueue_job(
+                    schedule.job_type,
+                    schedule.payload,
+                    schedule.queue,
+                    schedule.priority,
+                    schedule.max_attempts,
+                    None,
+                ),
             )
             audit_id = await record_action(
-                conn, store.queries, _actor(request), "run_schedule", {"schedule": name, "job": job_id}, affected=1
+                conn, store.operator, _actor(request), "run_schedule", {"schedule": name, "job": job_id}, affected=1
             )
     except Refused as exc:
         return await _refusal(request, exc)

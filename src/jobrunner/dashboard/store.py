@@ -20,8 +20,11 @@ import asyncpg
 import structlog
 from pydantic import ValidationError
 
+from jobrunner.dashboard.action_statements import ActionStatements
 from jobrunner.dashboard.filters import PAGE_SIZE, SCAN_WINDOW, JobFilter
 from jobrunner.database import TRANSIENT_ERRORS
+from jobrunner.operator_statements import OperatorStatements
+from jobrunner.schedule_statements import ScheduleStatements
 from jobrunner.schedules import Schedule
 from jobrunner.sql_files import Queries
 
@@ -131,6 +134,10 @@ class DashboardStore:
         self.pool = pool
         self.schema = schema
         self.queries = Queries(schema)
+        # the statements the dashboard shares with the CLI and the scheduler
+        self.action_statements = ActionStatements(schema)
+        self.operator = OperatorStatements(schema)
+        self.schedule_statements = ScheduleStatements(schema)
         self.live_min_age = live_min_age
         self._finished: dict[float, _Cached] = {}
         self._finished_lock = asyncio.Lock()
