@@ -141,7 +141,13 @@ async def test_the_recommendations_wait_for_the_analysis_and_read_it(
     analysis = json.loads((await job_row(conn, job_id))["result"])
     follow_up = await job_row(conn, analysis["recommendations_job_id"])
     assert follow_up["status"] == "completed", follow_up["last_error"]
-    assert follow_up["started_at"] >= (await job_row(conn, job_id))["finished_at"]
+    # released by its parent's completion: no parent left to wait for, none failed
+    assert (follow_up["waiting_on"], follow_up["parents_failed"]) == (0, 0)
+    # it started after the analysis's outcome was written: it read the parent as completed,
+    # with its result (`requested_by` names only completed analyze_image parents). Not
+    # started_at >= finished_at: both are their transactions' start times, and a claim that
+    # began just before the outcome's transaction can still see the released job in a later
+    # statement of its own
     assert json.loads(follow_up["result"])["requested_by"] == [analysis["analysis_id"]]
 
 
