@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pickle
+import signal
 import socket
 import threading
 import time
@@ -254,3 +255,33 @@ async def test_healthz_answers_while_four_blocking_handlers_run(
     if job_type == "spin_in_process":
         pids = {json.loads((await job_row(conn, job_id))["result"])["pid"] for job_id in ids}
         assert daemon.pid not in pids
+
+
+async def test_the_worker_processes_end_when_their_daemon_is_killed(
+    db_url: str, conn: asyncpg.Connection, children: Children
+) -> None:
+    # a SIGKILLed daemon cannot stop its pool: its workers must notice and exit on their own,
+    # a running call included, instead of waiting for calls forever
+    import psutil
+
+    env = daemon_env(concurrency=2, blocking_processes=2)
+    daemon = children.start(db_url, *RUN, env=env)
+    for _ in range(2):
+        await insert_job(conn, "spin_in_process", {"seconds": 120})
+    await wait_for(conn, "SELECT count(*) FROM background_jobs WHERE status = 'running'", expect=2, timeout=60)
+
+    def pool_workers() -> list[psutil.Process]:
+        return [p for p in psutil.Process(daemon.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+    await wait_until(lambda: len(pool_workers()) == 2, timeout=60, what="two worker processes")
+    workers = pool_workers()
+    os.kill(daemon.pid, signal.SIGKILL)
+    daemon.proc.wait(timeout=10)
+
+    def ended(process: psutil.Process) -> bool:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    await wait_until(lambda: all(ended(p) for p in workers), timeout=15, what="the orphaned workers to exit")

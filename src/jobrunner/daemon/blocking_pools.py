@@ -18,6 +18,7 @@ import contextvars
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Future
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +34,25 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _WorkItem = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+# how often a worker process checks that its daemon is still there
+PARENT_CHECK_SECONDS = 1.0
+
+
+def exit_with_parent(daemon_pid: int) -> None:
+    """A worker process's initializer: end the process when its daemon is gone. A daemon killed
+    without its shutdown (SIGKILL, the OOM killer) cannot stop its workers, and they would not
+    notice: each holds its own end of the pool's queues, so none of them ever reads an EOF and
+    they would wait for calls forever, a running call to its end first. Under systemd or in a
+    container the whole group goes with the daemon anyway; this covers every other way to run it."""
+
+    def watch() -> None:
+        while os.getppid() == daemon_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="jobrunner-exit-with-daemon", daemon=True).start()
 
 
 class BoundedThreads:
@@ -114,7 +134,10 @@ class BlockingPools:
 
             # spawn, never fork: a forked copy of a running daemon inherits its threads' locks
             self._processes = ProcessPoolExecutor(
-                self._process_workers, mp_context=multiprocessing.get_context("spawn")
+                self._process_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
             )
         pool = self._processes
         future = pool.submit(fn, *args)
