@@ -285,3 +285,21 @@ async def test_the_worker_processes_end_when_their_daemon_is_killed(
             return True
 
     await wait_until(lambda: all(ended(p) for p in workers), timeout=15, what="the orphaned workers to exit")
+
+
+def test_the_handler_options_are_defined_once() -> None:
+    # HandlerOptions types the keywords of both decorators; Handler's fields hold their defaults
+    from jobrunner.handler import Handler, HandlerOptions
+
+    names = [f.name for f in dataclasses.fields(Handler)]
+    assert names[2 : 2 + len(HandlerOptions.__annotations__)] == list(HandlerOptions.__annotations__)
+    options: HandlerOptions = {"timeout": 5.0, "max_concurrency": 2, "max_snoozes": 3}
+
+    async def run(ctx: JobContext[Any]) -> None: ...
+
+    def work(ctx: BlockingContext[Any]) -> None: ...
+
+    on_loop, in_thread = handler("on_loop", **options)(run), blocking_handler("in_thread", **options)(work)
+    for declared in (on_loop, in_thread):
+        assert (declared.timeout, declared.max_concurrency, declared.max_snoozes) == (5.0, 2, 3)
+    assert (on_loop.runs_in, in_thread.runs_in) == ("event_loop", "thread")

@@ -6,7 +6,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from pydantic import BaseModel
 
@@ -94,42 +94,41 @@ class Handler:
         return client.enqueue(self.job_type, checked, connection=connection, **options)
 
 
-def handler(
-    job_type: str,
-    *,
-    payload_model: type[BaseModel] | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY_POLICY,
-    timeout: float | None = None,
-    max_concurrency: int | None = None,
-    startup_check: Callable[[], str | None] | None = None,
-    limits: GlobalLimits | None = None,
-    max_snoozes: int | None = None,
-) -> Callable[[HandlerFunc], Handler]:
-    """Declare a handler:
+class HandlerOptions(TypedDict, total=False):
+    """How a handler's jobs run, besides its job type and function: the keywords `handler` and
+    `blocking_handler` both take, each with the default of `Handler`'s field of that name."""
+
+    payload_model: type[BaseModel] | None
+    """The pydantic model the payload is validated into (None: the decoded JSON object)."""
+    retry: RetryPolicy
+    """Backoff and jitter between failed attempts."""
+    timeout: float | None
+    """Seconds an attempt may run (None: the daemon's default_timeout)."""
+    max_concurrency: int | None
+    """Most jobs of this type running at once in one daemon (None: only concurrency)."""
+    startup_check: Callable[[], str | None] | None
+    """Called once at daemon start: what is missing (e.g. "OPENAI_API_KEY is not set"), or None."""
+    limits: GlobalLimits | None
+    """Limits across all replicas, enforced by the database when claiming."""
+    max_snoozes: int | None
+    """Most times one job may snooze (None: the daemon's max_snoozes)."""
+
+
+def handler(job_type: str, **options: Unpack[HandlerOptions]) -> Callable[[HandlerFunc], Handler]:
+    """Declare a handler (the options are `HandlerOptions`):
 
     @handler("send_email", payload_model=Email, timeout=30)
     async def send_email(ctx: JobContext[Email]) -> None: ...
     """
 
     def wrap(func: HandlerFunc) -> Handler:
-        return Handler(
-            job_type, func, payload_model, retry, timeout, max_concurrency, startup_check, limits, max_snoozes
-        )
+        return Handler(job_type, func, **options)
 
     return wrap
 
 
 def blocking_handler(
-    job_type: str,
-    *,
-    runs_in: Literal["thread", "process"] = "thread",
-    payload_model: type[BaseModel] | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY_POLICY,
-    timeout: float | None = None,
-    max_concurrency: int | None = None,
-    startup_check: Callable[[], str | None] | None = None,
-    limits: GlobalLimits | None = None,
-    max_snoozes: int | None = None,
+    job_type: str, *, runs_in: Literal["thread", "process"] = "thread", **options: Unpack[HandlerOptions]
 ) -> Callable[[BlockingFunc], Handler]:
     """Declare a synchronous handler run off the event loop, in the daemon's bounded thread pool
     (`runs_in="thread"`: blocking I/O, C code that releases the GIL) or process pool
@@ -161,18 +160,6 @@ def blocking_handler(
             return await ctx.run_in_process(call_by_reference, module, qualname, call_context)
 
         functools.update_wrapper(run, func)
-        return Handler(
-            job_type,
-            run,
-            payload_model,
-            retry,
-            timeout,
-            max_concurrency,
-            startup_check,
-            limits,
-            max_snoozes,
-            runs_in=runs_in,
-            blocking_func=func,
-        )
+        return Handler(job_type, run, runs_in=runs_in, blocking_func=func, **options)
 
     return wrap
