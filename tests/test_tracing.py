@@ -230,3 +230,29 @@ async def test_a_daemon_process_continues_the_enqueuers_trace(
     assert run["attributes"]["jobrunner.job.id"] == job_id
     assert run["attributes"]["jobrunner.outcome"] == "completed"
     assert inside["parent_id"] == run["context"]["span_id"]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "not an object",
+        {"traceparent": "00-zz-not-a-trace-01"},
+        {"traceparent": ["00-list"], "tracestate": {"a": 1}},
+        {"traceparent": "00-" + "f" * 5000 + "-01", "tracestate": ",".join(f"k{i}=v" for i in range(500))},
+    ],
+)
+async def test_a_forged_trace_context_in_a_plain_insert_starts_a_trace_of_its_own(
+    db_url: str, conn: asyncpg.Connection, spans: InMemorySpanExporter, forged: Any
+) -> None:
+    # a hostile payload may carry anything under the reserved key: the job still runs, in a
+    # root span, and its handler never sees the key
+    job_id = await conn.fetchval(
+        "SELECT enqueue_job('traced_child', jsonb_build_object('value', 1, $1::text, $2::jsonb))",
+        TRACE_KEY,
+        json.dumps(forged),
+    )
+    async with running_daemon(db_url, [traced_child], tracing=True):
+        await wait_for(conn, STATUS, job_id, expect="completed")
+    assert json.loads((await job_row(conn, job_id))["result"]) == {"value": 1}
+    run = by_name(spans.get_finished_spans(), "run traced_child")
+    assert run.parent is None
